@@ -1,0 +1,136 @@
+"""An engine partition: the sessions it owns, run in event-time order over the whole market.
+
+Ticks arrive from every market partition (origin) in batches, in whatever order Kafka delivers them. The
+merger releases a tick only when every origin has promised (watermark) that nothing earlier will come, and
+in (ts, origin, offset) order, so the sessions see the same sequence whatever the delivery timing was.
+"""
+from __future__ import annotations
+
+import heapq
+from typing import Iterator
+
+import schemas as s
+
+from .book import Book
+from .instruments import Instrument
+from .session import Session, SessionConfig
+from .strategy import Target
+
+END = 1 << 62
+
+
+class TickMerger:
+    def __init__(self, origins: int) -> None:
+        self.wm = [-1] * origins
+        self.last_offset = [-1] * origins
+        self.heap: list[tuple[int, int, int, s.Tick]] = []
+
+    def add(self, batch: s.TickBatch) -> None:
+        o = batch.origin
+        for t in batch.ticks:
+            if t.offset > self.last_offset[o]:  # a market partition that restarted re-sends what it had sent
+                self.last_offset[o] = t.offset
+                heapq.heappush(self.heap, (t.ts, o, t.offset, t))
+        self.wm[o] = END if batch.end else max(self.wm[o], batch.wm)
+
+    def release(self) -> Iterator[s.Tick]:
+        limit = min(self.wm)
+        heap = self.heap
+        while heap and heap[0][0] < limit:
+            yield heapq.heappop(heap)[3]
+
+    @property
+    def ended(self) -> bool:
+        return not self.heap and all(w == END for w in self.wm)
+
+    def to_dict(self) -> dict:
+        return {"wm": self.wm, "last_offset": self.last_offset,
+                "heap": [[ts, o, off, t.model_dump(mode="json")] for ts, o, off, t in self.heap]}
+
+    def load(self, d: dict) -> None:
+        self.wm, self.last_offset = list(d["wm"]), list(d["last_offset"])
+        self.heap = [(ts, o, off, s.Tick.model_validate(t)) for ts, o, off, t in d["heap"]]
+        heapq.heapify(self.heap)
+
+
+class Engine:
+    def __init__(self, partition: int, origins: int, instruments: dict[str, Instrument],
+                 sessions: list[SessionConfig]) -> None:
+        self.partition = partition
+        self.instruments = instruments
+        self.merger = TickMerger(origins)
+        self.books: dict[str, Book] = {}
+        self.sessions = {cfg.id: Session(cfg, instruments) for cfg in sessions}
+        self.now = 0
+        self.finished = False
+        self.offsets: dict[str, int] = {}  # last applied offset per input topic of this partition
+
+    def seen(self, topic: str, offset: int) -> bool:
+        return offset <= self.offsets.get(topic, -1)
+
+    def mark_seen(self, topic: str, offset: int) -> None:
+        self.offsets[topic] = offset
+
+    # --- inputs --------------------------------------------------------------------------------------------
+    def on_ticks(self, batch: s.TickBatch) -> list:
+        self.merger.add(batch)
+        out: list = []
+        for tick in self.merger.release():
+            out += self._tick(tick)
+        if self.merger.ended and not self.finished:
+            out += self._finish()
+        return out
+
+    def _tick(self, tick: s.Tick) -> list:
+        self.now = tick.ts
+        books = self.books
+        out: list = []
+        for sess in self.sessions.values():
+            out += sess.before_tick(tick.ts, books)
+        book = books.get(tick.symbol)
+        if book is None:
+            book = books[tick.symbol] = Book()
+        book.apply(tick)
+        for sess in self.sessions.values():
+            if sess.cfg.trades(tick.symbol):
+                out += sess.on_tick(tick, books)
+        return out
+
+    def on_order(self, order: s.Order) -> list:
+        sess = self.sessions.get(order.session)
+        if sess is None:
+            return [self._alert("warning", "order for an unknown session", f"{order.id} -> {order.session}", order.ts)]
+        return sess.submit_external(order, self.now)
+
+    def on_signal(self, sig: s.Signal) -> list:
+        sess = self.sessions.get(sig.session)
+        if sess is None:
+            return [self._alert("warning", "signal for an unknown session", f"{sig.id} -> {sig.session}", sig.ts)]
+        intent = Target(sig.symbol, sig.target, sig.confidence, sig.reasoning or sig.strategy, {"signal": sig.id})
+        return sess._decide(intent, max(sig.ts, self.now), self.books)
+
+    def _finish(self) -> list:
+        self.finished = True
+        out: list = [sess.equity_message(self.now, self.books) for sess in self.sessions.values()]
+        out.append(self._alert("info", "tape finished",
+                               f"engine partition {self.partition}: {len(self.sessions)} sessions", self.now))
+        return out
+
+    def _alert(self, severity: str, title: str, text: str, ts: int) -> s.Alert:
+        return s.Alert(id=f"engine:{self.partition}:{title}:{ts}", ts=ts, severity=severity, source="engine",
+                       title=title, text=text)
+
+    # --- checkpoint ------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"merger": self.merger.to_dict(), "now": self.now, "finished": self.finished,
+                "offsets": self.offsets, "sessions": {k: v.to_dict() for k, v in self.sessions.items()},
+                "books": {sym: b.to_dict() for sym, b in self.books.items()}}
+
+    def load(self, d: dict) -> None:
+        self.merger.load(d["merger"])
+        self.now, self.finished, self.offsets = d["now"], d["finished"], dict(d["offsets"])
+        for sid, st in d["sessions"].items():
+            if sid in self.sessions:
+                self.sessions[sid].load(st)
+        self.books = {sym: Book.from_dict(v) for sym, v in d["books"].items()}
+

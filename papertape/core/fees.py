@@ -1,0 +1,28 @@
+"""Trading fees: maker or taker by how the fill happened, with per-symbol overrides."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+
+# The settle coin's smallest unit papertape accounts in (Bybit shows USDT fees with 8 decimals).
+SETTLE_UNIT = Decimal("0.00000001")
+
+
+def to_settle_unit(amount: Decimal) -> Decimal:
+    return amount.quantize(SETTLE_UNIT, rounding=ROUND_HALF_UP)
+
+
+@dataclass(frozen=True)
+class FeeSchedule:
+    maker: Decimal = Decimal("0.0002")  # Bybit VIP0 USDT perpetuals
+    taker: Decimal = Decimal("0.00055")
+    overrides: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)  # symbol -> (maker, taker)
+
+    def rate(self, symbol: str, liquidity: str) -> Decimal:
+        maker, taker = self.overrides.get(symbol, (self.maker, self.taker))
+        return maker if liquidity == "maker" else taker
+
+    def fee(self, symbol: str, liquidity: str, price: Decimal, qty: Decimal) -> tuple[Decimal, Decimal]:
+        """(rate, fee) for a fill: fee = price x qty x rate, rounded to the settle unit."""
+        rate = self.rate(symbol, liquidity)
+        return rate, to_settle_unit(price * qty * rate)

@@ -1,0 +1,39 @@
+"""Instrument specs: tick size, lot step, minimums. Used to validate and round every order."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
+
+
+@dataclass(frozen=True)
+class Instrument:
+    symbol: str
+    tick_size: Decimal
+    lot_step: Decimal
+    min_qty: Decimal
+    min_notional: Decimal
+    settle_coin: str = "USDT"
+    max_leverage: Decimal = Decimal(100)
+
+    def round_qty_down(self, qty: Decimal) -> Decimal:
+        return (qty / self.lot_step).to_integral_value(rounding=ROUND_DOWN) * self.lot_step
+
+    def on_tick(self, price: Decimal) -> bool:
+        return price % self.tick_size == 0
+
+    def on_lot(self, qty: Decimal) -> bool:
+        return qty % self.lot_step == 0
+
+
+def _d(x: str) -> Decimal:
+    return Decimal(x)
+
+
+# Bybit linear USDT perpetual specs of the symbols in the bundled recording (instruments-info, 2024).
+DEFAULT_INSTRUMENTS: dict[str, Instrument] = {
+    i.symbol: i
+    for i in [
+        Instrument("BTCUSDT", _d("0.10"), _d("0.001"), _d("0.001"), _d("5")),
+        Instrument("ETHUSDT", _d("0.01"), _d("0.01"), _d("0.01"), _d("5")),
+    ]
+}

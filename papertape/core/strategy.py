@@ -1,0 +1,154 @@
+"""Strategies: pure classes that see a session's ticks and return intents (a target exposure or an order)."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Target:
+    """Hold `target` exposure in `symbol`."""
+
+    symbol: str
+    target: str  # long | short | flat
+    confidence: float
+    reasoning: str
+    features: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlaceOrder:
+    """Place exactly this order."""
+
+    symbol: str
+    side: str
+    qty: Decimal
+    type: str = "market"
+    price: Decimal | None = None
+    tif: str = "GTC"
+    reduce_only: bool = False
+    reasoning: str = ""
+
+
+Intent = Target | PlaceOrder
+
+
+class Strategy:
+    name = "base"
+
+    def on_tick(self, tick) -> list[Intent]:
+        return []
+
+    def to_dict(self) -> dict:
+        return {}
+
+    def load(self, state: dict) -> None:
+        pass
+
+
+def tick_price(tick) -> float | None:
+    if tick.trades:
+        return float(tick.trades[-1].price)
+    if tick.bid is not None and tick.ask is not None:
+        return float(tick.bid + tick.ask) / 2
+    return None
+
+
+class EmaCross(Strategy):
+    """Trend following: EMAs of bar closes in event time; long when the fast EMA crosses above the slow one,
+    flat (or short, when allowed) when it crosses below. Confidence grows with the gap between the EMAs."""
+
+    name = "ema_cross"
+
+    def __init__(self, fast: int = 5, slow: int = 20, bar_ms: int = 60_000, allow_short: bool = False,
+                 full_confidence_bps: float = 10.0) -> None:
+        if not 0 < fast < slow:
+            raise ValueError("ema_cross needs 0 < fast < slow")
+        self.fast, self.slow, self.bar_ms = fast, slow, bar_ms
+        self.allow_short, self.full_confidence_bps = allow_short, full_confidence_bps
+        self.state: dict[str, list] = {}  # symbol -> [bar_start, last_price, ema_fast, ema_slow, bars, side]
+
+    def on_tick(self, tick) -> list[Intent]:
+        price = tick_price(tick)
+        if price is None:
+            return []
+        bar_start = tick.ts - tick.ts % self.bar_ms
+        st = self.state.get(tick.symbol)
+        if st is None:
+            self.state[tick.symbol] = [bar_start, price, None, None, 0, "flat"]
+            return []
+        intents: list[Intent] = []
+        if bar_start > st[0]:
+            intent = self._close_bar(tick.symbol, st)
+            if intent:
+                intents.append(intent)
+            st[0] = bar_start
+        st[1] = price
+        return intents
+
+    def _close_bar(self, symbol: str, st: list) -> Intent | None:
+        close = st[1]
+        a_fast, a_slow = 2 / (self.fast + 1), 2 / (self.slow + 1)
+        st[2] = close if st[2] is None else st[2] + a_fast * (close - st[2])
+        st[3] = close if st[3] is None else st[3] + a_slow * (close - st[3])
+        st[4] += 1
+        if st[4] < self.slow:
+            return None
+        fast, slow = st[2], st[3]
+        side = "long" if fast > slow else ("short" if self.allow_short else "flat")
+        if side == st[5]:
+            return None
+        st[5] = side
+        gap_bps = abs(fast - slow) / slow * 1e4
+        return Target(symbol, side, min(1.0, gap_bps / self.full_confidence_bps),
+                      f"EMA{self.fast} {'above' if fast > slow else 'below'} EMA{self.slow} by {gap_bps:.2f} bps",
+                      {"close": close, "ema_fast": fast, "ema_slow": slow, "bars": st[4]})
+
+    def to_dict(self) -> dict:
+        return {"state": self.state}
+
+    def load(self, state: dict) -> None:
+        self.state = {s: list(v) for s, v in state["state"].items()}
+
+
+class Scripted(Strategy):
+    """Places a fixed list of orders at given event times: for tests, and to replay a known order sequence."""
+
+    name = "scripted"
+
+    def __init__(self, orders: list[dict]) -> None:
+        self.orders = sorted(orders, key=lambda o: o["at"])
+        self.next = 0
+
+    def on_tick(self, tick) -> list[Intent]:
+        out: list[Intent] = []
+        while self.next < len(self.orders) and self.orders[self.next]["at"] <= tick.ts:
+            o = self.orders[self.next]
+            self.next += 1
+            price = o.get("price")
+            out.append(PlaceOrder(o["symbol"], o["side"], Decimal(str(o["qty"])), o.get("type", "market"),
+                                  None if price is None else Decimal(str(price)), o.get("tif", "GTC"),
+                                  o.get("reduce_only", False), o.get("reasoning", "scripted")))
+        return out
+
+    def to_dict(self) -> dict:
+        return {"next": self.next}
+
+    def load(self, state: dict) -> None:
+        self.next = state["next"]
+
+
+BUILTIN = {"ema_cross": EmaCross, "scripted": Scripted}
+
+
+def make_strategy(name: str, params: dict) -> Strategy:
+    """A built-in by name, or a user's class by dotted path (`package.module:Class` or `package.module.Class`)."""
+    cls = BUILTIN.get(name)
+    if cls is None:
+        module, _, attr = name.replace(":", ".").rpartition(".")
+        if not module:
+            raise ValueError(f"unknown strategy {name!r}; built-ins: {', '.join(BUILTIN)}")
+        cls = getattr(importlib.import_module(module), attr)
+    return cls(**params)

@@ -1,0 +1,40 @@
+"""Bytes <-> models. JSON through pydantic's Rust core; a bad message raises InvalidMessage with the reason."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .topics import TOPICS
+
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+class InvalidMessage(ValueError):
+    """The bytes are not a valid message for the topic. The text says why."""
+
+
+def encode(model: BaseModel) -> bytes:
+    return model.model_dump_json().encode()
+
+
+def decode(topic: str, data: bytes | None) -> Any:
+    if data is None:
+        raise InvalidMessage("empty message (no value)")
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise InvalidMessage(f"oversized message: {len(data)} bytes > {MAX_MESSAGE_BYTES}")
+    try:
+        return TOPICS[topic].adapter.validate_json(data)
+    except ValidationError as exc:
+        raise InvalidMessage(_short(exc)) from None
+    except KeyError:
+        raise InvalidMessage(f"unknown topic {topic!r}") from None
+
+
+def _short(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "message"
+        parts.append(f"{where}: {err['msg']}")
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
