@@ -1,0 +1,27 @@
+"""The Faust app: every agent of the pipeline, wired to its topics."""
+from __future__ import annotations
+
+import faust
+
+from papertape.config import Settings
+from papertape.core.instruments import DEFAULT_INSTRUMENTS
+
+from . import engine, market, tansu_compat
+from .outputs import Outputs
+
+
+def create_app(settings: Settings, tansu: bool) -> faust.App:
+    tansu_compat.apply(tansu=tansu)
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        datadir=str(settings.data_dir / "faust"),
+        topic_partitions=settings.session_partitions,
+        stream_wait_empty=False,
+        **tansu_compat.faust_settings(),
+    )
+    outputs = Outputs(app)
+    market.register(app, settings, DEFAULT_INSTRUMENTS, outputs)
+    engine.register(app, settings, DEFAULT_INSTRUMENTS, outputs)
+    return app

@@ -1,0 +1,68 @@
+"""ACCOUNT + VENUE actor per session partition: runs the partition's sessions (strategy, risk, sizing,
+paper matching, accounting) over the merged market ticks, plus external orders, signals and control."""
+from __future__ import annotations
+
+import faust
+
+import schemas as s
+from papertape.core.engine import Engine
+
+from .checkpoint import Checkpoints
+from .outputs import Outputs, dead_letter
+
+INPUTS = ("md.ticks", "orders", "signals", "control")
+
+
+def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
+    source = app.topic(*INPUTS, key_serializer="raw", value_serializer="raw",
+                       partitions=settings.session_partitions)
+    checkpoints = Checkpoints(app, "engine-state", settings.session_partitions, settings.checkpoint_every_s)
+    engines: dict[int, Engine] = {}
+
+    def engine_for(p: int) -> Engine:
+        if p not in engines:
+            mine = [c for c in settings.sessions if settings.session_partition(c.id) == p]
+            eng = engines[p] = Engine(p, settings.md_partitions, instruments, mine)
+            saved = checkpoints.load(p)
+            if saved:
+                eng.load(saved)
+        return engines[p]
+
+    @app.agent(source, name="engine")
+    async def engine(stream):
+        async for events in stream.noack_take(2000, within=0.02):
+            touched: set[int] = set()
+            for ev in events:
+                msg = ev.message
+                eng = engine_for(msg.partition)
+                checkpoints.hold(msg.partition, ev)
+                if eng.seen(msg.topic, msg.offset):
+                    continue
+                touched.add(msg.partition)
+                eng.mark_seen(msg.topic, msg.offset)
+                try:
+                    item = s.decode(msg.topic, msg.value)
+                except s.InvalidMessage as exc:
+                    await outputs.send(dead_letter("engine", msg.topic, msg.partition, msg.offset, msg.key,
+                                                   msg.value, str(exc), eng.now))
+                    continue
+                await outputs.send(dispatch(eng, item))
+            for p in sorted(touched):
+                if checkpoints.due(p) or engines[p].finished:
+                    await checkpoints.save(p, engines[p].to_dict())
+
+    @app.on_partitions_revoked.connect
+    async def forget(app, revoked, **kwargs):
+        for tp in revoked:
+            if tp.topic in INPUTS:
+                engines.pop(tp.partition, None)
+
+
+def dispatch(eng: Engine, item) -> list:
+    if item.kind == "ticks":
+        return eng.on_ticks(item)
+    if item.kind == "order":
+        return eng.on_order(item)
+    if item.kind == "signal":
+        return eng.on_signal(item)
+    return []  # control: session changes at run time come with issue 6

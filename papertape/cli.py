@@ -1,0 +1,162 @@
+"""The `papertape` command line."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from papertape.config import Settings, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="papertape", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the pipeline on the embedded defaults (or a config file)")
+    run.add_argument("--config", type=Path, help="TOML settings file")
+    run.add_argument("--data-dir", type=Path)
+    run.add_argument("--replay", type=Path, nargs="+", help="tapes to replay (default: the bundled recording)")
+    run.add_argument("--speed", type=float, help="0 = as fast as possible (default), N = N x real time")
+    run.add_argument("--seconds", type=float, dest="replay_seconds", help="replay only the first N seconds")
+    run.add_argument("--fresh", action="store_true", help="delete the data directory first")
+
+    worker = sub.add_parser("worker", help="run the Faust worker (every agent)")
+    worker.add_argument("--settings-json", type=Path)
+    worker.add_argument("--config", type=Path)
+    worker.add_argument("--tansu", action="store_true", help="the broker is Tansu: apply its fixes")
+
+    sql = sub.add_parser("sql", help="query the history in ClickHouse")
+    sql.add_argument("query")
+    sql.add_argument("--data-dir", type=Path)
+    sql.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    status = sub.add_parser("status", help="is a run in progress; sessions with their equity")
+    status.add_argument("--data-dir", type=Path)
+
+    args = parser.parse_args(argv)
+    try:
+        return {"run": cmd_run, "worker": cmd_worker, "sql": cmd_sql, "status": cmd_status}[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _settings(args) -> Settings:
+    overrides = {k: getattr(args, k, None) for k in ("data_dir", "replay", "speed", "replay_seconds")}
+    return load_settings(getattr(args, "config", None), **overrides)
+
+
+def cmd_run(args) -> int:
+    from papertape.runtime import Pipeline
+
+    settings = _settings(args)
+    if args.fresh and settings.data_dir.exists():
+        shutil.rmtree(settings.data_dir)
+
+    async def go() -> list[dict]:
+        pipe = Pipeline(settings)
+        try:
+            await pipe.start()
+            pipe.say(f"replaying {len(settings.replay)} file(s) for {len(settings.sessions)} sessions "
+                     f"({'as fast as possible' if not settings.speed else f'{settings.speed:g}x real time'})")
+            done = await pipe.replay()
+            pipe.say(f"replay done: {done['frames']} frames, {done['trades']} trades; waiting for the pipeline")
+            await pipe.wait_finished()
+            return done, pipe.summary()
+        finally:
+            await pipe.stop()
+
+    done, rows = asyncio.run(go())
+    print_summary(done, rows)
+    return 0
+
+
+def print_summary(done: dict, rows: list[dict]) -> None:
+    from infra.sql_endpoint import format_table
+
+    print(f"\nevents processed: {done['frames']} market frames ({done['trades']} trades)")
+    cols = ["session", "orders", "fills", "fees", "realized", "cash", "equity"]
+    print(format_table({"columns": cols, "rows": [[str(r.get(c)) for c in cols] for r in rows]}))
+    print(f"total fills: {sum(int(r.get('fills') or 0) for r in rows)}")
+
+
+def cmd_worker(args) -> int:
+    import faust  # noqa: F401  (fail early and clearly if the install is broken)
+
+    from agents.app import create_app
+
+    if args.settings_json:
+        settings = Settings.model_validate_json(args.settings_json.read_text())
+    else:
+        settings = load_settings(args.config)
+    if not settings.kafka_bootstrap:
+        print("papertape worker needs KAFKA_BOOTSTRAP (or --settings-json from `papertape run`)", file=sys.stderr)
+        return 2
+    app = create_app(settings, tansu=args.tansu)
+    from faust import Worker
+
+    Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    return 0
+
+
+def _running(data_dir: Path) -> dict | None:
+    try:
+        info = json.loads((data_dir / "run.json").read_text())
+        os.kill(info["pid"], 0)
+        return info
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _query(data_dir: Path, query: str) -> dict:
+    from infra.sql_endpoint import query_local, query_remote
+
+    info = _running(data_dir)
+    if info and not os.environ.get("CLICKHOUSE_URL"):
+        return query_remote(info["sql_port"], query)
+    from infra.clickhouse import connect
+
+    client = connect(os.environ.get("CLICKHOUSE_URL"), data_dir)
+    try:
+        return query_local(client, query)
+    finally:
+        client.close()
+
+
+def cmd_sql(args) -> int:
+    from infra.sql_endpoint import format_table
+
+    settings = _settings(args)
+    try:
+        result = _query(settings.data_dir, args.query)
+    except Exception as exc:  # the message from ClickHouse is what the user needs
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, default=str) if args.json else format_table(result))
+    return 0
+
+
+def cmd_status(args) -> int:
+    from infra.sql_endpoint import format_table
+
+    settings = _settings(args)
+    info = _running(settings.data_dir)
+    print(f"run in progress (pid {info['pid']}, broker {info['bootstrap']})" if info else "no run in progress")
+    if not (settings.data_dir / "clickhouse").exists() and not os.environ.get("CLICKHOUSE_URL"):
+        print(f"no history in {settings.data_dir}")
+        return 0
+    print(format_table(_query(settings.data_dir, """
+        SELECT session, argMax(equity, ts) AS equity, argMax(cash, ts) AS cash,
+               argMax(open_positions, ts) AS open_positions, max(ts) AS as_of_ms
+        FROM equity GROUP BY session ORDER BY session""")))
+    print(format_table(_query(settings.data_dir, """
+        SELECT (SELECT count() FROM fills) AS fills, (SELECT count() FROM order_events) AS order_events,
+               (SELECT count() FROM md_trades) AS trades, (SELECT count() FROM dead_letters) AS dead_letters""")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

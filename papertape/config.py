@@ -1,0 +1,58 @@
+"""Settings: embedded defaults, overridable by a TOML file and the environment (KAFKA_BOOTSTRAP, CLICKHOUSE_URL)."""
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from papertape.core.session import SessionConfig
+
+RECORDINGS = Path(__file__).resolve().parent.parent / "streams" / "recordings"
+BUNDLED_TAPE = [RECORDINGS / "binance_usdm" / "usdm_btcusdt_20240808.gz",
+                RECORDINGS / "binance_usdm" / "usdm_ethusdt_20240808.gz"]
+
+DEFAULT_SESSIONS = [
+    SessionConfig(id="trend-fast", strategy="ema_cross",
+                  params={"fast": 3, "slow": 8, "bar_ms": 5_000, "full_confidence_bps": 2.0}),
+    SessionConfig(id="trend-slow", strategy="ema_cross", balance=25_000,
+                  params={"fast": 5, "slow": 12, "bar_ms": 10_000, "full_confidence_bps": 2.0}),
+]
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    app_id: str = "papertape"
+    data_dir: Path = Path("papertape-data")
+    kafka_bootstrap: str | None = None  # None: start the embedded broker
+    clickhouse_url: str | None = None  # None: embedded ClickHouse (chdb) in data_dir
+    md_partitions: int = Field(default=4, ge=1, le=256)
+    session_partitions: int = Field(default=4, ge=1, le=256)
+    sessions: list[SessionConfig] = Field(default_factory=lambda: [c.model_copy() for c in DEFAULT_SESSIONS])
+    replay: list[Path] = Field(default_factory=lambda: list(BUNDLED_TAPE))
+    speed: float = Field(default=0.0, ge=0)  # 0: as fast as possible; N: N x real time
+    replay_seconds: float | None = None  # play only the first N seconds of event time
+    checkpoint_every_s: float = Field(default=1.0, gt=0)
+    webhook_url: str | None = None
+    log_level: str = "warning"
+
+    def with_env(self) -> "Settings":
+        env = {k: v for k, v in {"kafka_bootstrap": os.environ.get("KAFKA_BOOTSTRAP"),
+                                 "clickhouse_url": os.environ.get("CLICKHOUSE_URL"),
+                                 "webhook_url": os.environ.get("PAPERTAPE_WEBHOOK_URL"),
+                                 "data_dir": os.environ.get("PAPERTAPE_DATA")}.items() if v}
+        return self.model_copy(update=env) if env else self
+
+    def session_partition(self, session_id: str) -> int:
+        from streams.replay import kafka_partition
+        return kafka_partition(session_id.encode(), self.session_partitions)
+
+
+def load_settings(path: Path | None = None, **overrides) -> Settings:
+    data: dict = {}
+    if path is not None:
+        data = tomllib.loads(Path(path).read_text())
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**data).with_env()

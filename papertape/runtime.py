@@ -1,0 +1,182 @@
+"""The embedded pipeline: broker, ClickHouse, recorder, alert relay, a worker process and the replay source.
+
+`papertape run` drives one Pipeline; tests drive the same class (and kill its worker on purpose).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+import schemas as s
+from infra.broker import EmbeddedBroker, ensure_topics
+from infra.clickhouse import connect, migrate
+from infra.sql_endpoint import query_local, serve
+from papertape.config import Settings
+from streams.alerts import AlertFanout, AlertRelay, ConsoleChannel, WebhookChannel
+from streams.recorder import Recorder
+
+RUN_FILE = "run.json"
+
+
+class FinishWatch:
+    """An alert channel that notes which engine partitions reported the end of the tape."""
+
+    min_severity = "info"
+
+    def __init__(self) -> None:
+        self.partitions: set[str] = set()
+
+    async def send(self, alert: s.Alert) -> None:
+        if alert.source == "engine" and alert.title == "tape finished":
+            self.partitions.add(alert.id.split(":")[1])
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, out=sys.stdout, console_alerts: str = "warning") -> None:
+        self.settings = settings
+        self.out = out
+        self.console_alerts = console_alerts
+        self.broker: EmbeddedBroker | None = None
+        self.worker: subprocess.Popen | None = None
+        self.finish = FinishWatch()
+        self.workers_started = 0
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    async def start(self, worker: bool = True) -> "Pipeline":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.tansu = self.settings.kafka_bootstrap is None
+        if self.tansu:
+            self.broker = EmbeddedBroker(self.data_dir / "broker.log")
+            self.settings = self.settings.model_copy(update={"kafka_bootstrap": self.broker.bootstrap})
+            self.say(f"broker: embedded Tansu on {self.broker.bootstrap}")
+        else:
+            self.say(f"broker: {self.settings.kafka_bootstrap}")
+        await ensure_topics(self.settings.kafka_bootstrap,
+                            s.partition_counts(self.settings.md_partitions, self.settings.session_partitions))
+        self.ch = connect(self.settings.clickhouse_url, self.data_dir)
+        migrate(self.ch)
+        self.say("clickhouse: " + (self.settings.clickhouse_url or f"embedded (chdb) in {self.data_dir / 'clickhouse'}"))
+        self.sql_runner, port = await serve(self.ch)
+        (self.data_dir / RUN_FILE).write_text(json.dumps({"pid": os.getpid(), "sql_port": port,
+                                                          "bootstrap": self.settings.kafka_bootstrap}))
+        self.recorder = Recorder(self.settings.kafka_bootstrap, self.ch)
+        await self.recorder.start()
+        channels = [ConsoleChannel(self.console_alerts, self.out), self.finish]
+        if self.settings.webhook_url:
+            channels.append(WebhookChannel(self.settings.webhook_url))
+        self.alerts = AlertRelay(self.settings.kafka_bootstrap, AlertFanout(channels))
+        await self.alerts.start()
+        if worker:
+            self.start_worker()
+        return self
+
+    # --- the worker process ---------------------------------------------------------------------------------
+    def start_worker(self) -> subprocess.Popen:
+        self.workers_started += 1
+        cfg = self.data_dir / "worker-settings.json"
+        cfg.write_text(self.settings.model_dump_json())
+        log = open(self.data_dir / f"worker-{self.workers_started}.log", "wb")
+        cmd = [sys.executable, "-m", "papertape.cli", "worker", "--settings-json", str(cfg)]
+        if self.tansu:
+            cmd.append("--tansu")
+        self.worker = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        return self.worker
+
+    def kill_worker(self, sig: int = signal.SIGKILL) -> None:
+        if self.worker and self.worker.poll() is None:
+            self.worker.send_signal(sig)
+            self.worker.wait(timeout=60)
+
+    # --- the source ------------------------------------------------------------------------------------------
+    async def replay(self, progress: bool = True) -> dict:
+        from streams.replay import ReplaySource, kafka_partition
+
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, linger_ms=5,
+                                    max_batch_size=1 << 20, enable_idempotence=False)
+        await producer.start()
+        try:
+            async def send(topic, key, value, partition):
+                await producer.send(topic, value=value, key=key, partition=partition)
+
+            source = ReplaySource(self.settings.replay, send, self.settings.md_partitions, kafka_partition,
+                                  speed=self.settings.speed, max_seconds=self.settings.replay_seconds,
+                                  progress=self._progress if progress else None)
+            summary = await source.run()
+            await producer.flush()
+        finally:
+            await producer.stop()
+        return summary
+
+    def _progress(self, frames: int, ts: int, rate: float) -> None:
+        fills = self.recorder.rows_written.get("fills_log", 0)
+        self.say(f"  replay: {frames:>8} frames  event time {time.strftime('%H:%M:%S', time.gmtime(ts / 1000))}"
+                 f"  {rate:>9.0f} frames/s  fills recorded {fills}")
+
+    async def wait_finished(self, timeout: float = 600.0) -> None:
+        """Until every engine partition has reported the end of the tape and all of it is in ClickHouse."""
+        deadline = time.monotonic() + timeout
+        want = self.settings.session_partitions
+        while len(self.finish.partitions) < want:
+            if self.worker is not None and self.worker.poll() is not None:
+                raise RuntimeError(f"the worker exited with code {self.worker.returncode}; "
+                                   f"see {self.data_dir}/worker-{self.workers_started}.log")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(self.finish.partitions)}/{want} engine partitions finished")
+            await asyncio.sleep(0.1)
+        await self.recorder.wait_caught_up(timeout=max(5.0, deadline - time.monotonic()))
+
+    # --- results --------------------------------------------------------------------------------------------
+    def query(self, sql: str) -> dict:
+        return query_local(self.ch, sql)
+
+    def summary(self) -> list[dict]:
+        """Per session: orders, fills, fees, realized P&L, cash, equity (from ClickHouse)."""
+        res = self.query("""
+            SELECT e.session, o.orders, f.fills, f.fees, f.realized, e.cash, e.equity, e.unrealized
+            FROM (SELECT session, argMax(cash, ts) AS cash, argMax(equity, ts) AS equity,
+                         argMax(unrealized_pnl, ts) AS unrealized FROM equity GROUP BY session) AS e
+            LEFT JOIN (SELECT session, count() AS fills, sum(fee) AS fees, sum(realized_pnl) AS realized
+                       FROM fills GROUP BY session) AS f ON f.session = e.session
+            LEFT JOIN (SELECT session, uniqExact(order_id) AS orders FROM order_events GROUP BY session) AS o
+                   ON o.session = e.session
+            ORDER BY e.session""")
+        return [dict(zip(res["columns"], row)) for row in res["rows"]]
+
+    async def stop(self) -> None:
+        if self.worker and self.worker.poll() is None:
+            self.worker.terminate()
+            try:
+                self.worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+                self.worker.wait()
+        for part in ("alerts", "recorder"):
+            if hasattr(self, part):
+                await getattr(self, part).stop()
+        if hasattr(self, "sql_runner"):
+            await self.sql_runner.cleanup()
+        (self.data_dir / RUN_FILE).unlink(missing_ok=True)
+        if hasattr(self, "ch"):
+            self.ch.close()
+        if self.broker:
+            self.broker.stop()
+
+    async def __aenter__(self) -> "Pipeline":
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
