@@ -16,10 +16,12 @@ def create_app(settings: Settings, tansu: bool) -> faust.App:
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
         datadir=str(settings.data_dir / "faust"),
         topic_partitions=settings.session_partitions,
         stream_wait_empty=False,
-        **tansu_compat.faust_settings(),
+        **tansu_compat.faust_settings(web_enabled=False, producer_max_request_size=8 << 20),
     )
     outputs = Outputs(app)
     market.register(app, settings, DEFAULT_INSTRUMENTS, outputs)

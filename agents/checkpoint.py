@@ -18,8 +18,8 @@ import orjson
 class Checkpoints:
     def __init__(self, app: faust.App, name: str, partitions: int, every_s: float) -> None:
         self.app = app
-        self.table = app.Table(name, default=None, partitions=partitions, key_type=bytes, value_type=bytes,
-                               key_serializer="raw", value_serializer="raw")
+        # the app's key and value serializers are "raw": snapshots are orjson bytes
+        self.table = app.Table(name, default=None, partitions=partitions, key_type=bytes, value_type=bytes)
         self.every_s = every_s
         self.held: dict[int, list] = defaultdict(list)  # events consumed but not yet covered by a snapshot
         self.saved_at: dict[int, float] = {}

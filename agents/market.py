@@ -51,8 +51,8 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
                     mp.on_watermark(item, msg.offset)
             for p in sorted(touched):
                 mp = parts[p]
-                batch, marks = mp.flush()
-                if batch is not None:
+                batches, marks = mp.flush()
+                for batch in batches:
                     for q in range(settings.session_partitions):
                         await outputs.send_to("md.ticks", batch, q)
                 await outputs.send(marks)

@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--config", type=Path)
     worker.add_argument("--tansu", action="store_true", help="the broker is Tansu: apply its fixes")
 
+    recorder = sub.add_parser("recorder", help="record every topic into ClickHouse and relay alerts")
+    recorder.add_argument("--config", type=Path)
+    recorder.add_argument("--data-dir", type=Path)
+
     sql = sub.add_parser("sql", help="query the history in ClickHouse")
     sql.add_argument("query")
     sql.add_argument("--data-dir", type=Path)
@@ -39,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        return {"run": cmd_run, "worker": cmd_worker, "sql": cmd_sql, "status": cmd_status}[args.command](args)
+        return {"run": cmd_run, "worker": cmd_worker, "recorder": cmd_recorder, "sql": cmd_sql,
+                "status": cmd_status}[args.command](args)
     except KeyboardInterrupt:
         return 130
 
@@ -79,8 +84,20 @@ def print_summary(done: dict, rows: list[dict]) -> None:
 
     print(f"\nevents processed: {done['frames']} market frames ({done['trades']} trades)")
     cols = ["session", "orders", "fills", "fees", "realized", "cash", "equity"]
-    print(format_table({"columns": cols, "rows": [[str(r.get(c)) for c in cols] for r in rows]}))
+    print(format_table({"columns": cols, "rows": [[_plain(r.get(c)) for c in cols] for r in rows]}))
     print(f"total fills: {sum(int(r.get('fills') or 0) for r in rows)}")
+
+
+def _plain(value) -> str:
+    """Money as the settle coin shows it: 8 decimals, no exponent."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        d = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return str(value)
+    return str(value) if d == d.to_integral_value() and "." not in str(value) and "E" not in str(value) \
+        else f"{d.quantize(Decimal('0.00000001')):f}"
 
 
 def cmd_worker(args) -> int:
@@ -95,10 +112,41 @@ def cmd_worker(args) -> int:
     if not settings.kafka_bootstrap:
         print("papertape worker needs KAFKA_BOOTSTRAP (or --settings-json from `papertape run`)", file=sys.stderr)
         return 2
+    from infra.broker import ensure_topics
+    from schemas import partition_counts
+
+    asyncio.run(ensure_topics(settings.kafka_bootstrap,
+                              partition_counts(settings.md_partitions, settings.session_partitions)))
     app = create_app(settings, tansu=args.tansu)
     from faust import Worker
 
     Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    return 0
+
+
+def cmd_recorder(args) -> int:
+    """The archive edge on its own (docker-compose): runs until SIGTERM or Ctrl-C."""
+    import signal
+
+    from papertape.runtime import Pipeline
+
+    settings = _settings(args)
+    if not settings.kafka_bootstrap:
+        print("papertape recorder needs KAFKA_BOOTSTRAP", file=sys.stderr)
+        return 2
+
+    async def go() -> None:
+        pipe = Pipeline(settings, console_alerts="info")
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        try:
+            await pipe.start(worker=False)
+            await stop.wait()
+        finally:
+            await pipe.stop()
+
+    asyncio.run(go())
     return 0
 
 

@@ -15,7 +15,7 @@ BUNDLED_TAPE = [RECORDINGS / "binance_usdm" / "usdm_btcusdt_20240808.gz",
 
 DEFAULT_SESSIONS = [
     SessionConfig(id="trend-fast", strategy="ema_cross",
-                  params={"fast": 3, "slow": 8, "bar_ms": 5_000, "full_confidence_bps": 2.0}),
+                  params={"fast": 3, "slow": 8, "bar_ms": 5_000, "full_confidence_bps": 1.0}),
     SessionConfig(id="trend-slow", strategy="ema_cross", balance=25_000,
                   params={"fast": 5, "slow": 12, "bar_ms": 10_000, "full_confidence_bps": 2.0}),
 ]

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -119,12 +120,13 @@ class Pipeline:
             await producer.flush()
         finally:
             await producer.stop()
-        return summary
+        return dataclasses.asdict(summary)
 
-    def _progress(self, frames: int, ts: int, rate: float) -> None:
+    def _progress(self, p) -> None:
         fills = self.recorder.rows_written.get("fills_log", 0)
-        self.say(f"  replay: {frames:>8} frames  event time {time.strftime('%H:%M:%S', time.gmtime(ts / 1000))}"
-                 f"  {rate:>9.0f} frames/s  fills recorded {fills}")
+        clock = time.strftime("%H:%M:%S", time.gmtime(p.event_ts / 1000))
+        self.say(f"  replay: {p.frames:>8} frames  event time {clock}  {p.frames_per_s:>8.0f} frames/s"
+                 f"  fills recorded {fills}")
 
     async def wait_finished(self, timeout: float = 600.0) -> None:
         """Until every engine partition has reported the end of the tape and all of it is in ClickHouse."""
@@ -146,7 +148,7 @@ class Pipeline:
     def summary(self) -> list[dict]:
         """Per session: orders, fills, fees, realized P&L, cash, equity (from ClickHouse)."""
         res = self.query("""
-            SELECT e.session, o.orders, f.fills, f.fees, f.realized, e.cash, e.equity, e.unrealized
+            SELECT e.session AS session, o.orders, f.fills, f.fees, f.realized, e.cash, e.equity, e.unrealized
             FROM (SELECT session, argMax(cash, ts) AS cash, argMax(equity, ts) AS equity,
                          argMax(unrealized_pnl, ts) AS unrealized FROM equity GROUP BY session) AS e
             LEFT JOIN (SELECT session, count() AS fills, sum(fee) AS fees, sum(realized_pnl) AS realized

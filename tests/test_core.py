@@ -176,8 +176,7 @@ def test_ema_cross_matches_an_independent_ema():
         slow = c if slow is None else slow + 0.5 * (c - slow)
         if n >= 3:
             expected.append("long" if fast > slow else "flat")
-    changes = [t for i, t in enumerate(expected) if i == 0 and t != "flat" or i and t != expected[i - 1]]
-    assert [i.target for i in intents] == changes
+    assert [i.target for i in intents] == expected
 
 
 def test_schema_rejects_nan_negative_and_unknown_fields():

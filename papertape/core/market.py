@@ -48,13 +48,20 @@ class MarketPartition:
         self.wm = max(self.wm, wm.ts)
         self.ended = self.ended or wm.end
 
-    def flush(self) -> tuple[s.TickBatch | None, list[s.Mark]]:
-        """The batch to broadcast (None when nothing moved) and one mark per symbol that changed."""
+    def flush(self, max_ticks: int = 1000) -> tuple[list[s.TickBatch], list[s.Mark]]:
+        """Batches to broadcast (none when nothing moved) and one mark per symbol that changed. A batch holds
+        at most `max_ticks`; all but the last promise only their own last tick's time."""
         if not self._ticks and not self.ended and self.wm <= self._sent_wm:
-            return None, []
-        self.seq += 1
-        batch = s.TickBatch(id=f"ticks:{self.partition}:{self.last_offset}", ts=self.wm, origin=self.partition,
-                            seq=self.seq, wm=self.wm, end=self.ended, ticks=self._ticks)
+            return [], []
+        chunks = [self._ticks[i:i + max_ticks] for i in range(0, len(self._ticks), max_ticks)] or [[]]
+        batches = []
+        for n, ticks in enumerate(chunks, 1):
+            last = n == len(chunks)
+            self.seq += 1
+            wm = self.wm if last else ticks[-1].ts
+            offset = self.last_offset if last else ticks[-1].offset
+            batches.append(s.TickBatch(id=f"ticks:{self.partition}:{offset}", ts=wm, origin=self.partition,
+                                       seq=self.seq, wm=wm, end=self.ended and last, ticks=ticks))
         marks = []
         for sym, ts in self._touched.items():
             b = self.books[sym]
@@ -64,7 +71,7 @@ class MarketPartition:
                                     mark=m))
         self._sent_wm = self.wm
         self._ticks, self._touched = [], {}
-        return batch, marks
+        return batches, marks
 
     def to_dict(self) -> dict:
         return {"wm": self.wm, "seq": self.seq, "ended": self.ended, "last_offset": self.last_offset,

@@ -88,8 +88,8 @@ class Session:
             size = inst.round_qty_down(self.account.equity(self._marks(books)) * self.cfg.position_fraction / price)
             want = size if intent.target == "long" else -size
         delta = want - pos
-        if not delta:
-            return [self._decision(intent, ts, "hold", f"{intent.reasoning}; already at target")]
+        if not delta or (want and pos and (want > 0) == (pos > 0)):  # no resizing while the view holds
+            return []
         side = "buy" if delta > 0 else "sell"
         order = PlaceOrder(intent.symbol, side, abs(delta), reduce_only=(want == 0))
         return self._place(order, ts, intent.reasoning, intent.confidence, intent.features, intent)

@@ -57,8 +57,10 @@ def tick_price(tick) -> float | None:
 
 
 class EmaCross(Strategy):
-    """Trend following: EMAs of bar closes in event time; long when the fast EMA crosses above the slow one,
-    flat (or short, when allowed) when it crosses below. Confidence grows with the gap between the EMAs."""
+    """Trend following: EMAs of bar closes in event time; long while the fast EMA is above the slow one,
+    flat (or short, when allowed) while below. It states its target at every bar close once warmed up, so a
+    session that held back (low confidence, an open order) acts on a later bar. Confidence grows with the gap
+    between the EMAs."""
 
     name = "ema_cross"
 
@@ -98,8 +100,6 @@ class EmaCross(Strategy):
             return None
         fast, slow = st[2], st[3]
         side = "long" if fast > slow else ("short" if self.allow_short else "flat")
-        if side == st[5]:
-            return None
         st[5] = side
         gap_bps = abs(fast - slow) / slow * 1e4
         return Target(symbol, side, min(1.0, gap_bps / self.full_confidence_bps),

@@ -1,0 +1,106 @@
+"""SQL over HTTP for the process that owns the embedded ClickHouse (chdb opens a data dir in one process only).
+
+POST /sql with the query as the body -> {"columns": [...], "types": [...], "rows": [[...]]}; Decimal, datetime
+and other non-JSON values are rendered as strings. A failing query -> HTTP 400 with ClickHouse's message.
+"""
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from aiohttp import web
+
+from infra.clickhouse import call, client_lock
+
+
+class SqlError(RuntimeError):
+    """The query failed; the text is ClickHouse's message."""
+
+
+def query_local(client: Any, sql: str) -> dict:
+    """Run `sql` on `client` (blocking, serialized with the process's other calls on it)."""
+    with client_lock(client):
+        return _run(client, sql)
+
+
+def _run(client: Any, sql: str) -> dict:
+    result = client.query(sql)
+    return {"columns": list(result.column_names), "types": [t.name for t in result.column_types],
+            "rows": [[_plain(v) for v in row] for row in result.result_rows]}
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(value)  # Decimal, datetime, date, UUID, IP addresses
+
+
+async def serve(client: Any, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
+    """Start the endpoint; returns the runner (`await runner.cleanup()` stops it) and the bound port."""
+
+    async def sql(request: web.Request) -> web.Response:
+        text = (await request.text()).strip()
+        if not text:
+            return web.Response(status=400, text="empty query")
+        try:
+            return web.json_response(await call(client, _run, client, text))
+        except Exception as exc:
+            return web.Response(status=400, text=str(exc))
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = web.Application(client_max_size=16 << 20)
+    app.router.add_post("/sql", sql)
+    app.router.add_get("/health", health)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner, runner.addresses[0][1]  # the bound port, also when port=0
+
+
+def query_remote(port: int, sql: str, host: str = "127.0.0.1", timeout: float = 60.0) -> dict:
+    """Ask the owning process's endpoint; raises SqlError with ClickHouse's message if the query fails."""
+    response = httpx.post(f"http://{host}:{port}/sql", content=sql.encode(), timeout=timeout)
+    if response.status_code == 400:
+        raise SqlError(response.text)
+    response.raise_for_status()
+    return response.json()
+
+
+def format_table(result: dict, max_width: int = 60) -> str:
+    """The result (query_local/query_remote's dict) as an aligned text table, numbers right-aligned."""
+    columns = result["columns"]
+    types = result.get("types") or [""] * len(columns)  # without types everything is left-aligned
+    numeric = [t.removeprefix("Nullable(").startswith(("Int", "UInt", "Float", "Decimal")) for t in types]
+    cells = [[_cell(v, max_width) for v in row] for row in result["rows"]]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w)
+                         for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    out = [line(columns), "  ".join("-" * w for w in widths)] + [line(r) for r in cells]
+    n = len(cells)
+    out.append(f"({n} row{'' if n == 1 else 's'})")
+    return "\n".join(out)
+
+
+def _cell(value: Any, max_width: int) -> str:
+    if value is None:
+        text = "NULL"
+    elif isinstance(value, (str, int, float, Decimal)):
+        text = str(value)
+    else:
+        text = json.dumps(value, default=str)
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= max_width else text[: max_width - 1] + "…"

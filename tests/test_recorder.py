@@ -1,0 +1,243 @@
+"""Recorder: the mapping of every topic to rows, and the consumer against a real Kafka-protocol broker (Tansu)."""
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from infra.broker import EmbeddedBroker, ensure_topics
+from infra.clickhouse import connect, migrate
+from schemas import (
+    Alert, Control, DeadLetter, Decision, Equity, Fill, Mark, MarketFrame, Order, OrderEvent, Position, Signal,
+    TOPICS, TickBatch, Trade, Watermark, encode, partition_counts,
+)
+from streams.recorder import COLUMNS, RECORDED_TOPICS, Recorder, rows_for
+
+TS = 1_700_000_000_000
+D = Decimal
+
+
+def sample_messages(n: int = 0) -> dict[str, object]:
+    """One message of every recorded topic (ids made unique by `n`)."""
+    common = {"ts": TS + n, "session": "s1"}
+    return {
+        "md.events": MarketFrame(id=f"bybit:BTCUSDT:{n}", ts=TS + n, venue="bybit", symbol="BTCUSDT", recv_ts=1,
+                                 trades=[Trade(ts=TS + n, price=D("37000.5"), qty=D("0.002"), side="buy"),
+                                         Trade(ts=TS + n + 1, price=D("37000.4"), qty=D("0.5"), side="sell")],
+                                 bid=D("37000.4"), bid_qty=D("1.2"), ask=D("37000.5"), ask_qty=D("0.7")),
+        "md.marks": Mark(id=f"mk{n}", ts=TS + n, symbol="BTCUSDT", bid=D("1.5"), last=D("1.6"), mark=D("1.55")),
+        "signals": Signal(id=f"sg{n}", symbol="BTCUSDT", target="long", confidence=0.7, reasoning="up", **common),
+        "orders": Order(id=f"o{n}", symbol="BTCUSDT", side="buy", type="limit", qty=D("0.01"), price=D("36000"),
+                        tif="IOC", reduce_only=True, **common),
+        "control": Control(id=f"c{n}", command="config", config={"b": [1, D("0.5")], "a": "x"}, **common),
+        "order.events": OrderEvent(id=f"oe{n}", order_id=f"o{n}", symbol="BTCUSDT", side="buy", type="market",
+                                   status="filled", qty=D("0.01"), filled_qty=D("0.01"), avg_price=D("37000.5"),
+                                   **common),
+        "fills": Fill(id=f"f{n}", order_id=f"o{n}", symbol="BTCUSDT", side="buy", price=D("37000.5"),
+                      qty=D("0.01"), liquidity="taker", fee_rate=D("0.00055"), fee=D("0.0000337"),
+                      realized_pnl=D("-1.25"), **common),
+        "positions": Position(id=f"p{n}", symbol="BTCUSDT", qty=D("-0.01"), avg_price=D("37000.5"),
+                              realized_pnl=D("0"), unrealized_pnl=D("0.3"), **common),
+        "equity": Equity(id=f"e{n}", cash=D("10000"), equity=D("10000.3"), realized_pnl=D("0"),
+                         unrealized_pnl=D("0.3"), fees=D("0.0000337"), open_positions=1, **common),
+        "decisions": Decision(id=f"d{n}", symbol="BTCUSDT", action="hold", reasoning="flat market",
+                              features={"rsi": 51.5}, **common),
+        "alerts": Alert(id=f"a{n}", ts=TS + n, severity="warning", source="risk", title="drawdown"),
+        "errors.dlq": DeadLetter(id=f"dl{n}", ts=TS + n, topic="orders", partition=1, offset=42, key="s1",
+                                 error="bad json", payload="{oops"),
+    }
+
+
+# --- the mapping ---------------------------------------------------------------------------------------------
+
+def test_recorded_topics():
+    assert set(RECORDED_TOPICS) == set(sample_messages()) == set(TOPICS) - {"md.ticks"}
+    assert rows_for("md.ticks", TickBatch(id="t", ts=TS, origin=0, seq=0, wm=TS)) == []
+    assert rows_for("md.events", Watermark(id="w", ts=TS, origin="bybit")) == []
+
+
+def test_rows_for_every_topic():
+    for topic, model in sample_messages().items():
+        rows = rows_for(topic, model)
+        assert rows, topic
+        for table, row in rows:
+            assert len(row) == len(COLUMNS[table]), table
+            assert row[COLUMNS[table].index("ts")] in (TS, TS + 1)
+    frame_rows = rows_for("md.events", sample_messages()["md.events"])
+    assert frame_rows == [
+        ("md_trades_log", ("bybit:BTCUSDT:0:0", "bybit:BTCUSDT:0", TS, "bybit", "BTCUSDT", D("37000.5"), D("0.002"),
+                           "buy")),
+        ("md_trades_log", ("bybit:BTCUSDT:0:1", "bybit:BTCUSDT:0", TS + 1, "bybit", "BTCUSDT", D("37000.4"),
+                           D("0.5"), "sell")),
+        ("md_quotes_log", ("bybit:BTCUSDT:0", TS, "bybit", "BTCUSDT", D("37000.4"), D("1.2"), D("37000.5"),
+                           D("0.7"))),
+    ]
+    book_only = MarketFrame(id="x", ts=TS, venue="v", symbol="ETHUSDT", recv_ts=0)
+    assert rows_for("md.events", book_only) == []
+    assert rows_for("control", sample_messages()["control"])[0][1][-1] == '{"a":"x","b":[1,"0.5"]}'
+
+
+def test_rows_for_refuses_values_that_do_not_fit():
+    huge = sample_messages()["fills"].model_copy(update={"fee": D("1e25")})
+    with pytest.raises(ValueError, match="out of range"):
+        rows_for("fills", huge)
+
+
+def test_rows_round_trip_through_clickhouse(tmp_path):
+    client = connect(None, tmp_path)
+    try:
+        migrate(client)
+        for topic, model in sample_messages().items():
+            for table, row in rows_for(topic, model):
+                client.insert(table, [row], column_names=list(COLUMNS[table]))
+        fills = client.query("SELECT fee, fee_rate, realized_pnl, toUnixTimestamp64Milli(ts) FROM fills")
+        assert fills.result_rows == [(D("0.0000337"), D("0.00055"), D("-1.25"), TS)]
+        assert client.query("SELECT count() FROM md_trades").result_rows == [(2,)]
+        assert client.query("SELECT bid, ask FROM md_marks").result_rows == [(D("1.5"), None)]
+        assert client.query("SELECT JSONExtractFloat(features, 'rsi') FROM decisions").result_rows == [(51.5,)]
+        assert client.query("SELECT reduce_only, price FROM orders").result_rows == [(True, D("36000"))]
+        assert client.query("SELECT offset, key FROM dead_letters").result_rows == [(42, "s1")]
+    finally:
+        client.close()
+
+
+# --- against a broker --------------------------------------------------------------------------------------
+
+@pytest.fixture
+def broker(tmp_path):
+    with EmbeddedBroker(tmp_path / "tansu.log") as b:
+        yield b
+
+
+@pytest.fixture
+def ch(tmp_path):
+    client = connect(None, tmp_path)
+    migrate(client)
+    yield client
+    client.close()
+
+
+async def produce(bootstrap: str, messages: list[tuple[str, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value) for topic, value in messages]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def counts(client) -> dict[str, int]:
+    return {t: client.query(f"SELECT count() FROM {t.removesuffix('_log')}").result_rows[0][0] for t in COLUMNS}
+
+
+class FlakyClient:
+    """A client whose first `failures` inserts raise, as when the ClickHouse server is down."""
+
+    def __init__(self, client, failures: int) -> None:
+        self.client, self.failures, self.calls = client, failures, 0
+
+    def insert(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionError(f"ClickHouse unavailable (simulated, call {self.calls})")
+        return self.client.insert(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+async def new_topics(broker) -> None:
+    await ensure_topics(broker.bootstrap, partition_counts(3, 2))
+
+
+async def test_records_every_topic_and_skips_invalid(broker, ch):
+    await new_topics(broker)
+    messages = [(t, encode(m)) for n in range(5) for t, m in sample_messages(n).items()]
+    too_big = sample_messages(7)["fills"].model_copy(update={"id": "big", "fee": D("1e25")})  # valid, unrecordable
+    invalid = [("fills", b"not json"), ("orders", b'{"kind": "order"}'), ("md.events", b""), ("fills", encode(too_big))]
+    watermark = ("md.events", encode(Watermark(id="w", ts=TS, origin="bybit")))
+    await produce(broker.bootstrap, messages + invalid + [watermark])
+    recorder = Recorder(broker.bootstrap, ch)
+    await recorder.start()
+    try:
+        await recorder.wait_caught_up(60)
+        assert recorder.invalid == 4
+        expected = {t: 5 for t in COLUMNS} | {"md_trades_log": 10}
+        assert counts(ch) == expected
+        assert dict(recorder.rows_written) == expected
+        assert await recorder.caught_up()
+        # more data later is picked up too
+        await produce(broker.bootstrap, [("fills", encode(sample_messages(99)["fills"]))])
+        await recorder.wait_caught_up(60)
+        assert counts(ch)["fills_log"] == 6
+    finally:
+        await recorder.stop()
+
+
+async def test_clickhouse_outage_loses_and_duplicates_nothing(broker, ch):
+    await new_topics(broker)
+    fills = [("fills", encode(sample_messages(n)["fills"])) for n in range(2000)]
+    await produce(broker.bootstrap, fills + fills[:100])  # 100 redelivered
+    flaky = FlakyClient(ch, failures=3)
+    recorder = Recorder(broker.bootstrap, flaky, backoff=(0.05, 0.2))
+    await recorder.start()
+    try:
+        await recorder.wait_caught_up(60)
+    finally:
+        await recorder.stop()
+    assert recorder.insert_failures == 3
+    assert recorder.rows_written["fills_log"] == 2100
+    assert counts(ch)["fills_log"] == 2000
+    assert ch.query("SELECT uniqExact(id), sum(fee) FROM fills").result_rows == [(2000, D("0.0674"))]
+
+
+async def test_stop_while_clickhouse_is_down_commits_nothing(broker, ch):
+    await new_topics(broker)
+    await produce(broker.bootstrap, [("fills", encode(sample_messages(n)["fills"])) for n in range(50)])
+    down = FlakyClient(ch, failures=10**9)
+    recorder = Recorder(broker.bootstrap, down, group_id="g", backoff=(0.05, 0.1))
+    await recorder.start()
+    while down.calls < 3:
+        await asyncio.sleep(0.05)
+    assert not await recorder.caught_up()
+    await recorder.stop(timeout=0.5)
+    assert counts(ch)["fills_log"] == 0
+
+    again = Recorder(broker.bootstrap, ch, group_id="g")
+    await again.start()
+    try:
+        await again.wait_caught_up(60)
+    finally:
+        await again.stop()
+    assert again.rows_written["fills_log"] == 50
+    assert counts(ch)["fills_log"] == 50
+
+
+async def test_restart_mid_way_with_the_same_group_records_exactly_once(broker, ch):
+    await new_topics(broker)
+    first = [(t, m) for n in range(1000) for t, m in sample_messages(n).items()]
+    second = [(t, m) for n in range(1000, 1500) for t, m in sample_messages(n).items()]
+    redelivered = first[:50]
+    await produce(broker.bootstrap, [(t, encode(m)) for t, m in first])
+    recorder = Recorder(broker.bootstrap, ch, group_id="g", max_records=300)
+    await recorder.start()
+    while recorder.batches < 3:
+        await asyncio.sleep(0.01)
+    await recorder.stop()  # mid-way: the batch in hand is inserted and committed
+    written_before = sum(recorder.rows_written.values())
+    assert 0 < written_before < sum(len(rows_for(t, m)) for t, m in first)
+
+    await produce(broker.bootstrap, [(t, encode(m)) for t, m in second + redelivered])
+    restarted = Recorder(broker.bootstrap, ch, group_id="g")
+    await restarted.start()
+    try:
+        await restarted.wait_caught_up(60)
+    finally:
+        await restarted.stop()
+    # the new consumer started at the committed offsets: nothing was read twice but the redelivered messages
+    produced_rows = sum(len(rows_for(t, m)) for t, m in first + second + redelivered)
+    assert written_before + sum(restarted.rows_written.values()) == produced_rows
+    assert counts(ch) == {t: 1500 for t in COLUMNS} | {"md_trades_log": 3000}
