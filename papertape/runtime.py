@@ -49,6 +49,7 @@ class Pipeline:
         self.worker: subprocess.Popen | None = None
         self.finish = FinishWatch()
         self.workers_started = 0
+        self.max_worker_restarts = 3
 
     @property
     def data_dir(self) -> Path:
@@ -83,7 +84,14 @@ class Pipeline:
         await self.alerts.start()
         if worker:
             self.start_worker()
+            self._watchdog = asyncio.create_task(self._watch_worker())
         return self
+
+    async def _watch_worker(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            if self.worker is not None and self.worker.poll() is not None:
+                self._revive_worker()
 
     # --- the worker process ---------------------------------------------------------------------------------
     def start_worker(self) -> subprocess.Popen:
@@ -95,7 +103,17 @@ class Pipeline:
         if self.tansu:
             cmd.append("--tansu")
         self.worker = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        (self.data_dir / "worker.pid").write_text(str(self.worker.pid))
         return self.worker
+
+    def _revive_worker(self) -> None:
+        """A worker that died is replaced; it resumes from the last checkpoint of each partition."""
+        code = self.worker.returncode
+        if self.workers_started > self.max_worker_restarts:
+            raise RuntimeError(f"the worker exited with code {code} {self.workers_started} times; "
+                               f"see {self.data_dir}/worker-{self.workers_started}.log")
+        self.say(f"worker exited with code {code}; starting a new one (it resumes from its checkpoints)")
+        self.start_worker()
 
     def kill_worker(self, sig: int = signal.SIGKILL) -> None:
         if self.worker and self.worker.poll() is None:
@@ -133,9 +151,9 @@ class Pipeline:
         deadline = time.monotonic() + timeout
         want = self.settings.session_partitions
         while len(self.finish.partitions) < want:
-            if self.worker is not None and self.worker.poll() is not None:
-                raise RuntimeError(f"the worker exited with code {self.worker.returncode}; "
-                                   f"see {self.data_dir}/worker-{self.workers_started}.log")
+            watchdog = getattr(self, "_watchdog", None)
+            if watchdog is not None and watchdog.done():
+                watchdog.result()  # the worker kept dying: raise why
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only {len(self.finish.partitions)}/{want} engine partitions finished")
             await asyncio.sleep(0.1)
@@ -159,6 +177,8 @@ class Pipeline:
         return [dict(zip(res["columns"], row)) for row in res["rows"]]
 
     async def stop(self) -> None:
+        if getattr(self, "_watchdog", None):
+            self._watchdog.cancel()
         if self.worker and self.worker.poll() is None:
             self.worker.terminate()
             try:

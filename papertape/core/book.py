@@ -8,7 +8,7 @@ class Book:
     """Level-2 book plus the top of book. Frames that carry a top (bid/ask) set it directly;
     frames that carry only levels update the book, whose best levels become the top."""
 
-    __slots__ = ("bids", "asks", "bid", "ask", "bid_qty", "ask_qty", "last", "ts", "synced")
+    __slots__ = ("bids", "asks", "bid", "ask", "bid_qty", "ask_qty", "last", "ts", "synced", "top_feed")
 
     def __init__(self) -> None:
         self.bids: dict[Decimal, Decimal] = {}
@@ -16,6 +16,7 @@ class Book:
         self.bid = self.ask = self.bid_qty = self.ask_qty = self.last = None
         self.ts = 0
         self.synced = False  # a level snapshot has been applied
+        self.top_feed = False  # the venue sends its top of book: levels never override it
 
     def apply(self, frame) -> None:
         self.ts = frame.ts
@@ -23,6 +24,8 @@ class Book:
             self.last = frame.trades[-1].price
         if getattr(frame, "bids", None) or getattr(frame, "asks", None):
             self._apply_levels(frame)
+        if frame.bid is not None or frame.ask is not None:
+            self.top_feed = True
         if frame.bid is not None:
             self.bid, self.bid_qty = frame.bid, frame.bid_qty
         if frame.ask is not None:
@@ -39,14 +42,14 @@ class Book:
                     side.pop(level.price, None)
                 else:
                     side[level.price] = level.qty
-        if self.synced and frame.bid is None and frame.ask is None and self.bids and self.asks:
+        if self.synced and not self.top_feed and self.bids and self.asks:
             self.bid = max(self.bids)
             self.ask = min(self.asks)
             self.bid_qty, self.ask_qty = self.bids[self.bid], self.asks[self.ask]
 
     def to_dict(self) -> dict:
         return {"top": [_s(self.bid), _s(self.bid_qty), _s(self.ask), _s(self.ask_qty), _s(self.last)],
-                "ts": self.ts, "synced": self.synced,
+                "ts": self.ts, "synced": self.synced, "top_feed": self.top_feed,
                 "bids": [[str(p), str(q)] for p, q in self.bids.items()],
                 "asks": [[str(p), str(q)] for p, q in self.asks.items()]}
 
@@ -54,7 +57,7 @@ class Book:
     def from_dict(cls, d: dict) -> "Book":
         b = cls()
         b.bid, b.bid_qty, b.ask, b.ask_qty, b.last = (None if x is None else Decimal(x) for x in d["top"])
-        b.ts, b.synced = d["ts"], d["synced"]
+        b.ts, b.synced, b.top_feed = d["ts"], d["synced"], d["top_feed"]
         b.bids = {Decimal(p): Decimal(q) for p, q in d["bids"]}
         b.asks = {Decimal(p): Decimal(q) for p, q in d["asks"]}
         return b
