@@ -42,6 +42,9 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
                 eng.mark_seen(msg.topic, msg.offset)
                 try:
                     item = s.decode(msg.topic, msg.value)
+                    symbol = getattr(item, "symbol", None)
+                    if symbol is not None and symbol not in instruments:
+                        raise s.InvalidMessage(f"unknown symbol {symbol}")
                 except s.InvalidMessage as exc:
                     await outputs.send(dead_letter("engine", msg.topic, msg.partition, msg.offset, msg.key,
                                                    msg.value, str(exc), eng.now))

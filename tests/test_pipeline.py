@@ -136,3 +136,48 @@ def test_scripted_orders_end_to_end_match_a_hand_computation(tmp_path, tape):
     assert D(str(row["cash"])) == cash == D(str(row["equity"]))  # flat at the end: equity is cash
     assert [(p["symbol"], D(str(p["q"]))) for p in positions] == [("BTCUSDT", 0), ("ETHUSDT", 0)]
     assert done["frames"] >= len(btc) + len(eth)  # plus the REST snapshots, which carry no event time here
+
+
+def test_bad_input_goes_to_the_dead_letter_topic_and_the_stream_goes_on(tmp_path, tape):
+    start, btc, _ = tape
+    session = SessionConfig(id="ext", strategy="scripted", params={"orders": []}, latency_ms=LATENCY)
+    good_order = {"kind": "order", "id": "o-1", "ts": start + 30_000, "session": "ext", "symbol": "BTCUSDT",
+                  "side": "buy", "qty": "0.002"}
+    bad = {
+        "md.events": [b"{not json", b'{"kind":"frame","id":"n","ts":1,"venue":"x","symbol":"BTCUSDT",'
+                                    b'"recv_ts":0,"bid":"NaN"}',
+                      json.dumps({"kind": "frame", "id": "u", "ts": start, "venue": "x", "symbol": "NOPEUSDT",
+                                  "recv_ts": 0, "bid": "1", "ask": "2"}).encode(),
+                      b'{"kind":"frame","id":"big","ts":1,"venue":"x","symbol":"BTCUSDT","recv_ts":0,"x":"'
+                      + b"a" * (1100 << 10) + b'"}'],
+        "orders": [json.dumps({**good_order, "id": "o-neg", "qty": "-1"}).encode(),
+                   json.dumps({**good_order, "id": "o-unknown", "symbol": "NOPEUSDT"}).encode()],
+    }
+
+    async def inject(pipe):
+        producer = AIOKafkaProducer(bootstrap_servers=pipe.settings.kafka_bootstrap, max_request_size=4 << 20)
+        await producer.start()
+        try:
+            for topic, payloads in bad.items():
+                for p in payloads:
+                    await producer.send_and_wait(topic, p, key=b"ext" if topic == "orders" else b"BTCUSDT")
+            await producer.send_and_wait("orders", json.dumps(good_order).encode(), key=b"ext")
+        finally:
+            await producer.stop()
+
+    done, summary, (dead, alerts, fills, events) = asyncio.run(run_pipeline(tmp_path, [session], [
+        "SELECT topic, error FROM dead_letters ORDER BY topic, offset",
+        "SELECT title FROM alerts WHERE severity = 'warning'",
+        "SELECT order_id, side, qty FROM fills",
+        "SELECT order_id, status, reason FROM order_events ORDER BY ts, status = 'filled'"], during=inject))
+
+    errors = [(d["topic"], d["error"]) for d in dead]
+    assert [t for t, _ in errors] == ["md.events"] * 4 + ["orders"] * 2, errors
+    assert "Invalid JSON" in errors[0][1] and "finite number" in errors[1][1]
+    assert "unknown symbol NOPEUSDT" in errors[2][1] and "oversized" in errors[3][1]
+    assert "greater than 0" in errors[4][1] and "unknown symbol NOPEUSDT" in errors[5][1]
+    assert len(alerts) == len(errors)
+    # the valid external order still reaches the session and fills: the market kept flowing
+    assert [(f["order_id"], f["side"], D(str(f["qty"]))) for f in fills] == [("ext-x-o-1", "buy", D("0.002"))]
+    assert [e["status"] for e in events] == ["new", "filled"]
+    assert int(summary[0]["fills"]) == 1
