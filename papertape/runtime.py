@@ -146,11 +146,18 @@ class Pipeline:
         self.say(f"  replay: {p.frames:>8} frames  event time {clock}  {p.frames_per_s:>8.0f} frames/s"
                  f"  fills recorded {fills}")
 
-    async def wait_finished(self, timeout: float = 600.0) -> None:
+    async def wait_finished(self, timeout: float = 600.0, progress_every_s: float = 2.0) -> None:
         """Until every engine partition has reported the end of the tape and all of it is in ClickHouse."""
         deadline = time.monotonic() + timeout
         want = self.settings.session_partitions
+        next_report = time.monotonic() + progress_every_s
         while len(self.finish.partitions) < want:
+            if progress_every_s and time.monotonic() >= next_report:
+                next_report += progress_every_s
+                rows = self.recorder.rows_written
+                self.say(f"  pipeline: marks {rows.get('md_marks_log', 0)}  decisions {rows.get('decisions_log', 0)}"
+                         f"  fills {rows.get('fills_log', 0)}  engine partitions done "
+                         f"{len(self.finish.partitions)}/{want}")
             watchdog = getattr(self, "_watchdog", None)
             if watchdog is not None and watchdog.done():
                 watchdog.result()  # the worker kept dying: raise why
