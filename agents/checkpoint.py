@@ -10,23 +10,55 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from typing import Callable, Generic, TypeVar
 
 import faust
 import orjson
 
 
-class Checkpoints:
-    def __init__(self, app: faust.App, name: str, partitions: int, every_s: float) -> None:
+S = TypeVar("S")
+
+
+class Checkpoints(Generic[S]):
+    """The state objects of an agent's partitions (each with `to_dict()`, `load(dict)` and `progress()`, a number
+    that grows with every input consumed), restored from the table on first use.
+
+    A rebalance does not drop a state: Faust keeps its fetch position for a partition that stays on this worker,
+    so reloading an older snapshot would lose the inputs consumed since. After an assignment the table's
+    snapshot replaces the state only if it is further ahead (another worker had the partition meanwhile)."""
+
+    def __init__(self, app: faust.App, name: str, partitions: int, every_s: float, topics: tuple[str, ...],
+                 make: Callable[[int], S]) -> None:
         self.app = app
+        self.make = make
+        self.states: dict[int, S] = {}
+        self.reassigned: set[int] = set()
         # the app's key and value serializers are "raw": snapshots are orjson bytes
         self.table = app.Table(name, default=None, partitions=partitions, key_type=bytes, value_type=bytes)
         self.every_s = every_s
         self.held: dict[int, list] = defaultdict(list)  # events consumed but not yet covered by a snapshot
         self.saved_at: dict[int, float] = {}
 
-    def load(self, partition: int) -> dict | None:
+        @app.on_partitions_assigned.connect
+        async def check_later(app, assigned, **kwargs):
+            self.reassigned.update(tp.partition for tp in assigned if tp.topic in topics)
+
+    def state(self, partition: int) -> S:
+        if partition not in self.states or partition in self.reassigned:
+            self.reassigned.discard(partition)
+            current = self.states.get(partition)
+            saved = self._saved(partition)
+            if current is None or (saved is not None and saved.progress() > current.progress()):
+                self.states[partition] = saved or self.make(partition)
+        return self.states[partition]
+
+    def _saved(self, partition: int) -> S | None:
         raw = self.table.get(str(partition).encode())
-        return orjson.loads(raw) if raw else None
+        if not raw:
+            return None
+        state = self.make(partition)
+        state.load(orjson.loads(raw))
+        return state
 
     def hold(self, partition: int, event) -> None:
         self.held[partition].append(event)
@@ -34,8 +66,8 @@ class Checkpoints:
     def due(self, partition: int) -> bool:
         return time.monotonic() - self.saved_at.get(partition, 0.0) >= self.every_s
 
-    async def save(self, partition: int, state: dict) -> None:
-        key, value = str(partition).encode(), orjson.dumps(state)
+    async def save(self, partition: int) -> None:
+        key, value = str(partition).encode(), orjson.dumps(self.states[partition].to_dict())
         self.table.data[key] = value
         self.table.send_changelog(partition, key, value)
         await self.app.producer.flush()

@@ -16,17 +16,13 @@ INPUTS = ("md.ticks", "orders", "signals", "control")
 def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
     source = app.topic(*INPUTS, key_serializer="raw", value_serializer="raw",
                        partitions=settings.session_partitions)
-    checkpoints = Checkpoints(app, "engine-state", settings.session_partitions, settings.checkpoint_every_s)
-    engines: dict[int, Engine] = {}
 
-    def engine_for(p: int) -> Engine:
-        if p not in engines:
-            mine = [c for c in settings.sessions if settings.session_partition(c.id) == p]
-            eng = engines[p] = Engine(p, settings.md_partitions, instruments, mine)
-            saved = checkpoints.load(p)
-            if saved:
-                eng.load(saved)
-        return engines[p]
+    def new_engine(p: int) -> Engine:
+        mine = [c for c in settings.sessions if settings.session_partition(c.id) == p]
+        return Engine(p, settings.md_partitions, instruments, mine)
+
+    checkpoints = Checkpoints(app, "engine-state", settings.session_partitions, settings.checkpoint_every_s,
+                              INPUTS, new_engine)
 
     @app.agent(source, name="engine")
     async def engine(stream):
@@ -34,7 +30,7 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
             touched: set[int] = set()
             for ev in events:
                 msg = ev.message
-                eng = engine_for(msg.partition)
+                eng = checkpoints.state(msg.partition)
                 checkpoints.hold(msg.partition, ev)
                 if eng.seen(msg.topic, msg.offset):
                     continue
@@ -51,14 +47,8 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
                     continue
                 await outputs.send(dispatch(eng, item))
             for p in sorted(touched):
-                if checkpoints.due(p) or engines[p].finished:
-                    await checkpoints.save(p, engines[p].to_dict())
-
-    @app.on_partitions_revoked.connect
-    async def forget(app, revoked, **kwargs):
-        for tp in revoked:
-            if tp.topic in INPUTS:
-                engines.pop(tp.partition, None)
+                if checkpoints.due(p) or checkpoints.state(p).finished:
+                    await checkpoints.save(p)
 
 
 def dispatch(eng: Engine, item) -> list:

@@ -14,16 +14,8 @@ from .outputs import Outputs, dead_letter
 def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
     source = app.topic("md.events", key_serializer="raw", value_serializer="raw",
                        partitions=settings.md_partitions)
-    checkpoints = Checkpoints(app, "market-state", settings.md_partitions, settings.checkpoint_every_s)
-    parts: dict[int, MarketPartition] = {}
-
-    def partition_state(p: int) -> MarketPartition:
-        if p not in parts:
-            mp = parts[p] = MarketPartition(p, instruments)
-            saved = checkpoints.load(p)
-            if saved:
-                mp.load(saved)
-        return parts[p]
+    checkpoints = Checkpoints(app, "market-state", settings.md_partitions, settings.checkpoint_every_s,
+                              ("md.events",), lambda p: MarketPartition(p, instruments))
 
     @app.agent(source, name="market")
     async def market(stream):
@@ -31,7 +23,7 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
             touched: set[int] = set()
             for ev in events:
                 msg = ev.message
-                mp = partition_state(msg.partition)
+                mp = checkpoints.state(msg.partition)
                 checkpoints.hold(msg.partition, ev)
                 if msg.offset <= mp.last_offset:
                     continue  # already in the restored state
@@ -50,17 +42,11 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
                 else:
                     mp.on_watermark(item, msg.offset)
             for p in sorted(touched):
-                mp = parts[p]
+                mp = checkpoints.state(p)
                 batches, marks = mp.flush()
                 for batch in batches:
                     for q in range(settings.session_partitions):
                         await outputs.send_to("md.ticks", batch, q)
                 await outputs.send(marks)
                 if checkpoints.due(p) or mp.ended:
-                    await checkpoints.save(p, mp.to_dict())
-
-    @app.on_partitions_revoked.connect
-    async def forget(app, revoked, **kwargs):
-        for tp in revoked:
-            if tp.topic == "md.events":
-                parts.pop(tp.partition, None)
+                    await checkpoints.save(p)

@@ -71,6 +71,9 @@ class Engine:
     def mark_seen(self, topic: str, offset: int) -> None:
         self.offsets[topic] = offset
 
+    def progress(self) -> int:
+        return sum(self.offsets.values())
+
     # --- inputs --------------------------------------------------------------------------------------------
     def on_ticks(self, batch: s.TickBatch) -> list:
         self.merger.add(batch)

@@ -73,6 +73,9 @@ class MarketPartition:
         self._ticks, self._touched = [], {}
         return batches, marks
 
+    def progress(self) -> int:
+        return self.last_offset
+
     def to_dict(self) -> dict:
         return {"wm": self.wm, "seq": self.seq, "ended": self.ended, "last_offset": self.last_offset,
                 "books": {sym: b.to_dict() for sym, b in self.books.items()}}
