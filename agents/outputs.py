@@ -5,6 +5,8 @@ import faust
 
 import schemas as s
 
+from . import codec  # noqa: F401  (registers the "papertape" codec)
+
 TOPIC_OF_KIND = {
     "fill": "fills", "order_event": "order.events", "position": "positions", "equity": "equity",
     "decision": "decisions", "alert": "alerts", "dead_letter": "errors.dlq", "mark": "md.marks",
@@ -20,14 +22,15 @@ class Outputs:
     """Sends messages to their topics through the Faust producer (buffered; flushed at checkpoints)."""
 
     def __init__(self, app: faust.App) -> None:
-        self.topics = {name: app.topic(name, key_serializer="raw", value_serializer="raw") for name in s.TOPICS}
+        self.topics = {name: app.topic(name, key_serializer="raw", value_serializer="papertape")
+                       for name in s.TOPICS}
 
     async def send(self, msgs) -> None:
         for msg in msgs:
-            await self.topics[TOPIC_OF_KIND[msg.kind]].send(key=key_of(msg), value=s.encode(msg))
+            await self.topics[TOPIC_OF_KIND[msg.kind]].send(key=key_of(msg), value=msg)
 
     async def send_to(self, topic: str, msg, partition: int) -> None:
-        await self.topics[topic].send(value=s.encode(msg), partition=partition)
+        await self.topics[topic].send(value=msg, partition=partition)
 
 
 def dead_letter(agent: str, topic: str, partition: int, offset: int, key: bytes | None, payload: bytes | None,

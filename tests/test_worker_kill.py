@@ -89,6 +89,8 @@ def test_sigkilled_worker_ends_with_the_results_of_an_uninterrupted_run(tmp_path
             time.sleep(0.2)
         else:
             pytest.fail("no fills before the deadline")
+        status = papertape("status", "--data-dir", str(killed))
+        assert status.returncode == 0 and "run in progress" in status.stdout, status.stdout + status.stderr
         os.kill(int((killed / "worker.pid").read_text()), signal.SIGKILL)
         output, _ = proc.communicate(timeout=600)
     finally:
