@@ -20,8 +20,8 @@ S = TypeVar("S")
 
 
 class Checkpoints(Generic[S]):
-    """The state objects of an agent's partitions (each with `to_dict()`, `load(dict)` and `progress()`, a number
-    that grows with every input consumed), restored from the table on first use.
+    """The state objects of an agent's partitions (each with `to_dict()`, `load(dict)`, `seen(topic, offset)` and
+    `progress()`, a number that grows with every input consumed), restored from the table on first use.
 
     A rebalance does not drop a state: Faust keeps its fetch position for a partition that stays on this worker,
     so reloading an older snapshot would lose the inputs consumed since. After an assignment the table's
@@ -60,8 +60,15 @@ class Checkpoints(Generic[S]):
         state.load(orjson.loads(raw))
         return state
 
-    def hold(self, partition: int, event) -> None:
-        self.held[partition].append(event)
+    def fresh(self, events):
+        """(message, partition state) of each event the state does not hold yet. Every event is kept unacked
+        until its partition's next save."""
+        for event in events:
+            msg = event.message
+            state = self.state(msg.partition)
+            self.held[msg.partition].append(event)
+            if not state.seen(msg.topic, msg.offset):
+                yield msg, state
 
     def due(self, partition: int) -> bool:
         return time.monotonic() - self.saved_at.get(partition, 0.0) >= self.every_s

@@ -28,12 +28,7 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
     async def engine(stream):
         async for events in stream.noack_take(2000, within=0.02):
             touched: set[int] = set()
-            for ev in events:
-                msg = ev.message
-                eng = checkpoints.state(msg.partition)
-                checkpoints.hold(msg.partition, ev)
-                if eng.seen(msg.topic, msg.offset):
-                    continue
+            for msg, eng in checkpoints.fresh(events):
                 touched.add(msg.partition)
                 eng.mark_seen(msg.topic, msg.offset)
                 try:

@@ -21,12 +21,7 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
     async def market(stream):
         async for events in stream.noack_take(5000, within=0.02):
             touched: set[int] = set()
-            for ev in events:
-                msg = ev.message
-                mp = checkpoints.state(msg.partition)
-                checkpoints.hold(msg.partition, ev)
-                if msg.offset <= mp.last_offset:
-                    continue  # already in the restored state
+            for msg, mp in checkpoints.fresh(events):
                 touched.add(msg.partition)
                 try:
                     item = s.decode("md.events", msg.value)

@@ -50,6 +50,7 @@ class Pipeline:
         self.finish = FinishWatch()
         self.workers_started = 0
         self.max_worker_restarts = 3
+        self._watchdog: asyncio.Task | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -158,9 +159,8 @@ class Pipeline:
                 self.say(f"  pipeline: marks {rows.get('md_marks_log', 0)}  decisions {rows.get('decisions_log', 0)}"
                          f"  fills {rows.get('fills_log', 0)}  engine partitions done "
                          f"{len(self.finish.partitions)}/{want}")
-            watchdog = getattr(self, "_watchdog", None)
-            if watchdog is not None and watchdog.done():
-                watchdog.result()  # the worker kept dying: raise why
+            if self._watchdog is not None and self._watchdog.done():
+                self._watchdog.result()  # the worker kept dying: raise why
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only {len(self.finish.partitions)}/{want} engine partitions finished")
             await asyncio.sleep(0.1)
@@ -184,7 +184,7 @@ class Pipeline:
         return [dict(zip(res["columns"], row)) for row in res["rows"]]
 
     async def stop(self) -> None:
-        if getattr(self, "_watchdog", None):
+        if self._watchdog is not None:
             self._watchdog.cancel()
         if self.worker and self.worker.poll() is None:
             self.worker.terminate()

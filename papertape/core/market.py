@@ -73,6 +73,9 @@ class MarketPartition:
         self._ticks, self._touched = [], {}
         return batches, marks
 
+    def seen(self, topic: str, offset: int) -> bool:
+        return offset <= self.last_offset
+
     def progress(self) -> int:
         return self.last_offset
 

@@ -50,7 +50,8 @@ class Session:
     # --- event-time driving -------------------------------------------------------------------------------
     def before_tick(self, now: int, books: dict[str, Book]) -> list:
         out: list = []
-        if self.venue.next_arrival() is not None and self.venue.next_arrival() <= now:
+        arrival = self.venue.next_arrival()
+        if arrival is not None and arrival <= now:
             out += self._outcomes(self.venue.activate_due(now, books), books)
         if self.next_equity_ts is None:
             self.next_equity_ts = now - now % self.cfg.equity_every_ms + self.cfg.equity_every_ms
