@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 import schemas as s
 
-ANY_MESSAGE = TypeAdapter(Annotated[Union[s.MarketFrame, s.Watermark, s.TickBatch, s.Mark, s.Signal, s.Order,
+ANY_MESSAGE = TypeAdapter(Annotated[Union[s.MarketBatch, s.MarketFrame, s.Watermark, s.TickBatch, s.Mark, s.Signal, s.Order,
                                           s.OrderEvent, s.Fill, s.Position, s.Equity, s.Decision, s.Alert,
                                           s.Control, s.DeadLetter], Field(discriminator="kind")])
 

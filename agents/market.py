@@ -3,9 +3,12 @@ partition and conflated marks to md.marks. Frames it cannot accept go to the dea
 from __future__ import annotations
 
 import faust
+import orjson
+from pydantic import ValidationError
 
 import schemas as s
 from papertape.core.market import MarketPartition
+from schemas.codec import reason_of
 
 from .checkpoint import Checkpoints
 from .outputs import Outputs, dead_letter
@@ -15,7 +18,7 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
     source = app.topic("md.events", key_serializer="raw", value_serializer="raw",
                        partitions=settings.md_partitions)
     checkpoints = Checkpoints(app, "market-state", settings.md_partitions, settings.checkpoint_every_s,
-                              ("md.events",), lambda p: MarketPartition(p, instruments))
+                              ("md.events",), lambda p: MarketPartition(p, instruments, settings.md_partitions))
 
     @app.agent(source, name="market")
     async def market(stream):
@@ -23,19 +26,16 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
             touched: set[int] = set()
             for msg, mp in checkpoints.fresh(events):
                 touched.add(msg.partition)
-                try:
-                    item = s.decode("md.events", msg.value)
-                    reason = mp.check(item) if item.kind == "frame" else ""
-                except s.InvalidMessage as exc:
-                    reason, item = str(exc), None
-                if reason:
-                    mp.last_offset = msg.offset
-                    await outputs.send(dead_letter("market", msg.topic, msg.partition, msg.offset, msg.key,
-                                                   msg.value, reason, mp.wm))
-                elif item.kind == "frame":
-                    mp.on_frame(item, msg.offset)
+                item, refused = decode_leniently(msg.value)
+                if item is not None:
+                    refused += [(i, orjson.dumps(f.model_dump(mode="json")), reason)
+                                for i, f, reason in mp.on_message(item, msg.offset)]
                 else:
-                    mp.on_watermark(item, msg.offset)
+                    mp.last_offset = msg.offset
+                for index, payload, reason in refused:
+                    where = "" if index is None else f"frame {index}: "
+                    await outputs.send(dead_letter("market", msg.topic, msg.partition, msg.offset, msg.key,
+                                                   payload, where + reason, mp.wm))
             for p in sorted(touched):
                 mp = checkpoints.state(p)
                 batches, marks = mp.flush()
@@ -45,3 +45,27 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
                 await outputs.send(marks)
                 if checkpoints.due(p) or mp.ended:
                     await checkpoints.save(p)
+
+
+def decode_leniently(value: bytes | None):
+    """(message, refusals). A batch the schema refuses is taken apart: its valid frames are kept and each bad
+    one is refused alone (index, raw frame, reason); anything else that fails is refused whole (index None)."""
+    try:
+        return s.decode("md.events", value), []
+    except s.InvalidMessage as exc:
+        whole = [(None, value, str(exc))]
+    try:
+        raw = orjson.loads(value)
+        frames = raw.pop("frames") if raw.get("kind") == "batch" else None
+        if not isinstance(frames, list):
+            return None, whole
+        batch = s.MarketBatch.model_validate(raw)
+    except (AttributeError, ValueError):  # not JSON, not an object, or a bad envelope
+        return None, whole
+    kept, refused = [], []
+    for i, f in enumerate(frames):
+        try:
+            kept.append(s.MarketFrame.model_validate(f))
+        except ValidationError as exc:
+            refused.append((i, orjson.dumps(f), reason_of(exc)))
+    return batch.model_copy(update={"frames": kept}), refused

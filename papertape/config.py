@@ -46,7 +46,7 @@ class Settings(BaseModel):
         return self.model_copy(update=env) if env else self
 
     def session_partition(self, session_id: str) -> int:
-        from streams.replay import kafka_partition
+        from schemas.topics import kafka_partition
         return kafka_partition(session_id.encode(), self.session_partitions)
 
 

@@ -26,15 +26,19 @@ def decode(topic: str, data: bytes | None) -> Any:
     try:
         return TOPICS[topic].adapter.validate_json(data)
     except ValidationError as exc:
-        raise InvalidMessage(_short(exc)) from None
+        raise InvalidMessage(reason_of(exc)) from None
     except KeyError:
         raise InvalidMessage(f"unknown topic {topic!r}") from None
 
 
-def _short(exc: ValidationError) -> str:
+def reason_of(exc: ValidationError) -> str:
+    """The first few validation errors, one line."""
     parts = []
     for err in exc.errors(include_url=False)[:5]:
         where = ".".join(str(p) for p in err["loc"]) or "message"
-        parts.append(f"{where}: {err['msg']}")
+        msg = err["msg"]
+        if err["type"] == "string_pattern_mismatch" and "[0-9]" in str(err.get("ctx", {}).get("pattern")):
+            msg = f"{err['input']!r} is not a plain decimal string (no sign, exponent, NaN or infinity)"
+        parts.append(f"{where}: {msg}")
     more = exc.error_count() - len(parts)
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
-from .market import Mark, MarketFrame, TickBatch, Watermark
+from .market import Mark, MarketBatch, MarketFrame, TickBatch, Watermark
 from .ops import Alert, Control, DeadLetter
 from .trading import Decision, Equity, Fill, Order, OrderEvent, Position, Signal
 
@@ -31,8 +31,8 @@ def _union(*models: type) -> Any:
 TOPICS: dict[str, TopicSpec] = {
     t.name: t
     for t in [
-        TopicSpec("md.events", "symbol", "md", _union(MarketFrame, Watermark),
-                  "normalized exchange frames (one message per frame) and source watermarks"),
+        TopicSpec("md.events", "symbol", "md", _union(MarketBatch, MarketFrame, Watermark),
+                  "normalized exchange frames, batched per partition by the source, and source watermarks"),
         TopicSpec("md.ticks", "partition", "session", TickBatch,
                   "market actor output: ticks of a batch, broadcast to every engine partition"),
         TopicSpec("md.marks", "symbol", "md", Mark, "latest bid, ask, last and mark per symbol (conflated)"),
@@ -61,3 +61,29 @@ def _adapter(name: str) -> TypeAdapter:
 def partition_counts(md_partitions: int, session_partitions: int) -> dict[str, int]:
     sizes = {"md": md_partitions, "session": session_partitions, "one": 1}
     return {name: sizes[spec.partitions] for name, spec in TOPICS.items()}
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash (org.apache.kafka.common.utils.Utils.murmur2), as an unsigned 32-bit int."""
+    m, mask = 0x5BD1E995, 0xFFFFFFFF
+    length = len(data)
+    h = 0x9747B28C ^ length
+    tail = length & ~3
+    for i in range(0, tail, 4):
+        k = (int.from_bytes(data[i:i + 4], "little") * m) & mask
+        k = ((k ^ (k >> 24)) * m) & mask
+        h = ((h * m) & mask) ^ k
+    rest = length & 3
+    if rest == 3:
+        h ^= data[tail + 2] << 16
+    if rest >= 2:
+        h ^= data[tail + 1] << 8
+    if rest >= 1:
+        h = ((h ^ data[tail]) * m) & mask
+    h = ((h ^ (h >> 13)) * m) & mask
+    return h ^ (h >> 15)
+
+
+def kafka_partition(key: bytes, n: int) -> int:
+    """The partition Kafka's (and aiokafka's) default partitioner picks for `key` among `n`."""
+    return (murmur2(key) & 0x7FFFFFFF) % n

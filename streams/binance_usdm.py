@@ -10,26 +10,54 @@ Pure functions (no state but caches). A line that is not one of these, or that t
 from __future__ import annotations
 
 import re
-from decimal import Decimal
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
-from schemas import SCHEMA_VERSION, Level, MarketFrame, Trade
+from schemas import SCHEMA_VERSION, MarketFrame, Trade
+from schemas.base import PriceStr, QtyStr
 
 VENUE = "binance_usdm"
-
-_SYMBOL = re.compile(r"[A-Z0-9._-]{1,40}")
-_valid_symbols: set[str] = set()
 
 
 def parse_line(line: bytes | str, symbol: str | None = None, *, validate: bool = False) -> MarketFrame:
     """Normalize one raw line. `symbol` names the book of a REST depth snapshot (unused otherwise).
 
-    Values that cheap checks prove valid become models without validation; anything else goes through full
-    pydantic validation. Both give equal frames. `validate=True` forces validation (tests, benchmarks).
+    When cheap checks prove the schema accepts the values, the model is built without validation; anything
+    else goes through full pydantic validation. Both give equal frames. `validate=True` forces validation.
     """
+    f = _fields(line, symbol)
+    if validate or not _proven(f):
+        return _validate(f)
+    trades, bids, asks = f["trades"], f["bids"], f["asks"]
+    if trades:
+        f["trades"] = [_trusted(Trade, t, _TRADE_FIELDS) for t in trades]
+    if bids:
+        f["bids"] = list(map(tuple, bids))
+    if asks:
+        f["asks"] = list(map(tuple, asks))
+    return _trusted(MarketFrame, f, _FRAME_FIELDS)
+
+
+def wire_line(line: bytes | str, symbol: str | None = None) -> tuple[int, int, str, int, bytes]:
+    """(ts, recv_ts, symbol, number of trades, json) of the frame of one raw line, where `json` is byte for byte
+    `parse_line(line, symbol).model_dump_json().encode()`: what a source sends, without building the model when
+    cheap checks prove the values valid. Raises ValueError as `parse_line` does."""
+    f = _fields(line, symbol)
+    if _proven(f):
+        # The dict holds every field in the schema's order and only ASCII strings that need no escaping, so
+        # orjson writes what pydantic would.
+        try:
+            return f["ts"], f["recv_ts"], f["symbol"], len(f["trades"]), orjson.dumps(f)
+        except orjson.JSONEncodeError:  # recv_ts beyond 64 bits: pydantic writes it, orjson cannot
+            pass
+    frame = _validate(f)
+    return frame.ts, frame.recv_ts, frame.symbol, len(frame.trades), frame.model_dump_json().encode()
+
+
+def _fields(line: bytes | str, symbol: str | None) -> dict[str, Any]:
+    """Every MarketFrame field of a line, in the schema's order, not yet validated."""
     if isinstance(line, str):
         line = line.encode()
     head, _, body = line.partition(b" ")
@@ -60,11 +88,7 @@ def parse_line(line: bytes | str, symbol: str | None = None, *, validate: bool =
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"malformed {where} message ({type(exc).__name__}: {exc})") from None
     fields["recv_ts"] = recv_ts
-    if not validate:
-        frame = _construct_if_valid(fields)
-        if frame is not None:
-            return frame
-    return _validate(fields)
+    return fields
 
 
 _LINE = re.compile(rb"\d+ \{")
@@ -97,156 +121,147 @@ def recording_symbol(lines: list[bytes], scan: int = 1000) -> str | None:
     return None
 
 
-# Builders: exchange event -> MarketFrame fields, prices and quantities still as the exchange's strings,
-# levels as [price, qty] pairs.
+# Builders: exchange event -> every MarketFrame field, in the schema's order (the order model_dump_json
+# writes); prices and quantities still the exchange's strings, levels [price, qty] lists.
 
 def _trade(d: dict) -> dict[str, Any]:
     m = d["m"]
     if type(m) is not bool:
         raise TypeError(f"'m' is {m!r}, not a bool")
+    f = _common(d, "trade", d["t"])
     # m: the buyer is the maker, so the seller took liquidity.
-    trade = {"ts": d["T"], "price": d["p"], "qty": d["q"], "side": "sell" if m else "buy"}
-    return _common(d, "trade", d["t"]) | {"trades": [trade]}
+    f["trades"] = [{"ts": d["T"], "price": d["p"], "qty": d["q"], "side": "sell" if m else "buy"}]
+    return f
 
 
 def _book_ticker(d: dict) -> dict[str, Any]:
-    return _common(d, "bookTicker", d["u"]) | {"bid": d["b"], "bid_qty": d["B"], "ask": d["a"], "ask_qty": d["A"]}
+    f = _common(d, "bookTicker", d["u"])
+    f["bid"], f["bid_qty"], f["ask"], f["ask_qty"] = d["b"], d["B"], d["a"], d["A"]
+    return f
 
 
 def _depth_update(d: dict) -> dict[str, Any]:
-    return _common(d, "depth", d["u"]) | {"bids": d["b"], "asks": d["a"], "snapshot": False}
+    f = _common(d, "depth", d["u"])
+    f["bids"], f["asks"] = d["b"], d["a"]
+    return f
 
 
 def _snapshot(d: dict) -> dict[str, Any]:
-    return _common(d, "snapshot", d["lastUpdateId"]) | {"bids": d["bids"], "asks": d["asks"], "snapshot": True}
+    f = _common(d, "snapshot", d["lastUpdateId"])
+    f["bids"], f["asks"], f["snapshot"] = d["bids"], d["asks"], True
+    return f
 
 
 def _common(d: dict, kind: str, exchange_id: Any) -> dict[str, Any]:
     if type(exchange_id) is not int:
         raise TypeError(f"update/trade id is {exchange_id!r}, not an int")
     symbol = d["s"]
-    return {"id": f"{VENUE}:{symbol}:{kind}:{exchange_id}", "ts": d["E"], "venue": VENUE, "symbol": symbol}
+    return {"v": SCHEMA_VERSION, "id": f"{VENUE}:{symbol}:{kind}:{exchange_id}", "ts": d["E"], "kind": "frame",
+            "venue": VENUE, "symbol": symbol, "recv_ts": 0, "trades": [], "bid": None, "bid_qty": None,
+            "ask": None, "ask_qty": None, "bids": [], "asks": [], "snapshot": False}
 
 
 _BUILDERS = {"trade": _trade, "bookTicker": _book_ticker, "depthUpdate": _depth_update}
 
-
-# Fast path: cheap sufficient conditions for the schema's constraints, then build the models without
-# validation. Not with `model_construct`: in pydantic 2.14 it costs 7 us per frame with every field given
-# (324 us when it calls a `default_factory`: inspect.signature each time) and 3 us per Level, against about
-# 1 us each here. Validation costs 3-4 us per Level (Decimal constraints); the whole tape parses 2x faster.
-
-_decimals: dict[str, Decimal] = {}  # plain decimal string -> Decimal; 75k distinct strings in 1.75M here
+if list(_common({"s": "X", "E": 0}, "", 0)) != list(MarketFrame.model_fields):  # what the fast path relies on
+    raise ImportError("binance_usdm: the builders' fields are out of step with MarketFrame's")
 
 
-def _decimal(s: Any) -> Decimal | None:
-    """The Decimal of a plain non-negative decimal string ("61800.20"); None for anything else."""
-    d = _decimals.get(s) if type(s) is str else None
-    if d is None:
-        # No sign, exponent, NaN or infinity; at most 38 digits.
-        if type(s) is not str or len(s) > 38 or not s.isascii() or not s.replace(".", "", 1).isdigit():
-            return None
-        if len(_decimals) >= 500_000:
-            _decimals.clear()
-        d = _decimals[s] = Decimal(s)
-    return d
+# Fast path: cheap sufficient conditions for every constraint of the schema, then the models built without
+# validation. A value already seen valid costs a set lookup; a new one, the schema's own regex. Not with
+# `model_construct`: in pydantic 2.14 it costs 7 us per frame (324 us when it calls a default_factory).
+
+def _pattern(constrained: Any) -> re.Pattern[str]:
+    # fullmatch of '^...$' accepts exactly what pydantic's Rust regex does ('$' cannot match before a final
+    # newline when the whole string must match).
+    (constraints,) = constrained.__metadata__
+    return re.compile(constraints.pattern)
 
 
-_new = object.__new__
-_set = object.__setattr__
-_LEVEL_FIELDS = {"price", "qty"}  # shared: models are frozen, nothing adds to their fields-set
+_PRICE, _QTY = _pattern(PriceStr), _pattern(QtyStr)
+_SYMBOL = re.compile(r"[A-Z0-9._-]{1,40}")  # schemas.base.Symbol
+_prices: set[str] = set()  # strings known to be valid
+_qtys: set[str] = set()
+_symbols: set[str] = set()
+_LIST = {list}
+_MAX_TS = 10**14  # EventTime
 
 
-def _trusted(model: type, values: dict[str, Any]) -> Any:
-    """What `model.model_construct(**values)` builds when `values` holds every field."""
+def _learn(s: Any, pattern: re.Pattern[str], known: set[str]) -> bool:
+    """Whether `s` is a string of at most 40 characters (every max_length here) that `pattern` fully matches;
+    remembers it when it is."""
+    if type(s) is not str or len(s) > 40 or not pattern.fullmatch(s):
+        return False
+    if len(known) >= 1 << 20:
+        known.clear()
+    known.add(s)
+    return True
+
+
+def _proven(f: dict[str, Any]) -> bool:
+    """Whether validation surely accepts `f` and changes nothing in it but the levels' type (lists -> tuples)."""
+    prices, qtys = _prices, _qtys
+    try:
+        ts, symbol, bid, ask, bid_qty, ask_qty, bids, asks = (
+            f["ts"], f["symbol"], f["bid"], f["ask"], f["bid_qty"], f["ask_qty"], f["bids"], f["asks"])
+        if (type(ts) is not int or not 0 <= ts < _MAX_TS or len(f["id"]) > 160
+                or symbol not in _symbols and not _learn(symbol, _SYMBOL, _symbols)):
+            return False
+        for t in f["trades"]:
+            ts, price, qty = t["ts"], t["price"], t["qty"]
+            if (type(ts) is not int or not 0 <= ts < _MAX_TS or not (price in prices or _learn(price, _PRICE, prices))
+                    or not (qty in qtys or _learn(qty, _QTY, qtys))):
+                return False
+        if not (bid in prices and ask in prices and bid_qty in qtys and ask_qty in qtys
+                or bid is ask is bid_qty is ask_qty is None):
+            for x, pattern, known in ((bid, _PRICE, prices), (ask, _PRICE, prices), (bid_qty, _QTY, qtys),
+                                      (ask_qty, _QTY, qtys)):
+                if x is not None and x not in known and not _learn(x, pattern, known):
+                    return False
+        if type(bids) is not list or type(asks) is not list:
+            return False
+        return not (bids or asks) or _levels_ok(bids) and _levels_ok(asks)
+    except TypeError:  # an unhashable value (a list or an object where a string belongs)
+        return False
+
+
+def _levels_ok(pairs: list) -> bool:
+    if len(pairs) > 1000:
+        return False
+    if not pairs:
+        return True
+    # Only lists: zip would take a two-character string for a pair.
+    if set(map(type, pairs)) != _LIST:
+        return False
+    try:
+        prices, qtys = zip(*pairs, strict=True)  # every pair holds two items
+    except ValueError:
+        return False
+    return ((_prices.issuperset(prices) or all(p in _prices or _learn(p, _PRICE, _prices) for p in prices))
+            and (_qtys.issuperset(qtys) or all(q in _qtys or _learn(q, _QTY, _qtys) for q in qtys)))
+
+
+_new, _set = object.__new__, object.__setattr__
+# Every field is set, so these never change (pydantic copies them before adding to them): shared.
+_FRAME_FIELDS, _TRADE_FIELDS = set(MarketFrame.model_fields), set(Trade.model_fields)
+
+
+def _trusted(model: type, values: dict[str, Any], fields_set: set[str]) -> Any:
+    """What validating `values` (every field of `model`, valid as they are) gives."""
     obj = _new(model)
     _set(obj, "__dict__", values)
-    _set(obj, "__pydantic_fields_set__", set(values))
+    _set(obj, "__pydantic_fields_set__", fields_set)
     _set(obj, "__pydantic_extra__", None)
     _set(obj, "__pydantic_private__", None)
     return obj
 
 
-def _event_time(t: Any) -> bool:
-    return type(t) is int and 0 <= t < 10**14
-
-
-def _construct_if_valid(f: dict[str, Any]) -> MarketFrame | None:
-    symbol = f["symbol"]
-    if symbol not in _valid_symbols:
-        if type(symbol) is not str or not _SYMBOL.fullmatch(symbol):
-            return None
-        _valid_symbols.add(symbol)
-    if not _event_time(f["ts"]):
-        return None
-    trades: list[Trade] = []
-    bid = bid_qty = ask = ask_qty = None
-    bids: list[Level] | None = []
-    asks: list[Level] | None = []
-    if "trades" in f:
-        (t,) = f["trades"]
-        price, qty = _decimal(t["price"]), _decimal(t["qty"])
-        if not price or qty is None or not _event_time(t["ts"]):
-            return None
-        trades.append(_trusted(Trade, {"ts": t["ts"], "price": price, "qty": qty, "side": t["side"]}))
-    elif "bid" in f:
-        bid, bid_qty, ask, ask_qty = _decimal(f["bid"]), _decimal(f["bid_qty"]), _decimal(f["ask"]), _decimal(f["ask_qty"])
-        if not bid or not ask or bid_qty is None or ask_qty is None:
-            return None
-    else:
-        bids, asks = _levels(f["bids"]), _levels(f["asks"])
-        if bids is None or asks is None:
-            return None
-    return _trusted(MarketFrame, {
-        "v": SCHEMA_VERSION, "id": f["id"], "ts": f["ts"], "kind": "frame", "venue": VENUE, "symbol": symbol,
-        "recv_ts": f["recv_ts"], "trades": trades, "bid": bid, "bid_qty": bid_qty, "ask": ask, "ask_qty": ask_qty,
-        "bids": bids, "asks": asks, "snapshot": f.get("snapshot", False),
-    })
-
-
-def _levels(pairs: Any) -> list[Level] | None:
-    # The hot loop (876k levels in the bundled tape): `_decimal` and `_trusted` inlined.
-    if type(pairs) is not list or len(pairs) > 1000:
-        return None
-    cached, new, set_, fields = _decimals.get, _new, _set, _LEVEL_FIELDS
-    levels = []
-    try:
-        for pair in pairs:
-            if type(pair) is not list:
-                return None
-            p, q = pair
-            price = cached(p) or _decimal(p)  # only plain strings are cached keys
-            qty = cached(q)
-            if qty is None:
-                qty = _decimal(q)
-            if qty is None or not price:
-                return None
-            level = new(Level)
-            set_(level, "__dict__", {"price": price, "qty": qty})
-            set_(level, "__pydantic_fields_set__", fields)
-            set_(level, "__pydantic_extra__", None)
-            set_(level, "__pydantic_private__", None)
-            levels.append(level)
-    except (TypeError, ValueError):  # unhashable element, not a pair
-        return None
-    return levels
-
-
 def _validate(f: dict[str, Any]) -> MarketFrame:
-    for side in ("bids", "asks"):
-        if type(f.get(side)) is list:
-            f[side] = [_level_dict(pair) for pair in f[side]]
     try:
         return MarketFrame.model_validate(f)
     except ValidationError as exc:
         errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
         raise ValueError(f"invalid {f['id']}: {errors}") from None
-
-
-def _level_dict(pair: Any) -> Any:
-    if type(pair) is list and len(pair) == 2:
-        return {"price": pair[0], "qty": pair[1]}
-    return pair  # validation will refuse it with its location
 
 
 def _clip(line: bytes, n: int = 120) -> str:

@@ -1,7 +1,7 @@
 """Replay recorded market data onto `md.events`, in event-time order, with watermarks.
 
-`iter_tape` merges recording files into one stream of `MarketFrame`s; `ReplaySource` sends them keyed by
-symbol (paced in event time, or as fast as possible) and broadcasts `Watermark`s to every partition.
+`iter_tape` merges recording files into one stream of `MarketFrame`s; `ReplaySource` sends them in batches per
+partition (paced in event time, or as fast as possible), each batch carrying the partition's watermark.
 """
 from __future__ import annotations
 
@@ -10,20 +10,34 @@ import gzip
 import heapq
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable, Iterable, Iterator
+from typing import Awaitable, Callable, Iterable, Iterator, NamedTuple
 
-from schemas import MarketFrame, Watermark, encode
+import orjson
+
+from schemas import SCHEMA_VERSION, MarketFrame
+from schemas.topics import kafka_partition, murmur2  # noqa: F401  (re-exported)
 
 from . import binance_usdm
 
 Send = Callable[[str, bytes | None, bytes, int | None], Awaitable[object]]
 PartitionFor = Callable[[bytes, int], int]
 
-# Recording formats: (recognizes a first line, sort key of a line, symbol of a file, line -> frame).
+# Recording formats: (recognizes a first line, sort key of a line, symbol of a file, line -> frame,
+# line -> WireFrame fields).
 _FORMATS = {
     "binance_usdm": (binance_usdm.looks_like, binance_usdm.sort_key, binance_usdm.recording_symbol,
-                     binance_usdm.parse_line),
+                     binance_usdm.parse_line, binance_usdm.wire_line),
 }
+
+
+class WireFrame(NamedTuple):
+    """A frame as a source sends it: its JSON (what `MarketFrame.model_dump_json()` gives) and what routes it."""
+
+    ts: int
+    recv_ts: int
+    symbol: str
+    trades: int
+    json: bytes
 
 
 class Tape:
@@ -34,15 +48,16 @@ class Tape:
     `bad_examples` keeps the first few reasons.
     """
 
-    def __init__(self, paths: Iterable[str | Path]):
+    def __init__(self, paths: Iterable[str | Path], wire: bool = False):
         self.paths = [Path(p) for p in paths]
+        self.wire = wire  # yield WireFrames instead of MarketFrames
         self.bad_lines = 0
         self.bad_examples: list[str] = []
 
-    def __iter__(self) -> Iterator[MarketFrame]:
+    def __iter__(self) -> Iterator[MarketFrame | WireFrame]:
         return heapq.merge(*(self._file_frames(p) for p in self.paths), key=lambda f: (f.ts, f.recv_ts))
 
-    def _file_frames(self, path: Path) -> Iterator[MarketFrame]:
+    def _file_frames(self, path: Path) -> Iterator[MarketFrame | WireFrame]:
         raw = path.read_bytes()
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
@@ -51,7 +66,8 @@ class Tape:
         fmt = next((f for f in _FORMATS.values() if f[0](first)), None)
         if fmt is None:
             raise ValueError(f"{path}: unknown recording format (first line {first[:80]!r})")
-        _, sort_key, recording_symbol, parse_line = fmt
+        _, sort_key, recording_symbol, parse_line, wire_line = fmt
+        build = (lambda line, symbol: WireFrame(*wire_line(line, symbol))) if self.wire else parse_line
         symbol = recording_symbol(lines)
 
         # Sort cheap keys, build frames lazily: the 170k frames of the bundled tape held at once take 0.8 GB
@@ -66,7 +82,7 @@ class Tape:
         keyed.sort()
         for key, number in keyed:
             try:
-                frame = parse_line(lines[number - 1], symbol)
+                frame = build(lines[number - 1], symbol)
             except ValueError as exc:
                 self._bad(path, number, exc)
                 continue
@@ -81,35 +97,13 @@ class Tape:
             self.bad_examples.append(f"{path.name}:{number}: {exc}")
 
 
-def iter_tape(paths: Iterable[str | Path]) -> Tape:
-    """The frames of `paths` in event-time order (a `Tape`: iterate it, then read `bad_lines`)."""
-    return Tape(paths)
+def iter_tape(paths: Iterable[str | Path], wire: bool = False) -> Tape:
+    """The frames of `paths` in event-time order (a `Tape`: iterate it, then read `bad_lines`); `wire=True` gives
+    `WireFrame`s, for sending."""
+    return Tape(paths, wire)
 
 
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 hash (org.apache.kafka.common.utils.Utils.murmur2), as an unsigned 32-bit int."""
-    m, mask = 0x5BD1E995, 0xFFFFFFFF
-    length = len(data)
-    h = 0x9747B28C ^ length
-    tail = length & ~3
-    for i in range(0, tail, 4):
-        k = (int.from_bytes(data[i:i + 4], "little") * m) & mask
-        k = ((k ^ (k >> 24)) * m) & mask
-        h = ((h * m) & mask) ^ k
-    rest = length & 3
-    if rest == 3:
-        h ^= data[tail + 2] << 16
-    if rest >= 2:
-        h ^= data[tail + 1] << 8
-    if rest >= 1:
-        h = ((h ^ data[tail]) * m) & mask
-    h = ((h ^ (h >> 13)) * m) & mask
-    return h ^ (h >> 15)
-
-
-def kafka_partition(key: bytes, n: int) -> int:
-    """The partition Kafka's (and aiokafka's) default partitioner picks for `key` among `n`."""
-    return (murmur2(key) & 0x7FFFFFFF) % n
+BATCH_BYTES = 256 << 10  # well under the 1 MiB a message may have
 
 
 @dataclass(frozen=True)
@@ -126,42 +120,53 @@ class ReplaySummary:
     first_ts: int | None
     last_ts: int | None
     bad_lines: int
-    watermarks: int  # messages, all partitions counted
+    batches: int  # messages sent, all partitions counted
 
 
 class ReplaySource:
-    """Sends the tape of `paths` to `md.events`: frames keyed by symbol, watermarks to every partition.
+    """Sends the tape of `paths` to `md.events` as `MarketBatch`es: per partition (by symbol hash), up to
+    `batch_frames` frames each, with the partition's watermark.
 
     speed 0 sends as fast as possible; speed N paces event time at N x real time. Every `watermark_every_ms`
-    of event time, and once at the end (`end=True`, ts = last frame ts + 1), a Watermark goes to each of the
-    `partitions` explicitly, so idle partitions advance too. Same files -> same byte sequence of messages.
+    of event time (and, when paced, every `flush_every_s` of wall time) every partition gets a batch, empty if
+    it has nothing, so idle partitions advance too; the last batches say `end`. At full speed the same files
+    give the same byte sequence of messages; paced, only the batch boundaries differ, never the frames' order.
     """
 
     def __init__(self, paths: Iterable[str | Path], send: Send, partitions: int,
                  partition_for: PartitionFor = kafka_partition, *, speed: float = 0,
-                 watermark_every_ms: int = 1000, progress: Callable[[ReplayProgress], object] | None = None,
-                 progress_every_s: float = 1.0, topic: str = "md.events", max_seconds: float | None = None):
-        if partitions < 1 or speed < 0 or watermark_every_ms < 1:
-            raise ValueError("need partitions >= 1, speed >= 0, watermark_every_ms >= 1")
+                 watermark_every_ms: int = 1000, batch_frames: int = 500, flush_every_s: float = 0.01,
+                 progress: Callable[[ReplayProgress], object] | None = None, progress_every_s: float = 1.0,
+                 topic: str = "md.events", max_seconds: float | None = None, origin: str = "replay"):
+        if partitions < 1 or speed < 0 or watermark_every_ms < 1 or batch_frames < 1:
+            raise ValueError("need partitions >= 1, speed >= 0, watermark_every_ms >= 1, batch_frames >= 1")
         self.paths = list(paths)
         self.send = send
         self.partitions = partitions
         self.partition_for = partition_for
         self.speed = speed
         self.watermark_every_ms = watermark_every_ms
+        self.batch_frames = batch_frames
+        self.flush_every_s = flush_every_s
         self.progress = progress
         self.progress_every_s = progress_every_s
         self.topic = topic
+        self.origin = origin
         self.max_ms = None if max_seconds is None else int(max_seconds * 1000)
+        self._pending: list[list[bytes]] = [[] for _ in range(partitions)]
+        self._size = [0] * partitions
+        self._seq = [0] * partitions
+        self.batches = 0
 
     async def run(self) -> ReplaySummary:
-        tape = iter_tape(self.paths)
+        tape = iter_tape(self.paths, wire=True)
         loop = asyncio.get_running_loop()
-        started = last_report = loop.time()
+        started = last_report = last_flush = loop.time()
         every = self.watermark_every_ms
-        frames = trades = watermarks = 0
+        frames = trades = 0
         first_ts = last_ts = next_watermark = None
-        partition_of: dict[str, tuple[bytes, int]] = {}
+        partition_of: dict[str, int] = {}
+        pending, size = self._pending, self._size
 
         for frame in tape:
             ts = frame.ts
@@ -172,18 +177,26 @@ class ReplaySource:
             if self.speed:
                 delay = started + (ts - first_ts) / 1000 / self.speed - loop.time()
                 if delay > 0:
+                    await self._flush_all(ts, end=False)  # what is due goes out before the wait
+                    last_flush = loop.time()
                     await asyncio.sleep(delay)
+                elif loop.time() - last_flush >= self.flush_every_s:
+                    await self._flush_all(ts, end=False)
+                    last_flush = loop.time()
             if ts >= next_watermark:
                 # Frames come in event-time order: nothing later has an event time below this frame's.
-                watermarks += await self._watermarks(ts, end=False)
+                await self._flush_all(ts, end=False)
                 next_watermark = ts - ts % every + every
-            if frame.symbol not in partition_of:
-                key = frame.symbol.encode()
-                partition_of[frame.symbol] = key, self.partition_for(key, self.partitions)
-            key, partition = partition_of[frame.symbol]
-            await self.send(self.topic, key, encode(frame), partition)
+            partition = partition_of.get(frame.symbol)
+            if partition is None:
+                partition = partition_of[frame.symbol] = self.partition_for(frame.symbol.encode(), self.partitions)
+            data = frame.json
+            pending[partition].append(data)
+            size[partition] += len(data)
+            if len(pending[partition]) >= self.batch_frames or size[partition] >= BATCH_BYTES:
+                await self._flush(partition, ts, end=False)
             frames += 1
-            trades += len(frame.trades)
+            trades += frame.trades
             last_ts = ts
             if frames % 1000 == 0:
                 await asyncio.sleep(0)  # let the loop breathe when `send` never yields
@@ -192,14 +205,20 @@ class ReplaySource:
                 self.progress(ReplayProgress(frames, ts, frames / (now - started)))
 
         end_ts = 0 if last_ts is None else last_ts + 1
-        watermarks += await self._watermarks(end_ts, end=True)
+        await self._flush_all(end_ts, end=True)
         if self.progress:
             self.progress(ReplayProgress(frames, end_ts, frames / max(loop.time() - started, 1e-9)))
-        return ReplaySummary(frames, trades, first_ts, last_ts, tape.bad_lines, watermarks)
+        return ReplaySummary(frames, trades, first_ts, last_ts, tape.bad_lines, self.batches)
 
-    async def _watermarks(self, ts: int, end: bool) -> int:
+    async def _flush_all(self, wm: int, end: bool) -> None:
         for partition in range(self.partitions):
-            mark = Watermark(id=f"replay:{'end' if end else 'wm'}:{ts}:{partition}", ts=ts, origin="replay",
-                             end=end)
-            await self.send(self.topic, None, encode(mark), partition)
-        return self.partitions
+            await self._flush(partition, wm, end)
+
+    async def _flush(self, partition: int, wm: int, end: bool) -> None:
+        """One MarketBatch of the partition's pending frames, promising nothing below `wm` follows."""
+        frames, self._pending[partition], self._size[partition] = self._pending[partition], [], 0
+        self._seq[partition] += 1
+        head = orjson.dumps({"v": SCHEMA_VERSION, "id": f"{self.origin}:{partition}:{self._seq[partition]}",
+                             "ts": wm, "kind": "batch", "origin": self.origin, "wm": wm, "end": end})
+        await self.send(self.topic, None, head[:-1] + b',"frames":[' + b",".join(frames) + b"]}", partition)
+        self.batches += 1

@@ -14,9 +14,8 @@ from papertape.core.session import SessionConfig
 from papertape.core.strategy import EmaCross
 
 
-def tick(ts, bid, ask, trades=(), symbol="BTCUSDT", offset=0):
-    return s.Tick(symbol=symbol, ts=ts, bid=bid, ask=ask, offset=offset,
-                  trades=[s.Trade(ts=ts, price=p, qty="1", side="buy") for p in trades])
+def tick(ts, bid, ask, trades=(), symbol="BTCUSDT", pos=0):
+    return s.Tick(symbol, ts, bid, ask, None, None, [s.TickTrade(ts, p, "1", "buy") for p in trades], pos)
 
 
 def run(orders, ticks, latency=0, **cfg):
@@ -24,7 +23,7 @@ def run(orders, ticks, latency=0, **cfg):
     eng = Engine(0, 1, DEFAULT_INSTRUMENTS, [sess])
     out = []
     for i, t in enumerate(ticks):
-        t = t.model_copy(update={"offset": i})
+        t = t._replace(pos=i)
         out += eng.on_ticks(s.TickBatch(id=str(i), ts=t.ts, origin=0, seq=i, wm=t.ts + 1, ticks=[t]))
     out += eng.on_ticks(s.TickBatch(id="end", ts=0, origin=0, seq=10**6, wm=0, end=True))
     return eng, out
@@ -114,7 +113,7 @@ def test_merger_releases_the_same_order_whatever_the_delivery_order():
         for i in range(20):
             ts = 1000 + i * 7 + origin
             batches.append(s.TickBatch(id=f"{origin}:{i}", ts=ts, origin=origin, seq=i, wm=ts,
-                                       ticks=[tick(ts, "1.0", "1.1", offset=i)]))
+                                       ticks=[tick(ts, "1.0", "1.1", pos=i)]))
     for origin in range(3):
         batches.append(s.TickBatch(id=f"{origin}:end", ts=0, origin=origin, seq=99, wm=0, end=True))
 
@@ -123,7 +122,7 @@ def test_merger_releases_the_same_order_whatever_the_delivery_order():
         out = []
         for b in order:
             m.add(b)
-            out += [(t.ts, t.offset) for t in m.release()]
+            out += [(t.ts, t.pos) for t in m.release()]
         assert m.ended
         return out
 
@@ -148,7 +147,7 @@ def test_checkpoint_restore_mid_tape_gives_identical_outputs():
         price += rng.choice([-5, -1, 1, 5]) * 0.1
         p = f"{price:.1f}"
         ticks.append(s.TickBatch(id=str(i), ts=1000 + 20 * i, origin=0, seq=i, wm=1000 + 20 * i + 1,
-                                 ticks=[tick(1000 + 20 * i, p, f"{price + 0.1:.1f}", [p], offset=i)]))
+                                 ticks=[tick(1000 + 20 * i, p, f"{price + 0.1:.1f}", [p], pos=i)]))
 
     def play(batches, eng):
         return [m for b in batches for m in eng.on_ticks(b)]

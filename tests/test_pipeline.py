@@ -149,7 +149,12 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_stream_goes_on(tmp_path
                       json.dumps({"kind": "frame", "id": "u", "ts": start, "venue": "x", "symbol": "NOPEUSDT",
                                   "recv_ts": 0, "bid": "1", "ask": "2"}).encode(),
                       b'{"kind":"frame","id":"big","ts":1,"venue":"x","symbol":"BTCUSDT","recv_ts":0,"x":"'
-                      + b"a" * (1100 << 10) + b'"}'],
+                      + b"a" * (1100 << 10) + b'"}',
+                      json.dumps({"kind": "batch", "id": "b", "ts": 1, "origin": "x", "wm": 1, "frames": [
+                          {"id": "ok", "ts": 1, "venue": "x", "symbol": "BTCUSDT", "recv_ts": 0, "bid": "1",
+                           "ask": "2"},
+                          {"id": "neg", "ts": 1, "venue": "x", "symbol": "BTCUSDT", "recv_ts": 0,
+                           "trades": [{"ts": 1, "price": "1", "qty": "-1", "side": "buy"}]}]}).encode()],
         "orders": [json.dumps({**good_order, "id": "o-neg", "qty": "-1"}).encode(),
                    json.dumps({**good_order, "id": "o-unknown", "symbol": "NOPEUSDT"}).encode()],
     }
@@ -172,10 +177,12 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_stream_goes_on(tmp_path
         "SELECT order_id, status, reason FROM order_events ORDER BY ts, status = 'filled'"], during=inject))
 
     errors = [(d["topic"], d["error"]) for d in dead]
-    assert [t for t, _ in errors] == ["md.events"] * 4 + ["orders"] * 2, errors
-    assert "Invalid JSON" in errors[0][1] and "finite number" in errors[1][1]
+    assert [t for t, _ in errors] == ["md.events"] * 5 + ["orders"] * 2, errors
+    assert "Invalid JSON" in errors[0][1] and "'NaN' is not a plain decimal" in errors[1][1]
     assert "unknown symbol NOPEUSDT" in errors[2][1] and "oversized" in errors[3][1]
-    assert "greater than 0" in errors[4][1] and "unknown symbol NOPEUSDT" in errors[5][1]
+    # one bad frame of a batch is refused alone
+    assert errors[4][1].startswith("frame 1: trades.0.qty: '-1' is not a plain decimal"), errors[4]
+    assert "greater than 0" in errors[5][1] and "unknown symbol NOPEUSDT" in errors[6][1]
     assert len(alerts) == len(errors)
     # the valid external order still reaches the session and fills: the market kept flowing
     assert [(f["order_id"], f["side"], D(str(f["qty"]))) for f in fills] == [("ext-x-o-1", "buy", D("0.002"))]

@@ -1,7 +1,20 @@
-"""A symbol's market state: order book levels, top of book, last trade."""
+"""A symbol's market state: order book levels, top of book, last trade.
+
+Prices and quantities stay the exchange's decimal strings; the book converts only what is computed with. Levels
+are keyed by the price as a float: a decimal of at most 15 significant digits (every exchange price) parses to
+a float that orders and compares exactly as the decimal does, and is 3x cheaper to make than a Decimal."""
 from __future__ import annotations
 
 from decimal import Decimal
+
+
+def _dec(x: str | None) -> Decimal | None:
+    return None if x is None else Decimal(x)
+
+
+def price_text(key: float) -> str:
+    """The decimal string of a level key (repr is the shortest string that parses back to the same float)."""
+    return format(Decimal(repr(key)), "f")
 
 
 class Book:
@@ -11,9 +24,13 @@ class Book:
     __slots__ = ("bids", "asks", "bid", "ask", "bid_qty", "ask_qty", "last", "ts", "synced", "top_feed")
 
     def __init__(self) -> None:
-        self.bids: dict[Decimal, Decimal] = {}
-        self.asks: dict[Decimal, Decimal] = {}
-        self.bid = self.ask = self.bid_qty = self.ask_qty = self.last = None
+        self.bids: dict[float, str] = {}
+        self.asks: dict[float, str] = {}
+        self.bid: str | None = None
+        self.ask: str | None = None
+        self.bid_qty: str | None = None
+        self.ask_qty: str | None = None
+        self.last: str | None = None
         self.ts = 0
         self.synced = False  # a level snapshot has been applied
         self.top_feed = False  # the venue sends its top of book: levels never override it
@@ -37,37 +54,39 @@ class Book:
             self.asks.clear()
             self.synced = True
         for side, levels in ((self.bids, frame.bids), (self.asks, frame.asks)):
-            for level in levels:
-                if level.qty == 0:
-                    side.pop(level.price, None)
+            for price, qty in levels:
+                if qty == "0" or float(qty) == 0:
+                    side.pop(float(price), None)
                 else:
-                    side[level.price] = level.qty
+                    side[float(price)] = qty
         if self.synced and not self.top_feed and self.bids and self.asks:
-            self.bid = max(self.bids)
-            self.ask = min(self.asks)
-            self.bid_qty, self.ask_qty = self.bids[self.bid], self.asks[self.ask]
+            bid, ask = max(self.bids), min(self.asks)
+            self.bid, self.ask = price_text(bid), price_text(ask)
+            self.bid_qty, self.ask_qty = self.bids[bid], self.asks[ask]
 
     def to_dict(self) -> dict:
-        return {"top": [_s(self.bid), _s(self.bid_qty), _s(self.ask), _s(self.ask_qty), _s(self.last)],
+        return {"top": [self.bid, self.bid_qty, self.ask, self.ask_qty, self.last],
                 "ts": self.ts, "synced": self.synced, "top_feed": self.top_feed,
-                "bids": [[str(p), str(q)] for p, q in self.bids.items()],
-                "asks": [[str(p), str(q)] for p, q in self.asks.items()]}
+                "bids": [[price_text(p), q] for p, q in self.bids.items()],
+                "asks": [[price_text(p), q] for p, q in self.asks.items()]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Book":
         b = cls()
-        b.bid, b.bid_qty, b.ask, b.ask_qty, b.last = (None if x is None else Decimal(x) for x in d["top"])
+        b.bid, b.bid_qty, b.ask, b.ask_qty, b.last = d["top"]
         b.ts, b.synced, b.top_feed = d["ts"], d["synced"], d["top_feed"]
-        b.bids = {Decimal(p): Decimal(q) for p, q in d["bids"]}
-        b.asks = {Decimal(p): Decimal(q) for p, q in d["asks"]}
+        b.bids = {float(p): q for p, q in d["bids"]}
+        b.asks = {float(p): q for p, q in d["asks"]}
         return b
+
+    def best_bid(self) -> Decimal | None:
+        return _dec(self.bid)
+
+    def best_ask(self) -> Decimal | None:
+        return _dec(self.ask)
 
     def mark(self) -> Decimal | None:
         """Mid of the top of book, or the last trade when there is no two-sided quote."""
         if self.bid is not None and self.ask is not None:
-            return (self.bid + self.ask) / 2
-        return self.last
-
-
-def _s(x: Decimal | None) -> str | None:
-    return None if x is None else str(x)
+            return (Decimal(self.bid) + Decimal(self.ask)) / 2
+        return _dec(self.last)

@@ -2,7 +2,7 @@
 
 Ticks arrive from every market partition (origin) in batches, in whatever order Kafka delivers them. The
 merger releases a tick only when every origin has promised (watermark) that nothing earlier will come, and
-in (ts, origin, offset) order, so the sessions see the same sequence whatever the delivery timing was.
+in (ts, origin, position) order, so the sessions see the same sequence whatever the delivery timing was.
 """
 from __future__ import annotations
 
@@ -19,18 +19,37 @@ from .strategy import Target
 END = 1 << 62
 
 
+def tick_of(t: list) -> s.Tick:
+    """A tick from its JSON array (md.ticks, snapshots)."""
+    symbol, ts, bid, ask, bid_qty, ask_qty, trades, pos = t
+    return s.Tick(symbol, ts, bid, ask, bid_qty, ask_qty, [s.TickTrade(*x) for x in trades], pos)
+
+
+def tick_json(t: s.Tick) -> list:
+    """The JSON array of a tick (orjson does not take named tuples)."""
+    return [t.symbol, t.ts, t.bid, t.ask, t.bid_qty, t.ask_qty, [tuple(x) for x in t.trades], t.pos]
+
+
+def batch_of(raw: dict) -> s.TickBatch:
+    """A TickBatch from md.ticks JSON, unvalidated: the topic is written by the market actor alone, and its
+    decoding is the engine's hot path. Raises KeyError/TypeError/ValueError on a malformed message."""
+    return s.TickBatch.model_construct(
+        id=raw["id"], ts=raw["ts"], origin=int(raw["origin"]), seq=raw["seq"], wm=int(raw["wm"]),
+        end=bool(raw.get("end", False)), ticks=[tick_of(t) for t in raw["ticks"]])
+
+
 class TickMerger:
     def __init__(self, origins: int) -> None:
         self.wm = [-1] * origins
-        self.last_offset = [-1] * origins
+        self.last_pos = [-1] * origins
         self.heap: list[tuple[int, int, int, s.Tick]] = []
 
     def add(self, batch: s.TickBatch) -> None:
         o = batch.origin
         for t in batch.ticks:
-            if t.offset > self.last_offset[o]:  # a market partition that restarted re-sends what it had sent
-                self.last_offset[o] = t.offset
-                heapq.heappush(self.heap, (t.ts, o, t.offset, t))
+            if t.pos > self.last_pos[o]:  # a market partition that restarted re-sends what it had sent
+                self.last_pos[o] = t.pos
+                heapq.heappush(self.heap, (t.ts, o, t.pos, t))
         self.wm[o] = END if batch.end else max(self.wm[o], batch.wm)
 
     def release(self) -> Iterator[s.Tick]:
@@ -44,12 +63,11 @@ class TickMerger:
         return not self.heap and all(w == END for w in self.wm)
 
     def to_dict(self) -> dict:
-        return {"wm": self.wm, "last_offset": self.last_offset,
-                "heap": [[ts, o, off, t.model_dump(mode="json")] for ts, o, off, t in self.heap]}
+        return {"wm": self.wm, "last_pos": self.last_pos, "heap": [[o, tick_json(t)] for _, o, _, t in self.heap]}
 
     def load(self, d: dict) -> None:
-        self.wm, self.last_offset = list(d["wm"]), list(d["last_offset"])
-        self.heap = [(ts, o, off, s.Tick.model_validate(t)) for ts, o, off, t in d["heap"]]
+        self.wm, self.last_pos = list(d["wm"]), list(d["last_pos"])
+        self.heap = [(t.ts, o, t.pos, t) for o, t in ((o, tick_of(t)) for o, t in d["heap"])]
         heapq.heapify(self.heap)
 
 

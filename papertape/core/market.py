@@ -1,18 +1,27 @@
-"""The market actor's pure part: a symbol partition's books, turned into ticks and conflated marks."""
+"""The market actor's pure part: a symbol partition's books, turned into ticks and conflated marks.
+
+Frames arrive in batches (one md.events message each); a frame's position is `offset * FRAMES_PER_OFFSET +
+index in its batch`, so ticks of one origin are ordered and deduplicated by one number."""
 from __future__ import annotations
 
 import schemas as s
+from schemas.market import Tick, TickTrade
+from schemas.topics import kafka_partition
 
 from .book import Book
 from .instruments import Instrument
+
+FRAMES_PER_OFFSET = 1 << 20  # more than a batch can hold
 
 
 class MarketPartition:
     """State of one md.events partition. Frames arrive in event-time order from one source; the
     watermark is the highest event time seen (or the source's promise), passed on with the ticks."""
 
-    def __init__(self, partition: int, instruments: dict[str, Instrument]) -> None:
+    def __init__(self, partition: int, instruments: dict[str, Instrument], partitions: int) -> None:
         self.partition = partition
+        self.partitions = partitions
+        self._mine: dict[str, bool] = {}
         self.instruments = instruments
         self.books: dict[str, Book] = {}
         self.wm = 0
@@ -27,26 +36,57 @@ class MarketPartition:
         """Why a frame cannot be accepted, or ''."""
         if frame.symbol not in self.instruments:
             return f"unknown symbol {frame.symbol}"
-        if frame.bid is not None and frame.ask is not None and frame.bid > frame.ask:
+        if not self._owns(frame.symbol):
+            return (f"{frame.symbol} belongs to md.events partition "
+                    f"{kafka_partition(frame.symbol.encode(), self.partitions)}, not {self.partition}")
+        if frame.bid is not None and frame.ask is not None and float(frame.bid) > float(frame.ask):
             return f"crossed quote: bid {frame.bid} > ask {frame.ask}"
         return ""
 
-    def on_frame(self, frame: s.MarketFrame, offset: int) -> None:
-        book = self.books.get(frame.symbol)
-        if book is None:
-            book = self.books[frame.symbol] = Book()
-        book.apply(frame)
-        self.last_offset = offset
-        self.wm = max(self.wm, frame.ts)
-        self._ticks.append(s.Tick.model_construct(
-            symbol=frame.symbol, ts=frame.ts, bid=book.bid, ask=book.ask, bid_qty=book.bid_qty,
-            ask_qty=book.ask_qty, trades=frame.trades, offset=offset))
-        self._touched[frame.symbol] = frame.ts
+    def _owns(self, symbol: str) -> bool:
+        """Whether the symbol hashes here (Kafka's default partitioner), so this actor is its only writer."""
+        mine = self._mine.get(symbol)
+        if mine is None:
+            mine = self._mine[symbol] = kafka_partition(symbol.encode(), self.partitions) == self.partition
+        return mine
 
-    def on_watermark(self, wm: s.Watermark, offset: int) -> None:
+    def on_message(self, item, offset: int) -> list[tuple[int, s.MarketFrame, str]]:
+        """Apply a batch, frame or watermark at md.events `offset`; returns (index, frame, reason) of each frame
+        refused (the rest of a batch is applied)."""
+        refused = []
+        if item.kind == "watermark":
+            self._promise(item.ts, item.end)
+        elif item.kind == "frame":
+            refused = self._frames([item], offset)
+        else:
+            refused = self._frames(item.frames, offset)
+            self._promise(item.wm, item.end)
         self.last_offset = offset
-        self.wm = max(self.wm, wm.ts)
-        self.ended = self.ended or wm.end
+        return refused
+
+    def _frames(self, frames, offset: int) -> list:
+        refused = []
+        pos = offset * FRAMES_PER_OFFSET
+        books, ticks, touched = self.books, self._ticks, self._touched
+        for i, frame in enumerate(frames):
+            reason = self.check(frame)
+            if reason:
+                refused.append((i, frame, reason))
+                continue
+            book = books.get(frame.symbol)
+            if book is None:
+                book = books[frame.symbol] = Book()
+            book.apply(frame)
+            if frame.ts > self.wm:
+                self.wm = frame.ts
+            trades = [TickTrade(t.ts, t.price, t.qty, t.side) for t in frame.trades]
+            ticks.append(Tick(frame.symbol, frame.ts, book.bid, book.ask, book.bid_qty, book.ask_qty, trades, pos + i))
+            touched[frame.symbol] = frame.ts
+        return refused
+
+    def _promise(self, ts: int, end: bool) -> None:
+        self.wm = max(self.wm, ts)
+        self.ended = self.ended or end
 
     def flush(self, max_ticks: int = 1000) -> tuple[list[s.TickBatch], list[s.Mark]]:
         """Batches to broadcast (none when nothing moved) and one mark per symbol that changed. A batch holds
@@ -59,8 +99,8 @@ class MarketPartition:
             last = n == len(chunks)
             self.seq += 1
             wm = self.wm if last else ticks[-1].ts
-            offset = self.last_offset if last else ticks[-1].offset
-            batches.append(s.TickBatch(id=f"ticks:{self.partition}:{offset}", ts=wm, origin=self.partition,
+            pos = (self.last_offset + 1) * FRAMES_PER_OFFSET - 1 if last else ticks[-1].pos
+            batches.append(s.TickBatch.model_construct(id=f"ticks:{self.partition}:{pos}", ts=wm, origin=self.partition,
                                        seq=self.seq, wm=wm, end=self.ended and last, ticks=ticks))
         marks = []
         for sym, ts in self._touched.items():
@@ -68,7 +108,7 @@ class MarketPartition:
             m = b.mark()
             if m is not None:
                 marks.append(s.Mark(id=f"mark:{sym}:{ts}", ts=ts, symbol=sym, bid=b.bid, ask=b.ask, last=b.last,
-                                    mark=m))
+                                    mark=format(m, "f")))
         self._sent_wm = self.wm
         self._ticks, self._touched = [], {}
         return batches, marks

@@ -52,7 +52,7 @@ def tick_price(tick) -> float | None:
     if tick.trades:
         return float(tick.trades[-1].price)
     if tick.bid is not None and tick.ask is not None:
-        return float(tick.bid + tick.ask) / 2
+        return (float(tick.bid) + float(tick.ask)) / 2
     return None
 
 

@@ -98,7 +98,7 @@ class PaperVenue:
             return self._close(order, ts, "rejected", reject)
         touch = None
         if book is not None:
-            touch = book.ask if order.side == "buy" else book.bid
+            touch = book.best_ask() if order.side == "buy" else book.best_bid()
         if order.type == "market":
             if touch is None:
                 return self._close(order, ts, "rejected", "no quote for the symbol yet")
@@ -129,13 +129,14 @@ class PaperVenue:
         if not ids or not trades:
             return []
         out: list[Outcome] = []
-        low = min(t.price for t in trades)
-        high = max(t.price for t in trades)
+        prices = [(t.ts, Decimal(t.price)) for t in trades]
+        low = min(p for _, p in prices)
+        high = max(p for _, p in prices)
         for oid in list(ids):
             order = self.orders[oid]
             through = low < order.price if order.side == "buy" else high > order.price
             if through:
-                ts = next(t.ts for t in trades if (t.price < order.price if order.side == "buy" else t.price > order.price))
+                ts = next(t for t, p in prices if (p < order.price if order.side == "buy" else p > order.price))
                 out.extend(self._execute(order, ts, order.price, "maker"))
         return out
 

@@ -1,0 +1,134 @@
+"""Issue 3 (a) and (b): the broker's own limit, then the whole pipeline on the bundled tape, in one run.
+
+(a) aiokafka produces the tape's frames, one message each, to the embedded broker and consumes them back.
+(b) `papertape run`'s pipeline (broker, worker, recorder into chdb, alert relay) replays the same tape at full
+    speed with several sessions trading: market events (frames) per second from the first message sent
+    until every engine partition has finished the tape and ClickHouse holds all of it.
+
+Run on demand: python bench/bench_pipeline.py [--sessions N]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+
+from infra.broker import ensure_topics  # noqa: E402
+from papertape.config import BUNDLED_TAPE, Settings  # noqa: E402
+from papertape.core.session import SessionConfig  # noqa: E402
+from papertape.runtime import Pipeline  # noqa: E402
+from schemas.topics import kafka_partition  # noqa: E402
+from streams.replay import iter_tape  # noqa: E402
+
+from proc_stats import ProcStats  # noqa: E402
+
+
+def sessions(n: int) -> list[SessionConfig]:
+    """n EMA-cross sessions with different speeds, all trading both symbols."""
+    out = []
+    for i in range(n):
+        fast, slow = 3 + i % 4, 8 + 2 * (i % 5)
+        out.append(SessionConfig(id=f"ema-{i}", strategy="ema_cross",
+                                 params={"fast": fast, "slow": slow, "bar_ms": 5_000 * (1 + i % 3),
+                                         "full_confidence_bps": 1.0}))
+    return out
+
+
+async def broker_baseline(bootstrap: str, messages: list[tuple[bytes, bytes]], partitions: int = 4) -> dict:
+    """(a): produce with aiokafka's batch API (its fastest), then consume everything with one consumer."""
+    topic = "bench.baseline"
+    await ensure_topics(bootstrap, {topic: partitions})
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20,
+                                max_request_size=8 << 20)
+    await producer.start()
+    started = time.perf_counter()
+    batches: dict[int, object] = {}
+    sent = []
+    for key, value in messages:
+        p = kafka_partition(key, partitions)
+        batch = batches.get(p) or batches.setdefault(p, producer.create_batch())
+        if batch.append(key=key, value=value, timestamp=None) is None:
+            sent.append(await producer.send_batch(batch, topic, partition=p))
+            batch = batches[p] = producer.create_batch()
+            batch.append(key=key, value=value, timestamp=None)
+    for p, batch in batches.items():
+        sent.append(await producer.send_batch(batch, topic, partition=p))
+    await asyncio.gather(*sent)
+    produce_s = time.perf_counter() - started
+    await producer.stop()
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                                fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20)
+    await consumer.start()
+    started = time.perf_counter()
+    got = 0
+    while got < len(messages):
+        for records in (await consumer.getmany(timeout_ms=1000, max_records=100_000)).values():
+            got += len(records)
+    consume_s = time.perf_counter() - started
+    await consumer.stop()
+    return {"produce_per_s": len(messages) / produce_s, "consume_per_s": len(messages) / consume_s}
+
+
+async def main(n_sessions: int, keep: bool) -> None:
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    frames = list(iter_tape(BUNDLED_TAPE))
+    messages = [(f.symbol.encode(), f.model_dump_json().encode()) for f in frames]
+    n_events = len(frames)
+    print(f"tape: {n_events} market events (frames: trades, book diffs, best bid/ask), "
+          f"{sum(map(len, (v for _, v in messages))) / n_events:.0f} bytes each on average")
+
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    settings = Settings(data_dir=data_dir, sessions=sessions(n_sessions))
+    log = io.StringIO()
+    pipe = Pipeline(settings, out=log)
+    await pipe.start()
+    try:
+        a = await broker_baseline(pipe.settings.kafka_bootstrap, messages)
+        print(f"(a) broker baseline, aiokafka on the embedded Tansu broker: produce {a['produce_per_s']:,.0f} msg/s,"
+              f" consume {a['consume_per_s']:,.0f} msg/s")
+
+        await asyncio.sleep(3)  # the worker joins its group before the clock starts
+        stats = ProcStats({"supervisor (source, recorder, relay)": os.getpid(), "worker": pipe.worker.pid,
+                           "broker": pipe.broker.proc.pid})
+        started = time.perf_counter()
+        done = await pipe.replay(progress=False)
+        replayed = time.perf_counter() - started
+        await pipe.wait_finished(progress_every_s=0)
+        elapsed = time.perf_counter() - started
+        usage = stats.since_start()
+        rate = done["frames"] / elapsed
+        print(f"(b) pipeline, {n_sessions} sessions, recorder on: {done['frames']} events in {elapsed:.2f} s = "
+              f"{rate:,.0f} events/s end to end ({100 * rate / a['consume_per_s']:.1f}% of (a)'s consume rate); "
+              f"the source finished sending after {replayed:.2f} s")
+        for name, u in usage.items():
+            print(f"    {name:<38} cpu {u['cpu_s']:6.2f} s ({100 * u['cpu_s'] / elapsed:5.1f}% of one core)"
+                  f"  max rss {u['rss_mb']:7.1f} MB")
+        fills = pipe.query("SELECT count() AS n FROM fills")["rows"][0][0]
+        rows = dict(pipe.recorder.rows_written)
+        print(f"    fills {fills}; rows recorded: " + ", ".join(f"{k} {v}" for k, v in sorted(rows.items())))
+    finally:
+        await pipe.stop()
+        if not keep:
+            import shutil
+            shutil.rmtree(data_dir, ignore_errors=True)
+        else:
+            print(f"data kept in {data_dir}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sessions", type=int, default=4)
+    ap.add_argument("--keep", action="store_true", help="keep the data directory (logs, ClickHouse)")
+    args = ap.parse_args()
+    asyncio.run(main(args.sessions, args.keep))
