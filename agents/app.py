@@ -4,7 +4,6 @@ from __future__ import annotations
 import faust
 
 from papertape.config import Settings
-from papertape.core.instruments import DEFAULT_INSTRUMENTS
 
 from . import engine, market, tansu_compat
 from .outputs import Outputs
@@ -24,6 +23,7 @@ def create_app(settings: Settings, tansu: bool) -> faust.App:
         **tansu_compat.faust_settings(web_enabled=False, producer_max_request_size=8 << 20),
     )
     outputs = Outputs(app)
-    market.register(app, settings, DEFAULT_INSTRUMENTS, outputs)
-    engine.register(app, settings, DEFAULT_INSTRUMENTS, outputs)
+    instruments = settings.instrument_map()
+    market.register(app, settings, instruments, outputs)
+    engine.register(app, settings, instruments, outputs)
     return app

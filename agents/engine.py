@@ -2,6 +2,8 @@
 paper matching, accounting) over the merged market ticks, plus external orders, signals and control."""
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import faust
 import orjson
 
@@ -47,14 +49,26 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
                     await checkpoints.save(p)
 
 
+_recent_batches: OrderedDict[bytes, s.TickBatch] = OrderedDict()
+
+
 def decode(topic: str, value: bytes | None):
-    """md.ticks on the fast path (see `batch_of`); user-facing topics through full validation."""
-    if topic != "md.ticks":
+    """md.ticks on the fast path (see `batch_of`); user-facing topics through full validation.
+
+    The market actor sends each tick batch to every engine partition: the worker decodes it once for all of its
+    partitions (ticks are immutable tuples, safe to share)."""
+    if topic != "md.ticks" or value is None:
         return s.decode(topic, value)
-    try:
-        return batch_of(orjson.loads(value))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise s.InvalidMessage(f"malformed tick batch: {type(exc).__name__}: {exc}") from None
+    batch = _recent_batches.get(value)
+    if batch is None:
+        try:
+            batch = batch_of(orjson.loads(value))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise s.InvalidMessage(f"malformed tick batch: {type(exc).__name__}: {exc}") from None
+        _recent_batches[value] = batch
+        if len(_recent_batches) > 256:
+            _recent_batches.popitem(last=False)
+    return batch
 
 
 def dispatch(eng: Engine, item) -> list:

@@ -31,6 +31,7 @@ from schemas.topics import kafka_partition  # noqa: E402
 from streams.replay import iter_tape  # noqa: E402
 
 from proc_stats import ProcStats  # noqa: E402
+from profile import Profiler  # noqa: E402
 
 
 def sessions(n: int) -> list[SessionConfig]:
@@ -80,7 +81,7 @@ async def broker_baseline(bootstrap: str, messages: list[tuple[bytes, bytes]], p
     return {"produce_per_s": len(messages) / produce_s, "consume_per_s": len(messages) / consume_s}
 
 
-async def main(n_sessions: int, keep: bool) -> None:
+async def main(n_sessions: int, keep: bool, profile: bool) -> None:
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     frames = list(iter_tape(BUNDLED_TAPE))
     messages = [(f.symbol.encode(), f.model_dump_json().encode()) for f in frames]
@@ -99,14 +100,18 @@ async def main(n_sessions: int, keep: bool) -> None:
               f" consume {a['consume_per_s']:,.0f} msg/s")
 
         await asyncio.sleep(3)  # the worker joins its group before the clock starts
-        stats = ProcStats({"supervisor (source, recorder, relay)": os.getpid(), "worker": pipe.worker.pid,
-                           "broker": pipe.broker.proc.pid})
+        pids = {"supervisor (source, recorder, relay)": os.getpid(), "worker": pipe.worker.pid,
+                "broker": pipe.broker.proc.pid}
+        stats = ProcStats(pids)
+        profiler = Profiler({k: v for k, v in pids.items() if k != "broker"}, data_dir) if profile else None
         started = time.perf_counter()
         done = await pipe.replay(progress=False)
         replayed = time.perf_counter() - started
         await pipe.wait_finished(progress_every_s=0)
         elapsed = time.perf_counter() - started
         usage = stats.since_start()
+        if profiler:
+            profiler.stop()
         rate = done["frames"] / elapsed
         print(f"(b) pipeline, {n_sessions} sessions, recorder on: {done['frames']} events in {elapsed:.2f} s = "
               f"{rate:,.0f} events/s end to end ({100 * rate / a['consume_per_s']:.1f}% of (a)'s consume rate); "
@@ -130,5 +135,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sessions", type=int, default=4)
     ap.add_argument("--keep", action="store_true", help="keep the data directory (logs, ClickHouse)")
+    ap.add_argument("--profile", action="store_true", help="sample the processes with py-spy and print where "
+                    "the CPU goes (implies --keep)")
     args = ap.parse_args()
-    asyncio.run(main(args.sessions, args.keep))
+    asyncio.run(main(args.sessions, args.keep or args.profile, args.profile))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from papertape.core.instruments import DEFAULT_INSTRUMENTS, Instrument
 from papertape.core.session import SessionConfig
 
 RECORDINGS = Path(__file__).resolve().parent.parent / "streams" / "recordings"
@@ -30,6 +31,7 @@ class Settings(BaseModel):
     clickhouse_url: str | None = None  # None: embedded ClickHouse (chdb) in data_dir
     md_partitions: int = Field(default=4, ge=1, le=256)
     session_partitions: int = Field(default=4, ge=1, le=256)
+    instruments: list[Instrument] = Field(default_factory=lambda: list(DEFAULT_INSTRUMENTS.values()))
     sessions: list[SessionConfig] = Field(default_factory=lambda: [c.model_copy() for c in DEFAULT_SESSIONS])
     replay: list[Path] = Field(default_factory=lambda: list(BUNDLED_TAPE))
     speed: float = Field(default=0.0, ge=0)  # 0: as fast as possible; N: N x real time
@@ -44,6 +46,9 @@ class Settings(BaseModel):
                                  "webhook_url": os.environ.get("PAPERTAPE_WEBHOOK_URL"),
                                  "data_dir": os.environ.get("PAPERTAPE_DATA")}.items() if v}
         return self.model_copy(update=env) if env else self
+
+    def instrument_map(self) -> dict[str, Instrument]:
+        return {i.symbol: i for i in self.instruments}
 
     def session_partition(self, session_id: str) -> int:
         from schemas.topics import kafka_partition

@@ -122,7 +122,8 @@ class Pipeline:
             self.worker.wait(timeout=60)
 
     # --- the source ------------------------------------------------------------------------------------------
-    async def replay(self, progress: bool = True) -> dict:
+    async def replay(self, progress: bool = True, frames=None) -> dict:
+        """Play the settings' tape (or `frames`, WireFrames in event-time order) onto md.events."""
         from streams.replay import ReplaySource, kafka_partition
 
         producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, linger_ms=5,
@@ -134,7 +135,7 @@ class Pipeline:
 
             source = ReplaySource(self.settings.replay, send, self.settings.md_partitions, kafka_partition,
                                   speed=self.settings.speed, max_seconds=self.settings.replay_seconds,
-                                  progress=self._progress if progress else None)
+                                  progress=self._progress if progress else None, frames=frames)
             summary = await source.run()
             await producer.flush()
         finally:

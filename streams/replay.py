@@ -137,10 +137,12 @@ class ReplaySource:
                  partition_for: PartitionFor = kafka_partition, *, speed: float = 0,
                  watermark_every_ms: int = 1000, batch_frames: int = 500, flush_every_s: float = 0.01,
                  progress: Callable[[ReplayProgress], object] | None = None, progress_every_s: float = 1.0,
-                 topic: str = "md.events", max_seconds: float | None = None, origin: str = "replay"):
+                 topic: str = "md.events", max_seconds: float | None = None, origin: str = "replay",
+                 frames: Iterable[WireFrame] | None = None):
         if partitions < 1 or speed < 0 or watermark_every_ms < 1 or batch_frames < 1:
             raise ValueError("need partitions >= 1, speed >= 0, watermark_every_ms >= 1, batch_frames >= 1")
         self.paths = list(paths)
+        self.frames = frames  # instead of the files' frames: any WireFrames in event-time order
         self.send = send
         self.partitions = partitions
         self.partition_for = partition_for
@@ -160,15 +162,16 @@ class ReplaySource:
 
     async def run(self) -> ReplaySummary:
         tape = iter_tape(self.paths, wire=True)
+        frames = tape if self.frames is None else self.frames
         loop = asyncio.get_running_loop()
         started = last_report = last_flush = loop.time()
         every = self.watermark_every_ms
-        frames = trades = 0
+        count = trades = 0
         first_ts = last_ts = next_watermark = None
         partition_of: dict[str, int] = {}
         pending, size = self._pending, self._size
 
-        for frame in tape:
+        for frame in frames:
             ts = frame.ts
             if first_ts is None:
                 first_ts, next_watermark = ts, ts - ts % every + every
@@ -195,20 +198,20 @@ class ReplaySource:
             size[partition] += len(data)
             if len(pending[partition]) >= self.batch_frames or size[partition] >= BATCH_BYTES:
                 await self._flush(partition, ts, end=False)
-            frames += 1
+            count += 1
             trades += frame.trades
             last_ts = ts
-            if frames % 1000 == 0:
+            if count % 1000 == 0:
                 await asyncio.sleep(0)  # let the loop breathe when `send` never yields
             if self.progress and (now := loop.time()) - last_report >= self.progress_every_s:
                 last_report = now
-                self.progress(ReplayProgress(frames, ts, frames / (now - started)))
+                self.progress(ReplayProgress(count, ts, count / (now - started)))
 
         end_ts = 0 if last_ts is None else last_ts + 1
         await self._flush_all(end_ts, end=True)
         if self.progress:
-            self.progress(ReplayProgress(frames, end_ts, frames / max(loop.time() - started, 1e-9)))
-        return ReplaySummary(frames, trades, first_ts, last_ts, tape.bad_lines, self.batches)
+            self.progress(ReplayProgress(count, end_ts, count / max(loop.time() - started, 1e-9)))
+        return ReplaySummary(count, trades, first_ts, last_ts, tape.bad_lines, self.batches)
 
     async def _flush_all(self, wm: int, end: bool) -> None:
         for partition in range(self.partitions):

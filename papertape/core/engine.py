@@ -6,8 +6,7 @@ in (ts, origin, position) order, so the sessions see the same sequence whatever 
 """
 from __future__ import annotations
 
-import heapq
-from typing import Iterator
+from bisect import bisect_left
 
 import schemas as s
 
@@ -39,36 +38,47 @@ def batch_of(raw: dict) -> s.TickBatch:
 
 
 class TickMerger:
+    """Ticks of every origin, released in (ts, origin, position) order once every origin's watermark passed
+    them. Each batch is a sorted run: one sort per release merges the runs (timsort finds them)."""
+
     def __init__(self, origins: int) -> None:
         self.wm = [-1] * origins
         self.last_pos = [-1] * origins
-        self.heap: list[tuple[int, int, int, s.Tick]] = []
+        self.pending: list[tuple[int, int, int, s.Tick]] = []
+        self._sorted = True
 
     def add(self, batch: s.TickBatch) -> None:
-        o = batch.origin
-        for t in batch.ticks:
-            if t.pos > self.last_pos[o]:  # a market partition that restarted re-sends what it had sent
-                self.last_pos[o] = t.pos
-                heapq.heappush(self.heap, (t.ts, o, t.pos, t))
+        o, last = batch.origin, self.last_pos[batch.origin]
+        fresh = [(t.ts, o, t.pos, t) for t in batch.ticks if t.pos > last]  # a restarted market actor re-sends
+        if fresh:
+            self.last_pos[o] = fresh[-1][2]
+            self.pending += fresh
+            self._sorted = False
         self.wm[o] = END if batch.end else max(self.wm[o], batch.wm)
 
-    def release(self) -> Iterator[s.Tick]:
-        limit = min(self.wm)
-        heap = self.heap
-        while heap and heap[0][0] < limit:
-            yield heapq.heappop(heap)[3]
+    def release(self) -> list[s.Tick]:
+        pending = self.pending
+        if not pending:
+            return []
+        if not self._sorted:
+            pending.sort()
+            self._sorted = True
+        n = bisect_left(pending, (min(self.wm),))  # the ticks before every origin's watermark
+        out = [e[3] for e in pending[:n]]
+        del pending[:n]
+        return out
 
     @property
     def ended(self) -> bool:
-        return not self.heap and all(w == END for w in self.wm)
+        return not self.pending and all(w == END for w in self.wm)
 
     def to_dict(self) -> dict:
-        return {"wm": self.wm, "last_pos": self.last_pos, "heap": [[o, tick_json(t)] for _, o, _, t in self.heap]}
+        return {"wm": self.wm, "last_pos": self.last_pos, "pending": [[o, tick_json(t)] for _, o, _, t in self.pending]}
 
     def load(self, d: dict) -> None:
         self.wm, self.last_pos = list(d["wm"]), list(d["last_pos"])
-        self.heap = [(t.ts, o, t.pos, t) for o, t in ((o, tick_of(t)) for o, t in d["heap"])]
-        heapq.heapify(self.heap)
+        self.pending = sorted((t.ts, o, t.pos, t) for o, t in ((o, tick_of(t)) for o, t in d["pending"]))
+        self._sorted = True
 
 
 class Engine:
