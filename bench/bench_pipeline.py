@@ -31,7 +31,7 @@ from schemas.topics import kafka_partition  # noqa: E402
 from streams.replay import iter_tape  # noqa: E402
 
 from proc_stats import ProcStats  # noqa: E402
-from profile import Profiler  # noqa: E402
+from pyspy import Profiler  # noqa: E402
 
 
 def sessions(n: int) -> list[SessionConfig]:

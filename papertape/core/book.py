@@ -67,8 +67,8 @@ class Book:
     def to_dict(self) -> dict:
         return {"top": [self.bid, self.bid_qty, self.ask, self.ask_qty, self.last],
                 "ts": self.ts, "synced": self.synced, "top_feed": self.top_feed,
-                "bids": [[price_text(p), q] for p, q in self.bids.items()],
-                "asks": [[price_text(p), q] for p, q in self.asks.items()]}
+                "bids": [[repr(p), q] for p, q in self.bids.items()],  # repr: parses back to the same key
+                "asks": [[repr(p), q] for p, q in self.asks.items()]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Book":

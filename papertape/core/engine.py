@@ -89,6 +89,9 @@ class Engine:
         self.merger = TickMerger(origins)
         self.books: dict[str, Book] = {}
         self.sessions = {cfg.id: Session(cfg, instruments) for cfg in sessions}
+        self._all = list(self.sessions.values())
+        self._trading: dict[str, list[Session]] = {}  # symbol -> the sessions that trade it
+        self._due_at = -1  # no session needs before_tick below this event time
         self.now = 0
         self.finished = False
         self.offsets: dict[str, int] = {}  # last applied offset per input topic of this partition
@@ -116,21 +119,32 @@ class Engine:
         self.now = tick.ts
         books = self.books
         out: list = []
-        for sess in self.sessions.values():
-            out += sess.before_tick(tick.ts, books)
+        if tick.ts >= self._due_at:
+            for sess in self._all:
+                out += sess.before_tick(tick.ts, books)
+            self._update_due()
         book = books.get(tick.symbol)
         if book is None:
             book = books[tick.symbol] = Book()
         book.apply(tick)
-        for sess in self.sessions.values():
-            if sess.cfg.trades(tick.symbol):
-                out += sess.on_tick(tick, books)
+        trading = self._trading.get(tick.symbol)
+        if trading is None:
+            trading = self._trading[tick.symbol] = [x for x in self._all if x.cfg.trades(tick.symbol)]
+        for sess in trading:
+            out += sess.on_tick(tick, books)
+        if out:
+            self._update_due()
         return out
+
+    def _update_due(self) -> None:
+        """Sessions change what is due only when they act, and every action has an output."""
+        self._due_at = min((x.due_at() for x in self._all), default=END)
 
     def on_order(self, order: s.Order) -> list:
         sess = self.sessions.get(order.session)
         if sess is None:
             return [self._alert("warning", "order for an unknown session", f"{order.id} -> {order.session}", order.ts)]
+        self._due_at = -1
         return sess.submit_external(order, self.now)
 
     def on_signal(self, sig: s.Signal) -> list:
@@ -138,6 +152,7 @@ class Engine:
         if sess is None:
             return [self._alert("warning", "signal for an unknown session", f"{sig.id} -> {sig.session}", sig.ts)]
         intent = Target(sig.symbol, sig.target, sig.confidence, sig.reasoning or sig.strategy, {"signal": sig.id})
+        self._due_at = -1
         return sess._decide(intent, max(sig.ts, self.now), self.books)
 
     def _finish(self) -> list:
@@ -164,4 +179,5 @@ class Engine:
             if sid in self.sessions:
                 self.sessions[sid].load(st)
         self.books = {sym: Book.from_dict(v) for sym, v in d["books"].items()}
+        self._due_at = -1
 

@@ -48,6 +48,12 @@ class Session:
         self.fills = 0
 
     # --- event-time driving -------------------------------------------------------------------------------
+    def due_at(self) -> int:
+        """The event time from which `before_tick` has something to do (an order arriving, an equity snapshot)."""
+        arrival = self.venue.next_arrival()
+        equity = -1 if self.next_equity_ts is None else self.next_equity_ts
+        return equity if arrival is None else min(arrival, equity)
+
     def before_tick(self, now: int, books: dict[str, Book]) -> list:
         out: list = []
         arrival = self.venue.next_arrival()
@@ -61,7 +67,7 @@ class Session:
         return out
 
     def on_tick(self, tick, books: dict[str, Book]) -> list:
-        out = self._outcomes(self.venue.on_trades(tick.symbol, tick.trades), books)
+        out = self._outcomes(self.venue.on_trades(tick.symbol, tick.trades), books) if tick.trades else []
         for intent in self.strategy.on_tick(tick):
             out += self._decide(intent, tick.ts, books)
         return out

@@ -56,6 +56,10 @@ def tick_price(tick) -> float | None:
     return None
 
 
+def _price(tick_or_price) -> float:
+    return tick_or_price if isinstance(tick_or_price, float) else tick_price(tick_or_price)
+
+
 class EmaCross(Strategy):
     """Trend following: EMAs of bar closes in event time; long while the fast EMA is above the slow one,
     flat (or short, when allowed) while below. It states its target at every bar close once warmed up, so a
@@ -71,23 +75,26 @@ class EmaCross(Strategy):
         self.fast, self.slow, self.bar_ms = fast, slow, bar_ms
         self.allow_short, self.full_confidence_bps = allow_short, full_confidence_bps
         self.state: dict[str, list] = {}  # symbol -> [bar_start, last_price, ema_fast, ema_slow, bars, side]
+        self.last: dict[str, Any] = {}  # symbol -> its last priced tick (or price): priced only at a bar close
 
     def on_tick(self, tick) -> list[Intent]:
-        price = tick_price(tick)
-        if price is None:
-            return []
+        if not tick.trades and (tick.bid is None or tick.ask is None):
+            return []  # no price
+        symbol = tick.symbol
         bar_start = tick.ts - tick.ts % self.bar_ms
-        st = self.state.get(tick.symbol)
+        st = self.state.get(symbol)
         if st is None:
-            self.state[tick.symbol] = [bar_start, price, None, None, 0, "flat"]
+            self.state[symbol] = [bar_start, None, None, None, 0, "flat"]
+            self.last[symbol] = tick
             return []
         intents: list[Intent] = []
         if bar_start > st[0]:
-            intent = self._close_bar(tick.symbol, st)
+            st[1] = _price(self.last[symbol])
+            intent = self._close_bar(symbol, st)
             if intent:
                 intents.append(intent)
             st[0] = bar_start
-        st[1] = price
+        self.last[symbol] = tick
         return intents
 
     def _close_bar(self, symbol: str, st: list) -> Intent | None:
@@ -107,10 +114,11 @@ class EmaCross(Strategy):
                       {"close": close, "ema_fast": fast, "ema_slow": slow, "bars": st[4]})
 
     def to_dict(self) -> dict:
-        return {"state": self.state}
+        return {"state": {sym: [st[0], _price(self.last[sym]), *st[2:]] for sym, st in self.state.items()}}
 
     def load(self, state: dict) -> None:
         self.state = {s: list(v) for s, v in state["state"].items()}
+        self.last = {s: v[1] for s, v in self.state.items()}
 
 
 class Scripted(Strategy):
