@@ -177,7 +177,7 @@ def test_format_table(ch):
 def test_insert_speed_100k_trades(ch):
     from schemas import MarketFrame, Trade
 
-    frame_trades = [Trade(ts=1_700_000_000_000 + i, price=Decimal("37000.1") + i, qty=Decimal("0.001"),
+    frame_trades = [Trade(ts=1_700_000_000_000 + i, price=str(Decimal("37000.1") + i), qty="0.001",
                           side="buy" if i % 2 else "sell") for i in range(1000)]
     rows = []
     for f in range(100):

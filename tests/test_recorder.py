@@ -4,30 +4,43 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from infra.broker import EmbeddedBroker, ensure_topics
 from infra.clickhouse import connect, migrate
 from schemas import (
-    Alert, Control, DeadLetter, Decision, Equity, Fill, Mark, MarketFrame, Order, OrderEvent, Position, Signal,
-    TOPICS, TickBatch, Trade, Watermark, encode, partition_counts,
+    Alert, Control, DeadLetter, Decision, Equity, Fill, InvalidMessage, Mark, MarketBatch, MarketFrame, Order,
+    OrderEvent, Position, Signal, TOPICS, TickBatch, Trade, Watermark, encode, partition_counts,
 )
-from streams.recorder import COLUMNS, RECORDED_TOPICS, Recorder, rows_for
+from streams.recorder import (
+    COLUMNS, INSERT_FORMAT, RECORDED_TOPICS, Recorder, encode_rows, md_events_rows, message_rows, rows_for,
+)
 
 TS = 1_700_000_000_000
 D = Decimal
+
+
+def frame(n: int = 0, symbol: str = "BTCUSDT") -> MarketFrame:
+    """A frame with two trades, a top of book and depth levels (which are not recorded)."""
+    return MarketFrame(id=f"bybit:{symbol}:{n}", ts=TS + n, venue="bybit", symbol=symbol, recv_ts=1,
+                       trades=[Trade(ts=TS + n, price="37000.5", qty="0.002", side="buy"),
+                               Trade(ts=TS + n + 1, price="37000.4", qty="0.5", side="sell")],
+                       bid="37000.4", bid_qty="1.2", ask="37000.5", ask_qty="0.7",
+                       bids=[("37000.4", "1.2")], asks=[("37000.5", "0.7"), ("37001", "0")])
+
+
+def batch(n: int, frames: list[MarketFrame]) -> MarketBatch:
+    return MarketBatch(id=f"replay:0:{n}", ts=TS + n, origin="replay", wm=TS + n, frames=frames)
 
 
 def sample_messages(n: int = 0) -> dict[str, object]:
     """One message of every recorded topic (ids made unique by `n`)."""
     common = {"ts": TS + n, "session": "s1"}
     return {
-        "md.events": MarketFrame(id=f"bybit:BTCUSDT:{n}", ts=TS + n, venue="bybit", symbol="BTCUSDT", recv_ts=1,
-                                 trades=[Trade(ts=TS + n, price=D("37000.5"), qty=D("0.002"), side="buy"),
-                                         Trade(ts=TS + n + 1, price=D("37000.4"), qty=D("0.5"), side="sell")],
-                                 bid=D("37000.4"), bid_qty=D("1.2"), ask=D("37000.5"), ask_qty=D("0.7")),
-        "md.marks": Mark(id=f"mk{n}", ts=TS + n, symbol="BTCUSDT", bid=D("1.5"), last=D("1.6"), mark=D("1.55")),
+        "md.events": batch(n, [frame(n)]),
+        "md.marks": Mark(id=f"mk{n}", ts=TS + n, symbol="BTCUSDT", bid="1.5", last="1.6", mark="1.55"),
         "signals": Signal(id=f"sg{n}", symbol="BTCUSDT", target="long", confidence=0.7, reasoning="up", **common),
         "orders": Order(id=f"o{n}", symbol="BTCUSDT", side="buy", type="limit", qty=D("0.01"), price=D("36000"),
                         tif="IOC", reduce_only=True, **common),
@@ -62,21 +75,69 @@ def test_rows_for_every_topic():
     for topic, model in sample_messages().items():
         rows = rows_for(topic, model)
         assert rows, topic
+        assert recorded(encode(model), topic) == (by_table(rows), [])
         for table, row in rows:
             assert len(row) == len(COLUMNS[table]), table
             assert row[COLUMNS[table].index("ts")] in (TS, TS + 1)
-    frame_rows = rows_for("md.events", sample_messages()["md.events"])
-    assert frame_rows == [
-        ("md_trades_log", ("bybit:BTCUSDT:0:0", "bybit:BTCUSDT:0", TS, "bybit", "BTCUSDT", D("37000.5"), D("0.002"),
-                           "buy")),
-        ("md_trades_log", ("bybit:BTCUSDT:0:1", "bybit:BTCUSDT:0", TS + 1, "bybit", "BTCUSDT", D("37000.4"),
-                           D("0.5"), "sell")),
-        ("md_quotes_log", ("bybit:BTCUSDT:0", TS, "bybit", "BTCUSDT", D("37000.4"), D("1.2"), D("37000.5"),
-                           D("0.7"))),
+    frame_rows = [
+        ("md_trades_log", ("bybit:BTCUSDT:0:0", "bybit:BTCUSDT:0", TS, "bybit", "BTCUSDT", "37000.5", "0.002", "buy")),
+        ("md_trades_log", ("bybit:BTCUSDT:0:1", "bybit:BTCUSDT:0", TS + 1, "bybit", "BTCUSDT", "37000.4", "0.5",
+                           "sell")),
+        ("md_quotes_log", ("bybit:BTCUSDT:0", TS, "bybit", "BTCUSDT", "37000.4", "1.2", "37000.5", "0.7")),
     ]
-    book_only = MarketFrame(id="x", ts=TS, venue="v", symbol="ETHUSDT", recv_ts=0)
-    assert rows_for("md.events", book_only) == []
+    assert rows_for("md.events", sample_messages()["md.events"]) == frame_rows
+    assert rows_for("md.events", frame(0)) == frame_rows  # a single frame, as before batches
+    no_top = MarketFrame(id="x", ts=TS, venue="v", symbol="ETHUSDT", recv_ts=0, bids=[("1", "2")])
+    assert rows_for("md.events", no_top) == []
     assert rows_for("control", sample_messages()["control"])[0][1][-1] == '{"a":"x","b":[1,"0.5"]}'
+
+
+def by_table(pairs: list[tuple[str, tuple]]) -> dict[str, list[tuple]]:
+    rows: dict[str, list[tuple]] = {}
+    for table, row in pairs:
+        rows.setdefault(table, []).append(row)
+    return rows
+
+
+def recorded(value: bytes, topic: str = "md.events") -> tuple[dict[str, list[tuple]], list[str]]:
+    """message_rows without the tables it leaves empty."""
+    rows, refused = message_rows(topic, value)
+    return {table: table_rows for table, table_rows in rows.items() if table_rows}, refused
+
+
+def test_md_events_rows_of_batches_frames_and_watermarks():
+    frames = [frame(0), frame(1, "ETHUSDT"), MarketFrame(id="x", ts=TS, venue="v", symbol="ETHUSDT", recv_ts=0)]
+    expected = by_table([row for f in frames for row in rows_for("md.events", f)])
+    assert list(map(len, expected.values())) == [4, 2]
+    assert recorded(encode(batch(1, frames))) == (expected, [])
+    assert recorded(encode(frames[1])) == (by_table(rows_for("md.events", frames[1])), [])
+    assert recorded(encode(Watermark(id="w", ts=TS, origin="bybit"))) == ({}, [])
+    assert recorded(encode(batch(2, []))) == ({}, [])
+    for bad in (None, b"", b"not json", b"[1]", b'{"kind": "batch"}', b'{"kind": "batch", "frames": 1}',
+                b'{"kind": "frame"}', b'{"kind": "nope", "frames": []}'):
+        with pytest.raises(InvalidMessage):
+            md_events_rows(bad)
+
+
+def bad_frame_batch(n: int) -> bytes:
+    """A batch of three frames of which the middle one has an invalid trade price."""
+    raw = orjson.loads(encode(batch(n, [frame(3 * n), frame(3 * n + 1), frame(3 * n + 2, "ETHUSDT")])))
+    raw["frames"][1]["trades"][1]["price"] = "-1"
+    return orjson.dumps(raw)
+
+
+def test_a_bad_frame_loses_only_itself():
+    rows, refused = recorded(bad_frame_batch(0))
+    assert rows == by_table(rows_for("md.events", batch(0, [frame(0), frame(2, "ETHUSDT")])))
+    assert len(refused) == 1 and refused[0].startswith("frame 1: trades.1.price")
+
+
+def test_what_is_not_recorded_is_not_validated():
+    """Depth levels are the market actor's business: a bad level does not keep a frame's trades and quote out."""
+    raw = orjson.loads(encode(batch(0, [frame(0)])))
+    raw["frames"][0]["bids"] = [["x", "y", "z"]]
+    raw["frames"][0]["recv_ts"] = -1
+    assert recorded(orjson.dumps(raw)) == (by_table(rows_for("md.events", frame(0))), [])
 
 
 def test_rows_for_refuses_values_that_do_not_fit():
@@ -91,14 +152,23 @@ def test_rows_round_trip_through_clickhouse(tmp_path):
         migrate(client)
         for topic, model in sample_messages().items():
             for table, row in rows_for(topic, model):
-                client.insert(table, [row], column_names=list(COLUMNS[table]))
+                client.raw_insert(table, COLUMNS[table], encode_rows(table, [row]), fmt=INSERT_FORMAT)
         fills = client.query("SELECT fee, fee_rate, realized_pnl, toUnixTimestamp64Milli(ts) FROM fills")
         assert fills.result_rows == [(D("0.0000337"), D("0.00055"), D("-1.25"), TS)]
         assert client.query("SELECT count() FROM md_trades").result_rows == [(2,)]
+        assert client.query("SELECT bid, bid_qty, ask, ask_qty FROM md_quotes").result_rows == [
+            (D("37000.4"), D("1.2"), D("37000.5"), D("0.7"))]
         assert client.query("SELECT bid, ask FROM md_marks").result_rows == [(D("1.5"), None)]
         assert client.query("SELECT JSONExtractFloat(features, 'rsi') FROM decisions").result_rows == [(51.5,)]
         assert client.query("SELECT reduce_only, price FROM orders").result_rows == [(True, D("36000"))]
         assert client.query("SELECT offset, key FROM dead_letters").result_rows == [(42, "s1")]
+        # Decimals go as their str(): exponents are read, digits past the 18th decimal cut, as a native insert does
+        odd = Equity(id="odd", ts=TS, session="s1", cash=D("1E+2"), equity=D("-1.5E-7"), realized_pnl=D("0"),
+                     unrealized_pnl=D("0.1234567890123456789"), fees=D("0E-5"), open_positions=0)
+        for table, row in rows_for("equity", odd):
+            client.raw_insert(table, COLUMNS[table], encode_rows(table, [row]), fmt=INSERT_FORMAT)
+        assert client.query("SELECT cash, equity, unrealized_pnl, fees FROM equity WHERE id = 'odd'").result_rows == [
+            (D("100"), D("-0.00000015"), D("0.123456789012345678"), D("0"))]
     finally:
         client.close()
 
@@ -139,11 +209,11 @@ class FlakyClient:
     def __init__(self, client, failures: int) -> None:
         self.client, self.failures, self.calls = client, failures, 0
 
-    def insert(self, *args, **kwargs):
+    def raw_insert(self, *args, **kwargs):
         self.calls += 1
         if self.calls <= self.failures:
             raise ConnectionError(f"ClickHouse unavailable (simulated, call {self.calls})")
-        return self.client.insert(*args, **kwargs)
+        return self.client.raw_insert(*args, **kwargs)
 
     def __getattr__(self, name):
         return getattr(self.client, name)
@@ -175,6 +245,42 @@ async def test_records_every_topic_and_skips_invalid(broker, ch):
         assert counts(ch)["fills_log"] == 6
     finally:
         await recorder.stop()
+
+
+async def test_batches_land_as_rows_with_exact_values(broker, ch):
+    """Frames with extreme decimals and times, in batches over partitions, one batch with a bad frame."""
+    await new_topics(broker)
+    frames = [
+        MarketFrame(id=f"v:S{n % 3}:{n}", ts=TS + 7 * n, venue="v", symbol=f"S{n % 3}", recv_ts=0,
+                    trades=[Trade(ts=TS + 7 * n + i, price=f"{n + 1}.{i:018d}", qty=f"0.{n:017d}1",
+                                  side="sell" if i % 2 else "buy") for i in range(n % 4)],
+                    bid=f"{10**19 + n}.5", bid_qty="0",
+                    ask=None if n % 5 else "99999999999999999999.999999999999999999")
+        for n in range(300)
+    ]
+    messages = [("md.events", encode(batch(n, frames[n:n + 50]))) for n in range(0, 300, 50)]
+    await produce(broker.bootstrap, messages + [("md.events", bad_frame_batch(1000))])
+    recorder = Recorder(broker.bootstrap, ch)
+    await recorder.start()
+    try:
+        await recorder.wait_caught_up(60)
+    finally:
+        await recorder.stop()
+    assert (recorder.invalid, recorder.invalid_frames) == (0, 1)
+
+    trades = {(f"{f.id}:{i}", f.id, t.ts, f.venue, f.symbol, D(t.price), D(t.qty), t.side)
+              for f in frames for i, t in enumerate(f.trades)}
+    quotes = {(f.id, f.ts, f.venue, f.symbol, D(f.bid), D(f.bid_qty), f.ask and D(f.ask), None) for f in frames}
+    kept = [frame(3000), frame(3002, "ETHUSDT")]  # the bad batch's good frames
+    trades |= {(f"{f.id}:{i}", f.id, t.ts, "bybit", f.symbol, D(t.price), D(t.qty), t.side)
+               for f in kept for i, t in enumerate(f.trades)}
+    quotes |= {(f.id, f.ts, "bybit", f.symbol, D("37000.4"), D("1.2"), D("37000.5"), D("0.7")) for f in kept}
+    got_trades = ch.query("SELECT id, frame_id, toUnixTimestamp64Milli(ts), venue, symbol, price, qty, side "
+                          "FROM md_trades").result_rows
+    got_quotes = ch.query("SELECT id, toUnixTimestamp64Milli(ts), venue, symbol, bid, bid_qty, ask, ask_qty "
+                          "FROM md_quotes").result_rows
+    assert len(got_trades) == len(trades) == 450 + 4 and set(got_trades) == trades
+    assert len(got_quotes) == len(quotes) == 302 and set(got_quotes) == quotes
 
 
 async def test_clickhouse_outage_loses_and_duplicates_nothing(broker, ch):
@@ -222,7 +328,7 @@ async def test_restart_mid_way_with_the_same_group_records_exactly_once(broker, 
     second = [(t, m) for n in range(1000, 1500) for t, m in sample_messages(n).items()]
     redelivered = first[:50]
     await produce(broker.bootstrap, [(t, encode(m)) for t, m in first])
-    recorder = Recorder(broker.bootstrap, ch, group_id="g", max_records=300)
+    recorder = Recorder(broker.bootstrap, ch, group_id="g", max_records=300, max_rows=300)
     await recorder.start()
     while recorder.batches < 3:
         await asyncio.sleep(0.01)
