@@ -74,7 +74,8 @@ class Checkpoints(Generic[S]):
         return time.monotonic() - self.saved_at.get(partition, 0.0) >= self.every_s
 
     async def save(self, partition: int) -> None:
-        key, value = str(partition).encode(), orjson.dumps(self.states[partition].to_dict())
+        # default=list writes named tuples (ticks) as the JSON arrays they travel as
+        key, value = str(partition).encode(), orjson.dumps(self.states[partition].to_dict(), default=list)
         self.table.data[key] = value
         self.table.send_changelog(partition, key, value)
         await self.app.producer.flush()

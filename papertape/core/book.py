@@ -48,6 +48,16 @@ class Book:
         if frame.ask is not None:
             self.ask, self.ask_qty = frame.ask, frame.ask_qty
 
+    def apply_tick(self, tick) -> None:
+        """A tick carries the market actor's top of book after its frame: no levels, no feed rules."""
+        self.ts = tick.ts
+        if tick.trades:
+            self.last = tick.trades[-1].price
+        if tick.bid is not None:
+            self.bid, self.bid_qty = tick.bid, tick.bid_qty
+        if tick.ask is not None:
+            self.ask, self.ask_qty = tick.ask, tick.ask_qty
+
     def _apply_levels(self, frame) -> None:
         if frame.snapshot:
             self.bids.clear()

@@ -24,11 +24,6 @@ def tick_of(t: list) -> s.Tick:
     return s.Tick(symbol, ts, bid, ask, bid_qty, ask_qty, [s.TickTrade(*x) for x in trades], pos)
 
 
-def tick_json(t: s.Tick) -> list:
-    """The JSON array of a tick (orjson does not take named tuples)."""
-    return [t.symbol, t.ts, t.bid, t.ask, t.bid_qty, t.ask_qty, [tuple(x) for x in t.trades], t.pos]
-
-
 def batch_of(raw: dict) -> s.TickBatch:
     """A TickBatch from md.ticks JSON, unvalidated: the topic is written by the market actor alone, and its
     decoding is the engine's hot path. Raises KeyError/TypeError/ValueError on a malformed message."""
@@ -39,46 +34,47 @@ def batch_of(raw: dict) -> s.TickBatch:
 
 class TickMerger:
     """Ticks of every origin, released in (ts, origin, position) order once every origin's watermark passed
-    them. Each batch is a sorted run: one sort per release merges the runs (timsort finds them)."""
+    them. An origin's ticks arrive in its own order, so each waits in its origin's queue and a release merges
+    only the queues' released heads."""
 
     def __init__(self, origins: int) -> None:
         self.wm = [-1] * origins
         self.last_pos = [-1] * origins
-        self.pending: list[tuple[int, int, int, s.Tick]] = []
-        self._sorted = True
+        self.queues: list[list[tuple[int, int, s.Tick]]] = [[] for _ in range(origins)]  # (ts, pos, tick)
 
     def add(self, batch: s.TickBatch) -> None:
         o, last = batch.origin, self.last_pos[batch.origin]
-        fresh = [(t.ts, o, t.pos, t) for t in batch.ticks if t.pos > last]  # a restarted market actor re-sends
+        fresh = [(t.ts, t.pos, t) for t in batch.ticks if t.pos > last]  # a restarted market actor re-sends
         if fresh:
-            self.last_pos[o] = fresh[-1][2]
-            self.pending += fresh
-            self._sorted = False
+            self.last_pos[o] = fresh[-1][1]
+            self.queues[o] += fresh
         self.wm[o] = END if batch.end else max(self.wm[o], batch.wm)
 
     def release(self) -> list[s.Tick]:
-        pending = self.pending
-        if not pending:
+        limit = (min(self.wm),)
+        heads = []
+        for o, q in enumerate(self.queues):
+            if q and q[0] < limit:
+                n = bisect_left(q, limit)  # the ticks before every origin's watermark
+                heads.append((o, q[:n]))
+                del q[:n]
+        if not heads:
             return []
-        if not self._sorted:
-            pending.sort()
-            self._sorted = True
-        n = bisect_left(pending, (min(self.wm),))  # the ticks before every origin's watermark
-        out = [e[3] for e in pending[:n]]
-        del pending[:n]
-        return out
+        if len(heads) == 1:
+            return [e[2] for e in heads[0][1]]
+        return [e[3] for e in sorted((ts, o, pos, t) for o, head in heads for ts, pos, t in head)]
 
     @property
     def ended(self) -> bool:
-        return not self.pending and all(w == END for w in self.wm)
+        return not any(self.queues) and all(w == END for w in self.wm)
 
     def to_dict(self) -> dict:
-        return {"wm": self.wm, "last_pos": self.last_pos, "pending": [[o, tick_json(t)] for _, o, _, t in self.pending]}
+        """Ticks stay named tuples: the checkpoint writes them as arrays (orjson with default=list)."""
+        return {"wm": self.wm, "last_pos": self.last_pos, "queues": [[e[2] for e in q] for q in self.queues]}
 
     def load(self, d: dict) -> None:
         self.wm, self.last_pos = list(d["wm"]), list(d["last_pos"])
-        self.pending = sorted((t.ts, o, t.pos, t) for o, t in ((o, tick_of(t)) for o, t in d["pending"]))
-        self._sorted = True
+        self.queues = [[(t.ts, t.pos, t) for t in map(tick_of, q)] for q in d["queues"]]
 
 
 class Engine:
@@ -109,7 +105,11 @@ class Engine:
     def on_ticks(self, batch: s.TickBatch) -> list:
         self.merger.add(batch)
         out: list = []
-        for tick in self.merger.release():
+        released = self.merger.release()
+        if not self._all:  # no sessions here: nothing to simulate, only the clock moves
+            self.now = released[-1].ts if released else self.now
+            released = []
+        for tick in released:
             out += self._tick(tick)
         if self.merger.ended and not self.finished:
             out += self._finish()
@@ -126,7 +126,7 @@ class Engine:
         book = books.get(tick.symbol)
         if book is None:
             book = books[tick.symbol] = Book()
-        book.apply(tick)
+        book.apply_tick(tick)
         trading = self._trading.get(tick.symbol)
         if trading is None:
             trading = self._trading[tick.symbol] = [x for x in self._all if x.cfg.trades(tick.symbol)]
