@@ -20,6 +20,7 @@ test: install
 	$(BIN)/pytest -q -ra
 
 bench: install
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:

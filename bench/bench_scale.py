@@ -1,0 +1,216 @@
+"""Issue 3 (d): 700 symbols x 20 sessions at 7k events/s for 5 minutes: CPU and resident memory of each process
+(the broker's included), machine-wide busy share (target: both cores under 70% busy), and whether it keeps up.
+
+`papertape.runtime.Pipeline` (embedded broker, recorder into chdb, alert relay, worker) runs with 700 synthetic
+instruments S001USDT.. (half BTC-like, tick 0.10 / lot 0.001, half ETH-like, tick 0.01 / lot 0.01) and 20
+EMA-cross sessions, each trading 35 of them (every 20th symbol). The stream is the bundled tape re-labelled: its
+frames in a cycle, each BTCUSDT frame given to the next BTC-like symbol in turn (ETHUSDT likewise), prices kept,
+event times spaced 1/rate apart; Pipeline.replay(frames=...) paces it at speed 1, so events/s = rate.
+
+CPU is measured from the first frame sent to the last (steady state); memory is the peak RSS over the whole run.
+"Kept up" is the lag at the end: from the source's last frame to every engine partition reporting the end of
+the tape (then to the recorder having all of it in ClickHouse), or, if that takes more than --catchup-timeout, the
+pace the market agent kept. Every --every seconds a line shows the rate sent, the lag of md.ticks (market agent
+output, partition 0) and the CPU of the interval.
+
+Run on demand: python bench/bench_scale.py [--seconds 300] [--rate 7000] [--symbols 700] [--sessions 20]
+               [--catchup-timeout 120] [--coalesce-ms N] [--profile]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from bisect import bisect_left
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
+
+from papertape.config import Settings  # noqa: E402
+from papertape.runtime import Pipeline  # noqa: E402
+
+from proc_stats import ProcStats, cpu_seconds  # noqa: E402
+from pyspy import Profiler  # noqa: E402
+from synthetic import (MachineBusy, coalesced, ema_sessions, load_tape, relabelled,  # noqa: E402
+                       synthetic_instruments)
+
+WM = re.compile(rb'"wm":(\d+)')
+
+
+def cpu_or_nan(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except OSError:  # the process died (a worker that crashed is replaced by a new one)
+        return float("nan")
+
+
+class Sent:
+    """Wall time at which the source took the frames of each event time (noted every 100 frames)."""
+
+    def __init__(self, frames) -> None:
+        self.frames, self.count, self.ts, self.wall = frames, 0, [], []
+
+    def __iter__(self):
+        for f in self.frames:
+            if self.count % 100 == 0:
+                self.ts.append(f.ts)
+                self.wall.append(time.time())
+            self.count += 1
+            yield f
+
+    def at(self, ts: int) -> float | None:
+        i = bisect_left(self.ts, ts)
+        return self.wall[i - 1] if i else None  # the sample just before ts: the lag is over-, never under-stated
+
+
+async def watch_ticks(bootstrap: str, sent: Sent, lags: list[tuple[float, float]], stop: asyncio.Event) -> None:
+    """Lag of md.ticks partition 0: now - when the source took the frames of the batch's watermark."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest",
+                                fetch_max_wait_ms=100, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition("md.ticks", 0)
+        consumer.assign([tp])
+        await consumer.position(tp)
+        while not stop.is_set():
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                m = WM.search(records[-1].value, 0, 300)
+                at = sent.at(int(m.group(1))) if m else None
+                if at is not None:
+                    now = time.time()
+                    lags.append((now, now - at))
+    finally:
+        await consumer.stop()
+
+
+async def main(args) -> None:
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    tape = load_tape(args.tape_frames)
+    instruments, groups = synthetic_instruments(args.symbols)
+    names = [i.symbol for i in instruments]
+    per = args.symbols_per_session
+    sessions = ema_sessions(args.sessions, [names[i::args.sessions][:per] if per else ["*"]
+                                            for i in range(args.sessions)])
+    count = int(args.rate * args.seconds)
+    started_gen = time.perf_counter()
+    sum(1 for _ in relabelled(tape, groups, args.rate, 20_000, tape[0].ts))
+    gen_cost = (time.perf_counter() - started_gen) / 20_000
+    print(f"{args.symbols} symbols, {args.sessions} EMA-cross sessions x {per or 'all'} symbols, "
+          f"{args.rate:,.0f} events/s for {args.seconds:.0f} s ({count:,} frames from {len(tape):,} tape frames "
+          f"re-labelled; making them costs the supervisor {gen_cost * 1e6:.1f} us each = "
+          f"{100 * gen_cost * args.rate:.1f}% of a core)")
+
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    settings = Settings(data_dir=data_dir, instruments=instruments, sessions=sessions, speed=1.0)
+    pipe = Pipeline(settings, out=io.StringIO())
+    await pipe.start()
+    stop = asyncio.Event()
+    try:
+        await asyncio.sleep(3)  # the worker joins its group
+        pids = {"supervisor (source, recorder, relay)": os.getpid(), "worker": pipe.worker.pid,
+                "broker": pipe.broker.proc.pid}
+        frames = relabelled(tape, groups, args.rate, count, tape[0].ts)
+        if args.coalesce_ms:
+            frames = coalesced(frames, max(1, round(args.coalesce_ms)))
+        sent = Sent(frames)
+        lags: list[tuple[float, float]] = []  # (wall time, md.ticks lag)
+        watcher = asyncio.create_task(watch_ticks(pipe.settings.kafka_bootstrap, sent, lags, stop))
+        await asyncio.sleep(1)
+        stats, busy = ProcStats(pids), MachineBusy()
+        profiler = Profiler({k: v for k, v in pids.items() if k != "broker"}, data_dir) if args.profile else None
+
+        async def report() -> None:
+            last_n, last_t, last_cpu, last_busy = 0, time.perf_counter(), dict(stats.cpu0), MachineBusy()
+            while True:
+                await asyncio.sleep(args.every)
+                now, cpu = time.perf_counter(), {k: cpu_or_nan(p) for k, p in pids.items()}
+                dt = now - last_t
+                print(f"  {now - started:5.0f} s  sent {(sent.count - last_n) / dt:7,.0f} events/s  md.ticks lag "
+                      f"{lags[-1][1] if lags else float('nan'):6.2f} s  machine {100 * last_busy.since_start():3.0f}%  "
+                      + "  ".join(f"{k.split()[0]} {100 * (cpu[k] - last_cpu[k]) / dt:3.0f}%" for k in pids),
+                      flush=True)
+                last_n, last_t, last_cpu, last_busy = sent.count, now, cpu, MachineBusy()
+
+        started = time.perf_counter()
+        reporter = asyncio.create_task(report())
+        done = await pipe.replay(progress=False, frames=sent)
+        replayed = time.perf_counter() - started
+        reporter.cancel()
+        cpu = {k: cpu_or_nan(p) - stats.cpu0[k] for k, p in pids.items()}
+        machine = busy.since_start()
+        half = [lag for lag in lags if lag[0] >= time.time() - replayed / 2]
+        lag_at_end = lags[-1][1] if lags else float("nan")
+        # the market agent's pace over the second half of the run, from how fast its lag grew
+        pace = args.rate * (1 - (half[-1][1] - half[0][1]) / (half[-1][0] - half[0][0])) if len(half) > 1 else 0
+        engines_lag = recorder_lag = None
+        while time.perf_counter() - started - replayed < args.catchup_timeout:
+            if len(pipe.finish.partitions) == settings.session_partitions:
+                engines_lag = time.perf_counter() - started - replayed
+                await pipe.recorder.wait_caught_up(timeout=args.catchup_timeout)
+                recorder_lag = time.perf_counter() - started - replayed
+                break
+            await asyncio.sleep(0.1)
+        try:
+            usage = stats.since_start()
+        except OSError:
+            usage = {k: {"rss_mb": stats.peak[k]} for k in pids}
+        stop.set()
+        await watcher
+        if profiler:
+            profiler.stop()
+
+        print(f"sent {done['frames']:,} frames in {replayed:.1f} s = {done['frames'] / replayed:,.0f} events/s "
+              f"(offered {args.rate:,.0f}), in {done['batches']:,} md.events batches "
+              f"({done['batches'] / replayed:,.0f}/s)")
+        if engines_lag is not None:
+            print(f"kept up? engines done {engines_lag:.2f} s after the source's last frame, recorder "
+                  f"{recorder_lag:.2f} s; md.ticks lag at the end of sending {lag_at_end:.2f} s")
+        else:
+            print(f"kept up? NO: {len(pipe.finish.partitions)}/{settings.session_partitions} engine partitions done "
+                  f"{args.catchup_timeout:.0f} s after the source's last frame; md.ticks lag at the end of sending "
+                  f"{lag_at_end:.1f} s; the market agent kept a pace of ~{pace:,.0f} events/s over the second half")
+        others = machine - sum(cpu.values()) / replayed / os.cpu_count()
+        print(f"machine busy while sending: {100 * machine:.0f}% of all {os.cpu_count()} cores (target < 70%); "
+              f"other processes' share {100 * others:.0f}%")
+        for name, u in usage.items():
+            print(f"  {name:<38} cpu {100 * cpu[name] / replayed:5.1f}% of one core  max rss {u['rss_mb']:7.1f} MB")
+        if pipe.workers_started > 1:
+            args.keep = True
+            print(f"  THE WORKER DIED {pipe.workers_started - 1} time(s) and was restarted: see "
+                  f"{data_dir}/worker-*.log")
+        rows = dict(pipe.recorder.rows_written)
+        print("  rows recorded: " + ", ".join(f"{k} {v}" for k, v in sorted(rows.items())))
+    finally:
+        stop.set()
+        await pipe.stop()
+        if args.keep or args.profile:
+            print(f"data kept in {data_dir}")
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=300)
+    ap.add_argument("--rate", type=float, default=7000, help="offered events/s")
+    ap.add_argument("--symbols", type=int, default=700)
+    ap.add_argument("--sessions", type=int, default=20)
+    ap.add_argument("--symbols-per-session", type=int, default=35, help="0: every symbol")
+    ap.add_argument("--tape-frames", type=int, default=30_000, help="frames of the tape cycled through")
+    ap.add_argument("--every", type=float, default=30, help="seconds between progress lines")
+    ap.add_argument("--coalesce-ms", type=float, default=0, help="experiment: round event times up to a multiple "
+                    "of this many ms, so the paced source wakes (and flushes) at most once per that")
+    ap.add_argument("--catchup-timeout", type=float, default=120, help="seconds to wait for the engines to finish "
+                    "after the source's last frame")
+    ap.add_argument("--keep", action="store_true", help="keep the data directory (logs, ClickHouse)")
+    ap.add_argument("--profile", action="store_true", help="py-spy the supervisor and the worker (implies --keep)")
+    asyncio.run(main(ap.parse_args()))
