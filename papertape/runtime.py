@@ -17,7 +17,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 import schemas as s
-from infra.broker import EmbeddedBroker, ensure_topics
+from infra.broker import EmbeddedBroker, die_with_parent, ensure_topics
 from infra.clickhouse import connect, migrate
 from infra.sql_endpoint import query_local, serve
 from papertape.config import Settings
@@ -103,7 +103,9 @@ class Pipeline:
         cmd = [sys.executable, "-m", "papertape.cli", "worker", "--settings-json", str(cfg)]
         if self.tansu:
             cmd.append("--tansu")
-        self.worker = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        # the worker dies with the supervisor (as the embedded broker does), however the supervisor ends
+        self.worker = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                       preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
         (self.data_dir / "worker.pid").write_text(str(self.worker.pid))
         return self.worker
 

@@ -283,6 +283,7 @@ class Recorder:
         *,
         max_records: int = 20_000,
         max_rows: int = 100_000,
+        min_write_interval_s: float = 0.5,
         poll_ms: int = 200,
         backoff: tuple[float, float] = (0.2, 5.0),
         **consumer_options: Any,
@@ -296,6 +297,8 @@ class Recorder:
         self.group_id = group_id
         self.max_records = max_records
         self.max_rows = max_rows
+        self.min_write_interval_s = min_write_interval_s
+        self._last_write = 0.0
         self.poll_ms = poll_ms
         self.backoff = backoff
         self.consumer_options = consumer_options
@@ -354,7 +357,8 @@ class Recorder:
                                             or sum(map(len, rows.values())) >= self.max_rows):
                     await writing
                     writing = None
-                if writing is None and offsets:
+                if writing is None and offsets and (self._stopping or self._write_due(rows)):
+                    self._last_write = time.monotonic()
                     writing = asyncio.create_task(self._write(rows, offsets))
                     rows, offsets = defaultdict(list), {}
                 self._busy = writing is not None or bool(offsets)
@@ -363,9 +367,15 @@ class Recorder:
                         return
                     continue  # finish what is in hand, fetch nothing more
                 try:
-                    # While a write is in flight, poll briefly: its end starts the next one.
-                    batch = await consumer.getmany(timeout_ms=5 if writing else self.poll_ms,
-                                                   max_records=self.max_records)
+                    # While a write is in flight, poll briefly: its end starts the next one. Rows in hand wait
+                    # at most until their write is due.
+                    wait_ms = self.poll_ms
+                    if writing:
+                        wait_ms = 5
+                    elif offsets:
+                        due_in = self._last_write + self.min_write_interval_s - time.monotonic()
+                        wait_ms = max(5, min(self.poll_ms, int(due_in * 1000)))
+                    batch = await consumer.getmany(timeout_ms=wait_ms, max_records=self.max_records)
                 except Exception as exc:
                     log.warning("recorder: fetch failed, retrying: %s", exc)
                     await asyncio.sleep(self.backoff[0])
@@ -375,6 +385,11 @@ class Recorder:
             if writing is not None:
                 writing.cancel()  # stop() timed out: the batch stays uncommitted and is read again
             self._busy = False
+
+    def _write_due(self, rows: dict[str, list[Row]]) -> bool:
+        """Each ClickHouse insert makes a part, at a fixed cost: a trickle of rows waits to make fewer, larger ones."""
+        return (time.monotonic() - self._last_write >= self.min_write_interval_s
+                or sum(map(len, rows.values())) >= self.max_rows)
 
     def _decode(self, batch: dict[TopicPartition, list], rows: dict[str, list[Row]],
                 offsets: dict[TopicPartition, int]) -> None:

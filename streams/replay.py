@@ -158,6 +158,7 @@ class ReplaySource:
         self._pending: list[list[bytes]] = [[] for _ in range(partitions)]
         self._size = [0] * partitions
         self._seq = [0] * partitions
+        self._sent_wm = [-1] * partitions
         self.batches = 0
 
     async def run(self) -> ReplaySummary:
@@ -178,14 +179,17 @@ class ReplaySource:
             if self.max_ms is not None and ts - first_ts >= self.max_ms:
                 break
             if self.speed:
-                delay = started + (ts - first_ts) / 1000 / self.speed - loop.time()
-                if delay > 0:
-                    await self._flush_all(ts, end=False)  # what is due goes out before the wait
-                    last_flush = loop.time()
-                    await asyncio.sleep(delay)
-                elif loop.time() - last_flush >= self.flush_every_s:
-                    await self._flush_all(ts, end=False)
-                    last_flush = loop.time()
+                # Wait for the frame's time; what is pending goes out every flush_every_s meanwhile, not before
+                # every wait (that made a batch per frame).
+                due = started + (ts - first_ts) / 1000 / self.speed
+                while True:
+                    now = loop.time()
+                    if now - last_flush >= self.flush_every_s:
+                        await self._flush_all(ts, end=False)
+                        last_flush = now
+                    if now >= due:
+                        break
+                    await asyncio.sleep(min(due, last_flush + self.flush_every_s) - now)
             if ts >= next_watermark:
                 # Frames come in event-time order: nothing later has an event time below this frame's.
                 await self._flush_all(ts, end=False)
@@ -219,6 +223,9 @@ class ReplaySource:
 
     async def _flush(self, partition: int, wm: int, end: bool) -> None:
         """One MarketBatch of the partition's pending frames, promising nothing below `wm` follows."""
+        if not self._pending[partition] and not end and wm <= self._sent_wm[partition]:
+            return  # nothing new to say
+        self._sent_wm[partition] = wm
         frames, self._pending[partition], self._size[partition] = self._pending[partition], [], 0
         self._seq[partition] += 1
         head = orjson.dumps({"v": SCHEMA_VERSION, "id": f"{self.origin}:{partition}:{self._seq[partition]}",

@@ -193,3 +193,21 @@ def test_schema_rejects_nan_negative_and_unknown_fields():
     for topic, raw in zip(topics, bad):
         with pytest.raises(s.InvalidMessage):
             s.decode(topic, raw)
+
+
+def test_book_keeps_the_best_levels_of_an_endless_diff_feed():
+    from papertape.core.book import MAX_LEVELS, Book
+
+    book = Book()
+    snap = s.MarketFrame(id="s", ts=1, venue="x", symbol="BTCUSDT", recv_ts=0, snapshot=True,
+                         bids=[("100.0", "1")], asks=[("100.1", "1")])
+    book.apply(snap)
+    n = 2 * MAX_LEVELS
+    for i in range(n):  # diffs adding levels ever further from the touch, on both sides
+        book.apply(s.MarketFrame(id=f"d{i}", ts=2 + i, venue="x", symbol="BTCUSDT", recv_ts=0,
+                                 bids=[(f"{99.99 - i * 0.01:.2f}", "2")], asks=[(f"{100.11 + i * 0.01:.2f}", "2")]))
+    assert MAX_LEVELS <= len(book.bids) <= MAX_LEVELS * 5 // 4 and len(book.asks) == len(book.bids)
+    assert max(book.bids) == 100.0 and min(book.asks) == 100.1  # the touch survives every trim
+    assert (book.best_bid(), book.best_ask()) == (D("100"), D("100.1"))  # from the levels: no top feed
+    nearest = sorted(book.bids, reverse=True)[:MAX_LEVELS]
+    assert nearest == [round(100.0 - i * 0.01, 2) for i in range(MAX_LEVELS)]  # none of the nearest is lost

@@ -17,6 +17,9 @@ def price_text(key: float) -> str:
     return format(Decimal(repr(key)), "f")
 
 
+MAX_LEVELS = 500  # per side: a diff feed (Binance) never removes far levels, and snapshots would grow forever
+
+
 class Book:
     """Level-2 book plus the top of book. Frames that carry a top (bid/ask) set it directly;
     frames that carry only levels update the book, whose best levels become the top."""
@@ -69,6 +72,12 @@ class Book:
                     side.pop(float(price), None)
                 else:
                     side[float(price)] = qty
+        for side, best_first in ((self.bids, True), (self.asks, False)):
+            if len(side) > MAX_LEVELS * 5 // 4:  # trim the far end, now and then
+                keep = sorted(side, reverse=best_first)[:MAX_LEVELS]
+                kept = {p: side[p] for p in keep}
+                side.clear()
+                side.update(kept)
         if self.synced and not self.top_feed and self.bids and self.asks:
             bid, ask = max(self.bids), min(self.asks)
             self.bid, self.ask = price_text(bid), price_text(ask)
