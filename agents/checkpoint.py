@@ -53,7 +53,7 @@ class Checkpoints(Generic[S]):
         return self.states[partition]
 
     def _saved(self, partition: int) -> S | None:
-        raw = self.table.get(str(partition).encode())
+        raw = join_snapshot(self.table.get, partition)
         if not raw:
             return None
         state = self.make(partition)
@@ -75,10 +75,41 @@ class Checkpoints(Generic[S]):
 
     async def save(self, partition: int) -> None:
         # default=list writes named tuples (ticks) as the JSON arrays they travel as
-        key, value = str(partition).encode(), orjson.dumps(self.states[partition].to_dict(), default=list)
-        self.table.data[key] = value
-        self.table.send_changelog(partition, key, value)
+        value = orjson.dumps(self.states[partition].to_dict(), default=list)
+        for key, part in split_snapshot(value, partition, join_snapshot(self.table.get, partition, header=True)):
+            self.table.data[key] = part
+            self.table.send_changelog(partition, key, part)
         await self.app.producer.flush()
         for event in self.held.pop(partition, []):
             event.ack()
         self.saved_at[partition] = time.monotonic()
+
+
+CHUNK_BYTES = 512 << 10  # a snapshot of any size goes out as changelog messages well under the request limit
+
+
+def split_snapshot(value: bytes, partition: int, previous: dict | None,
+                   chunk_bytes: int = CHUNK_BYTES) -> list[tuple[bytes, bytes]]:
+    """(key, value) writes that store `value` for `partition`: its chunks under the generation the previous
+    snapshot did not use, then the header naming them. A crash between the writes leaves the previous header
+    and its chunks whole."""
+    gen = 1 - previous["gen"] if previous else 0
+    chunks = [value[i:i + chunk_bytes] for i in range(0, len(value), chunk_bytes)] or [b""]
+    writes = [(f"{partition}#{gen}#{i}".encode(), c) for i, c in enumerate(chunks)]
+    header = orjson.dumps({"gen": gen, "chunks": len(chunks), "bytes": len(value)})
+    return writes + [(str(partition).encode(), header)]
+
+
+def join_snapshot(get, partition: int, header: bool = False):
+    """The snapshot bytes of `partition` read through `get(key)` (or its header with header=True); None if none."""
+    raw = get(str(partition).encode())
+    if not raw:
+        return None
+    head = orjson.loads(raw)
+    if header:
+        return head
+    value = b"".join(get(f"{partition}#{head['gen']}#{i}".encode()) or b"" for i in range(head["chunks"]))
+    if len(value) != head["bytes"]:
+        raise RuntimeError(f"checkpoint of partition {partition} is incomplete: {len(value)} of {head['bytes']} "
+                           "bytes")
+    return value
