@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 import schemas as s
 from papertape.core.market import MarketPartition
-from schemas.codec import reason_of
+from schemas.codec import reason_of, split_batch
 
 from .checkpoint import Checkpoints
 from .outputs import Outputs, dead_letter
@@ -54,13 +54,13 @@ def decode_leniently(value: bytes | None):
         return s.decode("md.events", value), []
     except s.InvalidMessage as exc:
         whole = [(None, value, str(exc))]
+    parts = split_batch(value)
+    if parts is None:
+        return None, whole
+    envelope, frames = parts
     try:
-        raw = orjson.loads(value)
-        frames = raw.pop("frames") if raw.get("kind") == "batch" else None
-        if not isinstance(frames, list):
-            return None, whole
-        batch = s.MarketBatch.model_validate(raw)
-    except (AttributeError, ValueError):  # not JSON, not an object, or a bad envelope
+        batch = s.MarketBatch.model_validate(envelope)
+    except ValidationError:
         return None, whole
     kept, refused = [], []
     for i, f in enumerate(frames):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from .topics import TOPICS
@@ -42,3 +43,16 @@ def reason_of(exc: ValidationError) -> str:
         parts.append(f"{where}: {msg}")
     more = exc.error_count() - len(parts)
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def split_batch(value: bytes | None) -> tuple[dict, list] | None:
+    """(envelope, raw frames) of a JSON object of kind "batch" with a list of frames, unvalidated; None for
+    anything else. Lets a consumer keep the good frames of a batch the schema refuses."""
+    try:
+        raw = orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(raw, dict) or raw.get("kind") != "batch" or not isinstance(raw.get("frames"), list):
+        return None
+    frames = raw.pop("frames")
+    return raw, frames

@@ -22,7 +22,7 @@ from typing_extensions import NotRequired, TypedDict
 
 from infra.clickhouse import call
 from schemas import InvalidMessage, MarketBatch, MarketFrame, decode
-from schemas.codec import MAX_MESSAGE_BYTES, reason_of
+from schemas.codec import MAX_MESSAGE_BYTES, reason_of, split_batch
 
 log = logging.getLogger(__name__)
 
@@ -179,10 +179,10 @@ def md_events_rows(value: bytes | None) -> tuple[dict[str, list[Row]], list[str]
         try:
             frames = [frame.__dict__ for frame in _frames(decode("md.events", value))]
         except InvalidMessage:
-            raw_frames = _batch_frames(value)
-            if raw_frames is None:
+            parts = split_batch(value)
+            if parts is None:
                 raise
-            frames, refused = _valid_frames(raw_frames)
+            frames, refused = _valid_frames(parts[1])
     trades: list[Row] = []
     quotes: list[Row] = []
     for f in frames:
@@ -198,16 +198,6 @@ def _valid_frames(raw_frames: list) -> tuple[list, list[str]]:
         except ValidationError as exc:
             refused.append(f"frame {i}: {reason_of(exc)}")
     return valid, refused
-
-
-def _batch_frames(value: bytes | None) -> list | None:
-    """The frames of a batch the schema refuses, if it is a JSON object of kind batch with a list of frames."""
-    try:
-        raw = orjson.loads(value) if value is not None else None
-    except orjson.JSONDecodeError:
-        return None
-    frames = raw.get("frames") if isinstance(raw, dict) and raw.get("kind") == "batch" else None
-    return frames if isinstance(frames, list) else None
 
 
 def message_rows(topic: str, value: bytes | None) -> tuple[dict[str, list[Row]], list[str]]:

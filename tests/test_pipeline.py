@@ -5,11 +5,6 @@ venue's published rules, without any papertape code."""
 import asyncio
 import gzip
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from decimal import Decimal as D
 from pathlib import Path
 
