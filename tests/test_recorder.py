@@ -219,6 +219,15 @@ class FlakyClient:
         return getattr(self.client, name)
 
 
+async def record_all(recorder: Recorder) -> None:
+    """Start the recorder, wait until ClickHouse holds everything produced so far, stop it."""
+    await recorder.start()
+    try:
+        await recorder.wait_caught_up(60)
+    finally:
+        await recorder.stop()
+
+
 async def new_topics(broker) -> None:
     await ensure_topics(broker.bootstrap, partition_counts(3, 2))
 
@@ -261,11 +270,7 @@ async def test_batches_land_as_rows_with_exact_values(broker, ch):
     messages = [("md.events", encode(batch(n, frames[n:n + 50]))) for n in range(0, 300, 50)]
     await produce(broker.bootstrap, messages + [("md.events", bad_frame_batch(1000))])
     recorder = Recorder(broker.bootstrap, ch)
-    await recorder.start()
-    try:
-        await recorder.wait_caught_up(60)
-    finally:
-        await recorder.stop()
+    await record_all(recorder)
     assert (recorder.invalid, recorder.invalid_frames) == (0, 1)
 
     trades = {(f"{f.id}:{i}", f.id, t.ts, f.venue, f.symbol, D(t.price), D(t.qty), t.side)
@@ -289,11 +294,7 @@ async def test_clickhouse_outage_loses_and_duplicates_nothing(broker, ch):
     await produce(broker.bootstrap, fills + fills[:100])  # 100 redelivered
     flaky = FlakyClient(ch, failures=3)
     recorder = Recorder(broker.bootstrap, flaky, backoff=(0.05, 0.2))
-    await recorder.start()
-    try:
-        await recorder.wait_caught_up(60)
-    finally:
-        await recorder.stop()
+    await record_all(recorder)
     assert recorder.insert_failures == 3
     assert recorder.rows_written["fills_log"] == 2100
     assert counts(ch)["fills_log"] == 2000
@@ -313,11 +314,7 @@ async def test_stop_while_clickhouse_is_down_commits_nothing(broker, ch):
     assert counts(ch)["fills_log"] == 0
 
     again = Recorder(broker.bootstrap, ch, group_id="g")
-    await again.start()
-    try:
-        await again.wait_caught_up(60)
-    finally:
-        await again.stop()
+    await record_all(again)
     assert again.rows_written["fills_log"] == 50
     assert counts(ch)["fills_log"] == 50
 
@@ -338,11 +335,7 @@ async def test_restart_mid_way_with_the_same_group_records_exactly_once(broker, 
 
     await produce(broker.bootstrap, [(t, encode(m)) for t, m in second + redelivered])
     restarted = Recorder(broker.bootstrap, ch, group_id="g")
-    await restarted.start()
-    try:
-        await restarted.wait_caught_up(60)
-    finally:
-        await restarted.stop()
+    await record_all(restarted)
     # the new consumer started at the committed offsets: nothing was read twice but the redelivered messages
     produced_rows = sum(len(rows_for(t, m)) for t, m in first + second + redelivered)
     assert written_before + sum(restarted.rows_written.values()) == produced_rows

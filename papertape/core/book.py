@@ -39,17 +39,12 @@ class Book:
         self.top_feed = False  # the venue sends its top of book: levels never override it
 
     def apply(self, frame) -> None:
-        self.ts = frame.ts
-        if frame.trades:
-            self.last = frame.trades[-1].price
-        if getattr(frame, "bids", None) or getattr(frame, "asks", None):
+        """A market frame: its levels, then its trades and top of book, which win over the levels."""
+        if frame.bids or frame.asks:
             self._apply_levels(frame)
         if frame.bid is not None or frame.ask is not None:
             self.top_feed = True
-        if frame.bid is not None:
-            self.bid, self.bid_qty = frame.bid, frame.bid_qty
-        if frame.ask is not None:
-            self.ask, self.ask_qty = frame.ask, frame.ask_qty
+        self.apply_tick(frame)
 
     def apply_tick(self, tick) -> None:
         """A tick carries the market actor's top of book after its frame: no levels, no feed rules."""

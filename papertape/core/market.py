@@ -100,8 +100,9 @@ class MarketPartition:
             self.seq += 1
             wm = self.wm if last else ticks[-1].ts
             pos = (self.last_offset + 1) * FRAMES_PER_OFFSET - 1 if last else ticks[-1].pos
-            batches.append(s.TickBatch.model_construct(id=f"ticks:{self.partition}:{pos}", ts=wm, origin=self.partition,
-                                       seq=self.seq, wm=wm, end=self.ended and last, ticks=ticks))
+            batches.append(s.TickBatch.model_construct(
+                id=f"ticks:{self.partition}:{pos}", ts=wm, origin=self.partition, seq=self.seq, wm=wm,
+                end=self.ended and last, ticks=ticks))
         marks = []
         for sym, ts in self._touched.items():
             b = self.books[sym]
