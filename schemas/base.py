@@ -18,6 +18,8 @@ Money = Annotated[Decimal, Field(allow_inf_nan=False, max_digits=38)]
 PriceStr = Annotated[str, StringConstraints(
     pattern=r"^(?:[1-9][0-9]{0,19}(?:\.[0-9]{1,18})?|0\.[0-9]{0,17}[1-9][0-9]{0,17})$", max_length=40)]
 QtyStr = Annotated[str, StringConstraints(pattern=r"^(?:0|[1-9][0-9]{0,19})(?:\.[0-9]{1,18})?$", max_length=40)]
+# A signed decimal string (funding rates).
+SignedStr = Annotated[str, StringConstraints(pattern=r"^-?(?:0|[1-9][0-9]{0,19})(?:\.[0-9]{1,18})?$", max_length=40)]
 Ratio = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 # Event time in milliseconds since the Unix epoch (the exchange's clock, never the wall clock).
 EventTime = Annotated[int, Field(ge=0, lt=10**14)]

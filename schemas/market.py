@@ -5,7 +5,7 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .base import EventTime, Message, PriceStr, QtyStr, Symbol
+from .base import EventTime, Message, PriceStr, QtyStr, SignedStr, Symbol
 
 # A book level: [price, quantity], both decimal strings; quantity "0" removes the level.
 Level = tuple[PriceStr, QtyStr]
@@ -18,6 +18,25 @@ class Trade(BaseModel):
     price: PriceStr
     qty: QtyStr
     side: Literal["buy", "sell"]  # the aggressor's side
+
+
+class Ticker(BaseModel):
+    """A venue's ticker for a symbol after the frame, merged from snapshot and deltas (every field it has sent)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    last: PriceStr | None = None
+    mark: PriceStr | None = None  # the venue's mark price (for a token priced by an aggregator: that price)
+    index: PriceStr | None = None
+    funding_rate: SignedStr | None = None  # positive: longs pay shorts
+    next_funding_ts: EventTime | None = None
+    open_interest: QtyStr | None = None
+    turnover_24h: QtyStr | None = None
+
+
+# What a frame says about its symbol's feed: "live" data; "stale": no update for the source's limit until `ts`,
+# so nothing may trade on the old prices; "unavailable": no source can price it now.
+FeedStatus = Literal["live", "stale", "unavailable"]
 
 
 class MarketFrame(Message):
@@ -35,6 +54,8 @@ class MarketFrame(Message):
     bids: list[Level] = Field(default_factory=list, max_length=1000)
     asks: list[Level] = Field(default_factory=list, max_length=1000)
     snapshot: bool = False  # bids/asks replace the book instead of updating it
+    ticker: Ticker | None = None
+    status: FeedStatus = "live"
 
 
 class MarketBatch(Message):
@@ -79,6 +100,8 @@ class Tick(NamedTuple):
     ask_qty: QtyStr | None
     trades: list[TickTrade]
     pos: int  # the frame's position in its md.events partition: lets an engine drop ticks it has seen
+    mark: PriceStr | None = None  # the venue's mark price, when it sends one
+    status: FeedStatus = "live"
 
 
 class TickBatch(Message):

@@ -158,7 +158,8 @@ def _common(d: dict, kind: str, exchange_id: Any) -> dict[str, Any]:
     symbol = d["s"]
     return {"v": SCHEMA_VERSION, "id": f"{VENUE}:{symbol}:{kind}:{exchange_id}", "ts": d["E"], "kind": "frame",
             "venue": VENUE, "symbol": symbol, "recv_ts": 0, "trades": [], "bid": None, "bid_qty": None,
-            "ask": None, "ask_qty": None, "bids": [], "asks": [], "snapshot": False}
+            "ask": None, "ask_qty": None, "bids": [], "asks": [], "snapshot": False,
+            "ticker": None, "status": "live"}
 
 
 _BUILDERS = {"trade": _trade, "bookTicker": _book_ticker, "depthUpdate": _depth_update}

@@ -24,7 +24,8 @@ class Book:
     """Level-2 book plus the top of book. Frames that carry a top (bid/ask) set it directly;
     frames that carry only levels update the book, whose best levels become the top."""
 
-    __slots__ = ("bids", "asks", "bid", "ask", "bid_qty", "ask_qty", "last", "ts", "synced", "top_feed")
+    __slots__ = ("bids", "asks", "bid", "ask", "bid_qty", "ask_qty", "last", "ts", "synced", "top_feed",
+                 "mark_price", "status")
 
     def __init__(self) -> None:
         self.bids: dict[float, str] = {}
@@ -37,6 +38,8 @@ class Book:
         self.ts = 0
         self.synced = False  # a level snapshot has been applied
         self.top_feed = False  # the venue sends its top of book: levels never override it
+        self.mark_price: str | None = None  # the venue's own mark price, when it sends one
+        self.status = "live"  # the feed's status: only "live" prices may be traded on
 
     def apply(self, frame) -> None:
         """A market frame: its levels, then its trades and top of book, which win over the levels."""
@@ -44,17 +47,29 @@ class Book:
             self._apply_levels(frame)
         if frame.bid is not None or frame.ask is not None:
             self.top_feed = True
-        self.apply_tick(frame)
+        ticker = frame.ticker
+        if ticker is not None:
+            if ticker.mark is not None:
+                self.mark_price = ticker.mark
+            if ticker.last is not None and not frame.trades:
+                self.last = ticker.last
+        self._top(frame)
 
     def apply_tick(self, tick) -> None:
-        """A tick carries the market actor's top of book after its frame: no levels, no feed rules."""
-        self.ts = tick.ts
-        if tick.trades:
-            self.last = tick.trades[-1].price
-        if tick.bid is not None:
-            self.bid, self.bid_qty = tick.bid, tick.bid_qty
-        if tick.ask is not None:
-            self.ask, self.ask_qty = tick.ask, tick.ask_qty
+        """A tick carries the market actor's top of book and mark after its frame: no levels, no feed rules."""
+        if tick.mark is not None:
+            self.mark_price = tick.mark
+        self._top(tick)
+
+    def _top(self, x) -> None:
+        self.ts = x.ts
+        self.status = x.status
+        if x.trades:
+            self.last = x.trades[-1].price
+        if x.bid is not None:
+            self.bid, self.bid_qty = x.bid, x.bid_qty
+        if x.ask is not None:
+            self.ask, self.ask_qty = x.ask, x.ask_qty
 
     def _apply_levels(self, frame) -> None:
         if frame.snapshot:
@@ -79,7 +94,7 @@ class Book:
             self.bid_qty, self.ask_qty = self.bids[bid], self.asks[ask]
 
     def to_dict(self) -> dict:
-        return {"top": [self.bid, self.bid_qty, self.ask, self.ask_qty, self.last],
+        return {"top": [self.bid, self.bid_qty, self.ask, self.ask_qty, self.last, self.mark_price, self.status],
                 "ts": self.ts, "synced": self.synced, "top_feed": self.top_feed,
                 "bids": [[repr(p), q] for p, q in self.bids.items()],  # repr: parses back to the same key
                 "asks": [[repr(p), q] for p, q in self.asks.items()]}
@@ -87,7 +102,7 @@ class Book:
     @classmethod
     def from_dict(cls, d: dict) -> "Book":
         b = cls()
-        b.bid, b.bid_qty, b.ask, b.ask_qty, b.last = d["top"]
+        b.bid, b.bid_qty, b.ask, b.ask_qty, b.last, b.mark_price, b.status = d["top"]
         b.ts, b.synced, b.top_feed = d["ts"], d["synced"], d["top_feed"]
         b.bids = {float(p): q for p, q in d["bids"]}
         b.asks = {float(p): q for p, q in d["asks"]}
@@ -100,7 +115,10 @@ class Book:
         return _dec(self.ask)
 
     def mark(self) -> Decimal | None:
-        """Mid of the top of book, or the last trade when there is no two-sided quote."""
+        """The venue's mark price when it sends one; else the mid of the top of book, or the last trade when
+        there is no two-sided quote."""
+        if self.mark_price is not None:
+            return Decimal(self.mark_price)
         if self.bid is not None and self.ask is not None:
             return (Decimal(self.bid) + Decimal(self.ask)) / 2
         return _dec(self.last)

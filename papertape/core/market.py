@@ -80,7 +80,8 @@ class MarketPartition:
             if frame.ts > self.wm:
                 self.wm = frame.ts
             trades = [TickTrade(t.ts, t.price, t.qty, t.side) for t in frame.trades]
-            ticks.append(Tick(frame.symbol, frame.ts, book.bid, book.ask, book.bid_qty, book.ask_qty, trades, pos + i))
+            ticks.append(Tick(frame.symbol, frame.ts, book.bid, book.ask, book.bid_qty, book.ask_qty, trades, pos + i,
+                              book.mark_price, frame.status))
             touched[frame.symbol] = frame.ts
         return refused
 
