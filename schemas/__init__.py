@@ -1,13 +1,13 @@
 """Versioned message contracts of every topic."""
 from .base import SCHEMA_VERSION, Message
 from .codec import InvalidMessage, decode, encode
-from .market import Level, Mark, MarketBatch, MarketFrame, Tick, TickBatch, Ticker, TickTrade, Trade, Watermark
+from .market import Bar, Level, Mark, MarketBatch, MarketFrame, Tick, TickBatch, Ticker, TickTrade, Trade, Watermark
 from .ops import Alert, Control, DeadLetter
 from .topics import TOPICS, TopicSpec, partition_counts
 from .trading import Decision, Equity, Fill, Order, OrderEvent, Position, Signal
 
 __all__ = [
-    "SCHEMA_VERSION", "Message", "InvalidMessage", "decode", "encode", "Level", "Mark", "MarketBatch", "MarketFrame",
+    "SCHEMA_VERSION", "Message", "InvalidMessage", "decode", "encode", "Bar", "Level", "Mark", "MarketBatch", "MarketFrame",
     "Tick", "TickBatch", "Ticker", "TickTrade", "Trade", "Watermark", "Alert", "Control", "DeadLetter", "TOPICS", "TopicSpec",
     "partition_counts", "Decision", "Equity", "Fill", "Order", "OrderEvent", "Position", "Signal",
 ]

@@ -34,6 +34,22 @@ class Ticker(BaseModel):
     turnover_24h: QtyStr | None = None
 
 
+class Bar(BaseModel):
+    """A venue's candle (kline, OHLCV row): real prices of an interval, updated until `closed`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    start: EventTime
+    interval_ms: int = Field(gt=0, le=31 * 86_400_000)
+    open: PriceStr
+    high: PriceStr
+    low: PriceStr
+    close: PriceStr
+    volume: QtyStr
+    turnover: QtyStr | None = None
+    closed: bool = True
+
+
 # What a frame says about its symbol's feed: "live" data; "stale": no update for the source's limit until `ts`,
 # so nothing may trade on the old prices; "unavailable": no source can price it now.
 FeedStatus = Literal["live", "stale", "unavailable"]
@@ -55,6 +71,7 @@ class MarketFrame(Message):
     asks: list[Level] = Field(default_factory=list, max_length=1000)
     snapshot: bool = False  # bids/asks replace the book instead of updating it
     ticker: Ticker | None = None
+    bar: Bar | None = None
     status: FeedStatus = "live"
 
 
@@ -102,6 +119,7 @@ class Tick(NamedTuple):
     pos: int  # the frame's position in its md.events partition: lets an engine drop ticks it has seen
     mark: PriceStr | None = None  # the venue's mark price, when it sends one
     status: FeedStatus = "live"
+    last: PriceStr | None = None  # a last price from a ticker or bar, when the frame has no trades
 
 
 class TickBatch(Message):

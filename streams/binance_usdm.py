@@ -10,13 +10,15 @@ Pure functions (no state but caches). A line that is not one of these, or that t
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Iterator
 
 import orjson
 from pydantic import ValidationError
 
 from schemas import SCHEMA_VERSION, MarketFrame, Trade
 from schemas.base import PriceStr, QtyStr
+
+from .wire import Bad, Format, WireFrame, sorted_lines
 
 VENUE = "binance_usdm"
 
@@ -91,6 +93,12 @@ def _fields(line: bytes | str, symbol: str | None) -> dict[str, Any]:
     return fields
 
 
+def read(lines: list[bytes], bad: Bad) -> Iterator[WireFrame]:
+    """A recording's frames in event-time order: a Binance file interleaves its streams out of event order."""
+    symbol = recording_symbol(lines)
+    return sorted_lines(lines, sort_key, lambda line: WireFrame(*wire_line(line, symbol)), bad)
+
+
 _LINE = re.compile(rb"\d+ \{")
 _EVENT_TIME = re.compile(rb'"E":(\d+)')
 
@@ -98,6 +106,9 @@ _EVENT_TIME = re.compile(rb'"E":(\d+)')
 def looks_like(line: bytes) -> bool:
     """Whether a recording line has this format (for format detection)."""
     return _LINE.match(line) is not None
+
+
+FORMAT = Format(VENUE, lambda first, name: looks_like(first), read)
 
 
 def sort_key(line: bytes) -> tuple[int, int]:
@@ -159,7 +170,7 @@ def _common(d: dict, kind: str, exchange_id: Any) -> dict[str, Any]:
     return {"v": SCHEMA_VERSION, "id": f"{VENUE}:{symbol}:{kind}:{exchange_id}", "ts": d["E"], "kind": "frame",
             "venue": VENUE, "symbol": symbol, "recv_ts": 0, "trades": [], "bid": None, "bid_qty": None,
             "ask": None, "ask_qty": None, "bids": [], "asks": [], "snapshot": False,
-            "ticker": None, "status": "live"}
+            "ticker": None, "bar": None, "status": "live"}
 
 
 _BUILDERS = {"trade": _trade, "bookTicker": _book_ticker, "depthUpdate": _depth_update}

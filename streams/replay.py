@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import gzip
 import heapq
+import io
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable, Iterable, Iterator, NamedTuple
+from typing import Awaitable, Callable, Iterable, Iterator
 
 import orjson
 
@@ -18,34 +20,20 @@ from schemas import SCHEMA_VERSION, MarketFrame
 from schemas.topics import kafka_partition, murmur2  # noqa: F401  (re-exported)
 
 from . import binance_usdm
+from .wire import Format, WireFrame  # noqa: F401  (WireFrame re-exported)
 
 Send = Callable[[str, bytes | None, bytes, int | None], Awaitable[object]]
 PartitionFor = Callable[[bytes, int], int]
 
-# Recording formats: (recognizes a first line, sort key of a line, symbol of a file, line -> frame,
-# line -> WireFrame fields).
-_FORMATS = {
-    "binance_usdm": (binance_usdm.looks_like, binance_usdm.sort_key, binance_usdm.recording_symbol,
-                     binance_usdm.parse_line, binance_usdm.wire_line),
-}
-
-
-class WireFrame(NamedTuple):
-    """A frame as a source sends it: its JSON (what `MarketFrame.model_dump_json()` gives) and what routes it."""
-
-    ts: int
-    recv_ts: int
-    symbol: str
-    trades: int
-    json: bytes
+# Recording formats, tried in this order on a file's first non-empty line and name.
+FORMATS: list[Format] = [binance_usdm.FORMAT]
 
 
 class Tape:
     """Frames of recording files, merged in event-time order. Iterate once.
 
-    Each file is sorted by (event time, receive time): a Binance file interleaves its streams out of event
-    order. Bad lines are skipped; `bad_lines` counts them (final once the tape is exhausted) and
-    `bad_examples` keeps the first few reasons.
+    A file may be plain, gzip or zip (its members in name order). Bad lines are skipped; `bad_lines` counts them
+    (final once the tape is exhausted) and `bad_examples` keeps the first few reasons.
     """
 
     def __init__(self, paths: Iterable[str | Path], wire: bool = False):
@@ -55,46 +43,32 @@ class Tape:
         self.bad_examples: list[str] = []
 
     def __iter__(self) -> Iterator[MarketFrame | WireFrame]:
-        return heapq.merge(*(self._file_frames(p) for p in self.paths), key=lambda f: (f.ts, f.recv_ts))
+        frames = heapq.merge(*(self._file_frames(p) for p in self.paths), key=lambda f: (f.ts, f.recv_ts))
+        return frames if self.wire else (MarketFrame.model_validate_json(f.json) for f in frames)
 
-    def _file_frames(self, path: Path) -> Iterator[MarketFrame | WireFrame]:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        lines = raw.splitlines()
+    def _file_frames(self, path: Path) -> Iterator[WireFrame]:
+        lines = read_lines(path)
         first = next((line for line in lines if line.strip()), b"")
-        fmt = next((f for f in _FORMATS.values() if f[0](first)), None)
+        fmt = next((f for f in FORMATS if f.looks_like(first, path.name)), None)
         if fmt is None:
             raise ValueError(f"{path}: unknown recording format (first line {first[:80]!r})")
-        _, sort_key, recording_symbol, parse_line, wire_line = fmt
-        build = (lambda line, symbol: WireFrame(*wire_line(line, symbol))) if self.wire else parse_line
-        symbol = recording_symbol(lines)
-
-        # Sort cheap keys, build frames lazily: the 170k frames of the bundled tape held at once take 0.8 GB
-        # and the garbage collector's rescans of them make loading 2.5x slower.
-        keyed = []
-        for number, line in enumerate(lines, 1):
-            if line.strip():
-                try:
-                    keyed.append((sort_key(line), number))
-                except ValueError as exc:
-                    self._bad(path, number, exc)
-        keyed.sort()
-        for key, number in keyed:
-            try:
-                frame = build(lines[number - 1], symbol)
-            except ValueError as exc:
-                self._bad(path, number, exc)
-                continue
-            if (frame.ts, frame.recv_ts) != key:
-                self._bad(path, number, ValueError(f"sort key {key} disagrees with the frame"))
-                continue
-            yield frame
+        yield from fmt.read(lines, lambda number, exc: self._bad(path, number, exc))
 
     def _bad(self, path: Path, number: int, exc: Exception) -> None:
         self.bad_lines += 1
         if len(self.bad_examples) < 10:
             self.bad_examples.append(f"{path.name}:{number}: {exc}")
+
+
+def read_lines(path: Path) -> list[bytes]:
+    """The lines of a plain, gzip or zip file (a zip's members in name order, one after the other)."""
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    elif raw[:4] == b"PK\x03\x04":
+        with zipfile.ZipFile(io.BytesIO(raw)) as z:
+            raw = b"\n".join(z.read(name) for name in sorted(z.namelist()) if not name.endswith("/"))
+    return raw.splitlines()
 
 
 def iter_tape(paths: Iterable[str | Path], wire: bool = False) -> Tape:

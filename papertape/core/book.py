@@ -53,12 +53,16 @@ class Book:
                 self.mark_price = ticker.mark
             if ticker.last is not None and not frame.trades:
                 self.last = ticker.last
+        if frame.bar is not None and not frame.trades:
+            self.last = frame.bar.close
         self._top(frame)
 
     def apply_tick(self, tick) -> None:
         """A tick carries the market actor's top of book and mark after its frame: no levels, no feed rules."""
         if tick.mark is not None:
             self.mark_price = tick.mark
+        if tick.last is not None:
+            self.last = tick.last
         self._top(tick)
 
     def _top(self, x) -> None:

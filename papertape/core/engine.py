@@ -20,8 +20,8 @@ END = 1 << 62
 
 def tick_of(t: list) -> s.Tick:
     """A tick from its JSON array (md.ticks, snapshots)."""
-    symbol, ts, bid, ask, bid_qty, ask_qty, trades, pos, mark, status = t
-    return s.Tick(symbol, ts, bid, ask, bid_qty, ask_qty, [s.TickTrade(*x) for x in trades], pos, mark, status)
+    symbol, ts, bid, ask, bid_qty, ask_qty, trades, pos, mark, status, last = t
+    return s.Tick(symbol, ts, bid, ask, bid_qty, ask_qty, [s.TickTrade(*x) for x in trades], pos, mark, status, last)
 
 
 def batch_of(raw: dict) -> s.TickBatch:

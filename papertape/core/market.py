@@ -80,8 +80,9 @@ class MarketPartition:
             if frame.ts > self.wm:
                 self.wm = frame.ts
             trades = [TickTrade(t.ts, t.price, t.qty, t.side) for t in frame.trades]
+            last = book.last if not trades and (frame.ticker is not None or frame.bar is not None) else None
             ticks.append(Tick(frame.symbol, frame.ts, book.bid, book.ask, book.bid_qty, book.ask_qty, trades, pos + i,
-                              book.mark_price, frame.status))
+                              book.mark_price, frame.status, last))
             touched[frame.symbol] = frame.ts
         return refused
 

@@ -53,6 +53,8 @@ def tick_price(tick) -> float | None:
         return float(tick.trades[-1].price)
     if tick.bid is not None and tick.ask is not None:
         return (float(tick.bid) + float(tick.ask)) / 2
+    if tick.last is not None:  # a ticker's or bar's last price
+        return float(tick.last)
     return None
 
 
