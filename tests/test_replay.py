@@ -16,6 +16,7 @@ from aiokafka.partitioner import DefaultPartitioner
 import streams.binance_usdm as usdm
 from schemas import MarketBatch, decode
 from schemas.codec import MAX_MESSAGE_BYTES
+from streams import frame_json
 from streams.binance_usdm import parse_line, recording_symbol, wire_line
 from streams.replay import BATCH_BYTES, ReplaySource, iter_tape, kafka_partition
 
@@ -124,6 +125,7 @@ def test_the_whole_tape_takes_the_fast_path(tape_lines, monkeypatch):
         raise AssertionError(f"validated: {fields['id']}")
 
     monkeypatch.setattr(usdm, "_validate", refuse)
+    monkeypatch.setattr(frame_json, "validate", refuse)
     for line, symbol in tape_lines[::3]:
         parse_line(line, symbol)
         wire_line(line, symbol)
