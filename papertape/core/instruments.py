@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 
 
 @dataclass(frozen=True)
@@ -14,9 +14,19 @@ class Instrument:
     min_notional: Decimal
     settle_coin: str = "USDT"
     max_leverage: Decimal = Decimal(100)
+    category: str = "linear"  # Bybit category: "linear" or "spot"
+    funding_interval_min: int = 480  # 0: no funding (spot)
+    max_qty: Decimal | None = None  # largest limit order; None: unknown
+    base_coin: str = ""
+    quote_coin: str = ""
+    status: str = "Trading"
 
     def round_qty_down(self, qty: Decimal) -> Decimal:
         return (qty / self.lot_step).to_integral_value(rounding=ROUND_DOWN) * self.lot_step
+
+    def round_price(self, price: Decimal, rounding: str = ROUND_HALF_EVEN) -> Decimal:
+        """Price on the tick grid; pass ROUND_DOWN / ROUND_UP (decimal module) to choose the side."""
+        return (price / self.tick_size).to_integral_value(rounding=rounding) * self.tick_size
 
     def on_tick(self, price: Decimal) -> bool:
         return price % self.tick_size == 0
