@@ -83,7 +83,7 @@ def _fields(line: bytes | str, symbol: str | None) -> dict[str, Any]:
     return fields
 
 
-def read(lines: list[bytes], bad: Bad) -> Iterator[WireFrame]:
+def read(lines: list[bytes], name: str, bad: Bad) -> Iterator[WireFrame]:
     """A recording's frames in event-time order: a Binance file interleaves its streams out of event order."""
     symbol = recording_symbol(lines)
     return sorted_lines(lines, sort_key, lambda line: wire_line(line, symbol), bad)

@@ -47,7 +47,8 @@ def wire(f: dict[str, Any]) -> WireFrame:
         except orjson.JSONEncodeError:  # an int beyond 64 bits: pydantic writes it, orjson cannot
             pass
     frame = validate(f)
-    return WireFrame(frame.ts, frame.recv_ts, frame.symbol, len(frame.trades), frame.model_dump_json().encode())
+    return WireFrame(frame.ts, frame.recv_ts, frame.symbol, len(frame.trades), frame.model_dump_json().encode(),
+                     frame.status == "live")
 
 
 def validate(f: dict[str, Any]) -> MarketFrame:

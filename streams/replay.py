@@ -19,14 +19,16 @@ import orjson
 from schemas import SCHEMA_VERSION, MarketFrame
 from schemas.topics import kafka_partition, murmur2  # noqa: F401  (re-exported)
 
-from . import binance_usdm
+from . import binance_usdm, bybit_history, csv_market, tape
 from .wire import Format, WireFrame  # noqa: F401  (WireFrame re-exported)
 
 Send = Callable[[str, bytes | None, bytes, int | None], Awaitable[object]]
 PartitionFor = Callable[[bytes, int], int]
 
 # Recording formats, tried in this order on a file's first non-empty line and name.
-FORMATS: list[Format] = [binance_usdm.FORMAT]
+# Header-named formats before the generic CSVs that would also read them; Lean files are known by their name.
+FORMATS: list[Format] = [tape.TAPE_FORMAT, tape.BYBIT_DUMP_FORMAT, binance_usdm.FORMAT, bybit_history.TRADING,
+                         bybit_history.SPOT, csv_market.LEAN, csv_market.OHLCV_CSV, csv_market.TRADES_CSV]
 
 
 class Tape:
@@ -52,7 +54,7 @@ class Tape:
         fmt = next((f for f in FORMATS if f.looks_like(first, path.name)), None)
         if fmt is None:
             raise ValueError(f"{path}: unknown recording format (first line {first[:80]!r})")
-        yield from fmt.read(lines, lambda number, exc: self._bad(path, number, exc))
+        yield from fmt.read(lines, path.name, lambda number, exc: self._bad(path, number, exc))
 
     def _bad(self, path: Path, number: int, exc: Exception) -> None:
         self.bad_lines += 1
@@ -97,6 +99,55 @@ class ReplaySummary:
     batches: int  # messages sent, all partitions counted
 
 
+class BatchSender:
+    """Packs frames into one `MarketBatch` per md.events partition (by symbol hash), each carrying the
+    partition's watermark: frames must come in event-time order, and `flush(.., wm)` promises no frame below
+    `wm` follows. A batch closes at `batch_frames` frames or BATCH_BYTES."""
+
+    def __init__(self, send: Send, partitions: int, partition_for: PartitionFor = kafka_partition, *,
+                 batch_frames: int = 500, topic: str = "md.events", origin: str = "replay") -> None:
+        if partitions < 1 or batch_frames < 1:
+            raise ValueError("need partitions >= 1 and batch_frames >= 1")
+        self.send = send
+        self.partitions = partitions
+        self.partition_for = partition_for
+        self.batch_frames = batch_frames
+        self.topic = topic
+        self.origin = origin
+        self._partition_of: dict[str, int] = {}
+        self._pending: list[list[bytes]] = [[] for _ in range(partitions)]
+        self._size = [0] * partitions
+        self._seq = [0] * partitions
+        self._sent_wm = [-1] * partitions
+        self.batches = 0
+
+    async def add(self, frame: WireFrame) -> None:
+        partition = self._partition_of.get(frame.symbol)
+        if partition is None:
+            partition = self._partition_of[frame.symbol] = self.partition_for(frame.symbol.encode(), self.partitions)
+        pending = self._pending[partition]
+        pending.append(frame.json)
+        self._size[partition] += len(frame.json)
+        if len(pending) >= self.batch_frames or self._size[partition] >= BATCH_BYTES:
+            await self.flush(partition, frame.ts, end=False)
+
+    async def flush_all(self, wm: int, end: bool = False) -> None:
+        for partition in range(self.partitions):
+            await self.flush(partition, wm, end)
+
+    async def flush(self, partition: int, wm: int, end: bool = False) -> None:
+        """One MarketBatch of the partition's pending frames, promising nothing below `wm` follows."""
+        if not self._pending[partition] and not end and wm <= self._sent_wm[partition]:
+            return  # nothing new to say
+        self._sent_wm[partition] = wm
+        frames, self._pending[partition], self._size[partition] = self._pending[partition], [], 0
+        self._seq[partition] += 1
+        head = orjson.dumps({"v": SCHEMA_VERSION, "id": f"{self.origin}:{partition}:{self._seq[partition]}",
+                             "ts": wm, "kind": "batch", "origin": self.origin, "wm": wm, "end": end})
+        await self.send(self.topic, None, head[:-1] + b',"frames":[' + b",".join(frames) + b"]}", partition)
+        self.batches += 1
+
+
 class ReplaySource:
     """Sends the tape of `paths` to `md.events` as `MarketBatch`es: per partition (by symbol hash), up to
     `batch_frames` frames each, with the partition's watermark.
@@ -113,27 +164,22 @@ class ReplaySource:
                  progress: Callable[[ReplayProgress], object] | None = None, progress_every_s: float = 1.0,
                  topic: str = "md.events", max_seconds: float | None = None, origin: str = "replay",
                  frames: Iterable[WireFrame] | None = None):
-        if partitions < 1 or speed < 0 or watermark_every_ms < 1 or batch_frames < 1:
-            raise ValueError("need partitions >= 1, speed >= 0, watermark_every_ms >= 1, batch_frames >= 1")
+        if speed < 0 or watermark_every_ms < 1:
+            raise ValueError("need speed >= 0 and watermark_every_ms >= 1")
         self.paths = list(paths)
         self.frames = frames  # instead of the files' frames: any WireFrames in event-time order
-        self.send = send
-        self.partitions = partitions
-        self.partition_for = partition_for
+        self.out = BatchSender(send, partitions, partition_for, batch_frames=batch_frames, topic=topic,
+                               origin=origin)
         self.speed = speed
         self.watermark_every_ms = watermark_every_ms
-        self.batch_frames = batch_frames
         self.flush_every_s = flush_every_s
         self.progress = progress
         self.progress_every_s = progress_every_s
-        self.topic = topic
-        self.origin = origin
         self.max_ms = None if max_seconds is None else int(max_seconds * 1000)
-        self._pending: list[list[bytes]] = [[] for _ in range(partitions)]
-        self._size = [0] * partitions
-        self._seq = [0] * partitions
-        self._sent_wm = [-1] * partitions
-        self.batches = 0
+
+    @property
+    def batches(self) -> int:
+        return self.out.batches
 
     async def run(self) -> ReplaySummary:
         tape = iter_tape(self.paths, wire=True)
@@ -143,8 +189,7 @@ class ReplaySource:
         every = self.watermark_every_ms
         count = trades = 0
         first_ts = last_ts = next_watermark = None
-        partition_of: dict[str, int] = {}
-        pending, size = self._pending, self._size
+        out = self.out
 
         for frame in frames:
             ts = frame.ts
@@ -159,23 +204,16 @@ class ReplaySource:
                 while True:
                     now = loop.time()
                     if now - last_flush >= self.flush_every_s:
-                        await self._flush_all(ts, end=False)
+                        await out.flush_all(ts)
                         last_flush = now
                     if now >= due:
                         break
                     await asyncio.sleep(min(due, last_flush + self.flush_every_s) - now)
             if ts >= next_watermark:
                 # Frames come in event-time order: nothing later has an event time below this frame's.
-                await self._flush_all(ts, end=False)
+                await out.flush_all(ts)
                 next_watermark = ts - ts % every + every
-            partition = partition_of.get(frame.symbol)
-            if partition is None:
-                partition = partition_of[frame.symbol] = self.partition_for(frame.symbol.encode(), self.partitions)
-            data = frame.json
-            pending[partition].append(data)
-            size[partition] += len(data)
-            if len(pending[partition]) >= self.batch_frames or size[partition] >= BATCH_BYTES:
-                await self._flush(partition, ts, end=False)
+            await out.add(frame)
             count += 1
             trades += frame.trades
             last_ts = ts
@@ -186,23 +224,7 @@ class ReplaySource:
                 self.progress(ReplayProgress(count, ts, count / (now - started)))
 
         end_ts = 0 if last_ts is None else last_ts + 1
-        await self._flush_all(end_ts, end=True)
+        await out.flush_all(end_ts, end=True)
         if self.progress:
             self.progress(ReplayProgress(count, end_ts, count / max(loop.time() - started, 1e-9)))
-        return ReplaySummary(count, trades, first_ts, last_ts, tape.bad_lines, self.batches)
-
-    async def _flush_all(self, wm: int, end: bool) -> None:
-        for partition in range(self.partitions):
-            await self._flush(partition, wm, end)
-
-    async def _flush(self, partition: int, wm: int, end: bool) -> None:
-        """One MarketBatch of the partition's pending frames, promising nothing below `wm` follows."""
-        if not self._pending[partition] and not end and wm <= self._sent_wm[partition]:
-            return  # nothing new to say
-        self._sent_wm[partition] = wm
-        frames, self._pending[partition], self._size[partition] = self._pending[partition], [], 0
-        self._seq[partition] += 1
-        head = orjson.dumps({"v": SCHEMA_VERSION, "id": f"{self.origin}:{partition}:{self._seq[partition]}",
-                             "ts": wm, "kind": "batch", "origin": self.origin, "wm": wm, "end": end})
-        await self.send(self.topic, None, head[:-1] + b',"frames":[' + b",".join(frames) + b"]}", partition)
-        self.batches += 1
+        return ReplaySummary(count, trades, first_ts, last_ts, tape.bad_lines, out.batches)

@@ -12,6 +12,7 @@ class WireFrame(NamedTuple):
     symbol: str
     trades: int
     json: bytes
+    live: bool = True  # the frame's status is "live" (not a stale or unavailable notice)
 
 
 Bad = Callable[[int, Exception], None]  # (line number, why): a line skipped
@@ -22,7 +23,7 @@ class Format(NamedTuple):
 
     name: str
     looks_like: Callable[[bytes, str], bool]
-    read: Callable[[list[bytes], Bad], Iterable[WireFrame]]  # a file's lines -> frames in event-time order
+    read: Callable[[list[bytes], str, Bad], Iterable[WireFrame]]  # a file's lines and name -> frames in time order
 
 
 def sorted_lines(lines: list[bytes], sort_key: Callable[[bytes], tuple[int, int]],

@@ -116,7 +116,7 @@ def test_fast_path_equals_full_validation(tape_lines):
 def test_wire_line_is_the_frames_json(tape_lines):
     for line, symbol in tape_lines:
         frame = parse_line(line, symbol, validate=True)
-        assert wire_line(line, symbol) == (frame.ts, frame.recv_ts, frame.symbol, len(frame.trades),
+        assert wire_line(line, symbol)[:5] == (frame.ts, frame.recv_ts, frame.symbol, len(frame.trades),
                                            frame.model_dump_json().encode()), line[:200]
 
 
@@ -157,7 +157,7 @@ def depth_line(bids, asks=()) -> bytes:
 def test_unusual_but_valid_values(line):
     checked = parse_line(line, "X", validate=True)
     assert parse_line(line, "X") == checked
-    assert wire_line(line, "X") == (checked.ts, checked.recv_ts, checked.symbol, len(checked.trades),
+    assert wire_line(line, "X")[:5] == (checked.ts, checked.recv_ts, checked.symbol, len(checked.trades),
                                     checked.model_dump_json().encode())
 
 
