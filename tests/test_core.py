@@ -211,3 +211,23 @@ def test_book_keeps_the_best_levels_of_an_endless_diff_feed():
     assert (book.best_bid(), book.best_ask()) == (D("100"), D("100.1"))  # from the levels: no top feed
     nearest = sorted(book.bids, reverse=True)[:MAX_LEVELS]
     assert nearest == [round(100.0 - i * 0.01, 2) for i in range(MAX_LEVELS)]  # none of the nearest is lost
+
+
+def test_nothing_trades_on_a_stale_symbol_until_it_is_live_again():
+    orders = [{"at": 2000, "symbol": "BTCUSDT", "side": "buy", "qty": "0.010"},
+              {"at": 4000, "symbol": "BTCUSDT", "side": "buy", "qty": "0.010"}]
+    stale = s.Tick("BTCUSDT", 2000, None, None, None, None, [], 0, None, "stale")
+    ticks = [tick(1000, "59999.9", "60000.0"), stale, tick(3000, "60000.0", "60000.5"),
+             tick(4000, "60001.0", "60001.5"), tick(5000, "60001.0", "60001.5")]
+    eng, out = run(orders, ticks)
+    first, second = kinds(out, "decision")
+    assert first.action == "reject" and "BTCUSDT data is stale" in first.reasoning
+    assert second.action == "buy"
+    (fill,) = kinds(out, "fill")
+    assert (fill.ts, fill.price) == (4000, D("60001.5"))  # the live book after the symbol came back
+
+    # an external order meets the same rule
+    eng.books["BTCUSDT"].apply_tick(stale._replace(ts=6000))
+    order = s.Order(id="x1", ts=6000, session="t", symbol="BTCUSDT", side="buy", qty=D("0.010"))
+    (event,) = eng.on_order(order)
+    assert event.status == "rejected" and "stale" in event.reason

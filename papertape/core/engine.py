@@ -145,7 +145,8 @@ class Engine:
         if sess is None:
             return [self._alert("warning", "order for an unknown session", f"{order.id} -> {order.session}", order.ts)]
         self._due_at = -1
-        return sess.submit_external(order, self.now)
+        book = self.books.get(order.symbol)
+        return sess.submit_external(order, self.now, book.status if book else "live")
 
     def on_signal(self, sig: s.Signal) -> list:
         sess = self.sessions.get(sig.session)

@@ -74,8 +74,9 @@ class Session:
 
     # --- decisions -------------------------------------------------------------------------------------------
     def _decide(self, intent, ts: int, books: dict[str, Book]) -> list:
+        stale = _not_live(intent.symbol, books)
         if isinstance(intent, PlaceOrder):
-            return self._place(intent, ts, intent.reasoning, 1.0, {})
+            return self._place(intent, ts, intent.reasoning, 1.0, {}, problem=stale)
         assert isinstance(intent, Target)
         book = books.get(intent.symbol)
         price = book.mark() if book else None
@@ -86,6 +87,8 @@ class Session:
             hold = f"confidence {intent.confidence:.2f} below threshold {self.cfg.min_confidence:.2f}"
         elif price is None or inst is None:
             hold = "no price or instrument for the symbol"
+        elif stale:
+            hold = stale
         elif any(o.symbol == intent.symbol for o in self.venue.orders.values()):
             hold = "an order for the symbol is still open"
         if hold:
@@ -102,10 +105,10 @@ class Session:
         return self._place(order, ts, intent.reasoning, intent.confidence, intent.features, intent)
 
     def _place(self, o: PlaceOrder, ts: int, reasoning: str, confidence: float, features: dict,
-               target: Target | None = None) -> list:
+               target: Target | None = None, problem: str = "") -> list:
         self.seq += 1
         oid = f"{self.cfg.id}-{self.seq}"
-        problem = self._check(o.symbol, o.qty, o.price)
+        problem = problem or self._check(o.symbol, o.qty, o.price)
         if problem:
             return [s.Decision(id=f"{oid}:d", ts=ts, session=self.cfg.id, symbol=o.symbol, action="reject",
                                reasoning=f"{reasoning}; {problem}", confidence=confidence, features=features)]
@@ -114,9 +117,12 @@ class Session:
         return [s.Decision(id=f"{oid}:d", ts=ts, session=self.cfg.id, symbol=o.symbol, action=o.side,
                            reasoning=reasoning, confidence=confidence, features=features, order_id=oid)]
 
-    def submit_external(self, order: s.Order, now: int) -> list:
-        """An order from the orders topic: it reaches the venue `latency_ms` after it is seen."""
+    def submit_external(self, order: s.Order, now: int, feed_status: str = "live") -> list:
+        """An order from the orders topic: it reaches the venue `latency_ms` after it is seen. Refused while its
+        symbol's feed is not live (stale or unpriced)."""
         problem = self._check(order.symbol, order.qty, order.price)
+        if not problem and feed_status != "live":
+            problem = _stale_reason(order.symbol, feed_status)
         oid = f"{self.cfg.id}-x-{order.id}"
         if problem:
             return [self._order_event(VenueOrder(oid, self.cfg.id, order.symbol, order.side, order.type, order.qty,
@@ -201,3 +207,13 @@ class Session:
         self.venue.load(d["venue"])
         self.strategy.load(d["strategy"])
         self.seq, self.next_equity_ts, self.fills = d["seq"], d["next_equity_ts"], d["fills"]
+
+
+def _stale_reason(symbol: str, status: str) -> str:
+    return f"{symbol} data is {status}: no trading on old prices"
+
+
+def _not_live(symbol: str, books: dict[str, Book]) -> str:
+    """Why the symbol's prices must not be traded on (its feed is stale or unpriced), or ''."""
+    book = books.get(symbol)
+    return "" if book is None or book.status == "live" else _stale_reason(symbol, book.status)
