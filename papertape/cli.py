@@ -24,6 +24,24 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--speed", type=float, help="0 = as fast as possible (default), N = N x real time")
     run.add_argument("--seconds", type=float, dest="replay_seconds", help="replay only the first N seconds")
     run.add_argument("--fresh", action="store_true", help="delete the data directory first")
+    run.add_argument("--live", action="store_true", help="trade on Bybit's live public streams instead of a tape")
+    run.add_argument("--record", type=Path, help="with --live: also record what arrives to this tape")
+    run.add_argument("--for", type=float, dest="live_seconds", help="with --live: stop after N seconds")
+    _universe_args(run)
+
+    record = sub.add_parser("record", help="record Bybit's live public streams to a tape")
+    record.add_argument("out", type=Path, help="the tape to write (gzip)")
+    record.add_argument("--config", type=Path)
+    record.add_argument("--data-dir", type=Path)
+    record.add_argument("--seconds", type=float, help="stop after N seconds")
+    record.add_argument("--max-mb", type=float, help="stop when the tape reaches N MB")
+    _universe_args(record)
+
+    instruments = sub.add_parser("instruments", help="the Bybit universe the filters select (cached)")
+    instruments.add_argument("--config", type=Path)
+    instruments.add_argument("--data-dir", type=Path)
+    instruments.add_argument("--json", action="store_true")
+    _universe_args(instruments)
 
     worker = sub.add_parser("worker", help="run the Faust worker (every agent)")
     worker.add_argument("--settings-json", type=Path)
@@ -45,32 +63,99 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return {"run": cmd_run, "worker": cmd_worker, "recorder": cmd_recorder, "sql": cmd_sql,
-                "status": cmd_status}[args.command](args)
+                "status": cmd_status, "record": cmd_record, "instruments": cmd_instruments}[args.command](args)
     except KeyboardInterrupt:
         return 130
 
 
+def _universe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--symbols", nargs="+", help="only these symbols (default: every one passing the filters)")
+    p.add_argument("--exclude", nargs="+")
+    p.add_argument("--min-turnover", type=str, dest="min_turnover_24h", help="minimum 24 h turnover, quote coin")
+    p.add_argument("--category", choices=["linear", "spot"])
+    p.add_argument("--settle-coin")
+    p.add_argument("--ws-url", help="public WebSocket URL (default: Bybit mainnet)")
+    p.add_argument("--rest-url", help="REST URL (default: Bybit mainnet)")
+
+
 def _settings(args) -> Settings:
     overrides = {k: getattr(args, k, None) for k in ("data_dir", "replay", "speed", "replay_seconds")}
-    return load_settings(getattr(args, "config", None), **overrides)
+    settings = load_settings(getattr(args, "config", None), **overrides)
+    bybit = {k: getattr(args, k, None) for k in ("symbols", "exclude", "min_turnover_24h", "category", "settle_coin",
+                                                  "ws_url", "rest_url")}
+    bybit = {k: v for k, v in bybit.items() if v is not None}
+    if bybit:
+        settings = settings.model_copy(update={"bybit": settings.bybit.model_copy(update=bybit)})
+        settings = Settings.model_validate(settings.model_dump())  # validate the overrides
+    return settings
+
+
+def cmd_record(args) -> int:
+    from papertape.live import record
+    from streams.bybit_instruments import InstrumentsUnavailable
+
+    settings = _settings(args)
+    try:
+        done = asyncio.run(record(settings, args.out, args.seconds, args.max_mb, sys.stdout))
+    except (InstrumentsUnavailable, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"recorded {done['messages']} messages ({done['bytes'] / 1e6:.2f} MB, {done['frames']} frames) of "
+          f"{done['symbols']} symbols to {args.out}; replay it with: papertape run --replay {args.out}")
+    return 0
+
+
+def cmd_instruments(args) -> int:
+    from papertape.live import universe
+    from infra.sql_endpoint import format_table
+    from streams.bybit_instruments import InstrumentsUnavailable
+
+    settings = _settings(args)
+    try:
+        found = universe(settings)
+    except InstrumentsUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        from papertape.live import _INSTRUMENTS
+        print(_INSTRUMENTS.dump_json(found).decode())
+        return 0
+    cols = ["symbol", "tick_size", "lot_step", "min_qty", "min_notional", "max_leverage", "funding_interval_min"]
+    print(format_table({"columns": cols, "rows": [[str(getattr(i, c)) for c in cols] for i in found]}))
+    print(f"{len(found)} {settings.bybit.category} instruments")
+    return 0
 
 
 def cmd_run(args) -> int:
+    from papertape.live import universe, with_tape_instruments
     from papertape.runtime import Pipeline
+    from streams.bybit_instruments import InstrumentsUnavailable
 
     settings = _settings(args)
     if args.fresh and settings.data_dir.exists():
         shutil.rmtree(settings.data_dir)
+    if args.live:
+        try:
+            instruments = universe(settings)
+        except InstrumentsUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        settings = settings.model_copy(update={"instruments": instruments})
+    else:
+        settings = with_tape_instruments(settings)
 
-    async def go() -> list[dict]:
+    async def go() -> tuple[dict, list[dict]]:
         pipe = Pipeline(settings)
         try:
             await pipe.start()
-            pipe.say(f"replaying {len(settings.replay)} file(s) for {len(settings.sessions)} sessions "
-                     f"({'as fast as possible' if not settings.speed else f'{settings.speed:g}x real time'})")
-            done = await pipe.replay()
-            pipe.say(f"replay done: {done['frames']} frames, {done['trades']} trades; waiting for the pipeline")
-            await pipe.wait_finished()
+            if args.live:
+                done = await _run_live(pipe, args)
+            else:
+                pipe.say(f"replaying {len(settings.replay)} file(s) for {len(settings.sessions)} sessions "
+                         f"({'as fast as possible' if not settings.speed else f'{settings.speed:g}x real time'})")
+                done = await pipe.replay()
+                pipe.say(f"replay done: {done['frames']} frames, {done['trades']} trades; waiting for the pipeline")
+                await pipe.wait_finished()
             return done, pipe.summary()
         finally:
             await pipe.stop()
@@ -78,6 +163,22 @@ def cmd_run(args) -> int:
     done, rows = asyncio.run(go())
     print_summary(done, rows)
     return 0
+
+
+async def _run_live(pipe, args) -> dict:
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if args.live_seconds:
+        loop.call_later(args.live_seconds, stop.set)
+    symbols = [i.symbol for i in pipe.settings.instruments]
+    done = await pipe.live(stop, symbols, args.record)
+    pipe.say(f"live feed stopped: {done['frames']} frames, {done['trades']} trades; waiting for the pipeline")
+    await pipe.wait_finished()
+    return done
 
 
 def print_summary(done: dict, rows: list[dict]) -> None:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import os
 import tomllib
+from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +24,26 @@ DEFAULT_SESSIONS = [
 ]
 
 
+class BybitSettings(BaseModel):
+    """The live Bybit public feed (`papertape record`, `papertape run --live`): which universe, how watched."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    category: Literal["linear", "spot"] = "linear"
+    settle_coin: str = "USDT"  # USDC perpetuals on request; for spot, the quote coin
+    symbols: list[str] = Field(default_factory=list)  # only these; empty: every symbol passing the filters
+    exclude: list[str] = Field(default_factory=list)
+    statuses: list[str] = Field(default_factory=lambda: ["Trading"])
+    min_turnover_24h: Decimal | None = None  # in the quote coin
+    deep_depth: Literal[50, 200, 500] = 50  # the book depth for symbols a session names
+    stale_after_s: float = Field(default=15.0, gt=0)  # a symbol silent this long is stale
+    lateness_ms: int = Field(default=250, ge=0)  # how long frames wait to be put in event-time order
+    max_symbols_per_connection: int = Field(default=100, ge=1, le=500)
+    instruments_max_age_s: float = Field(default=86_400, gt=0)
+    ws_url: str | None = None  # None: Bybit mainnet's public stream (public data is always mainnet's)
+    rest_url: str | None = None  # None: Bybit mainnet's REST API
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -37,6 +59,7 @@ class Settings(BaseModel):
     speed: float = Field(default=0.0, ge=0)  # 0: as fast as possible; N: N x real time
     replay_seconds: float | None = None  # play only the first N seconds of event time
     checkpoint_every_s: float = Field(default=1.0, gt=0)
+    bybit: BybitSettings = Field(default_factory=BybitSettings)
     webhook_url: str | None = None
     log_level: str = "warning"
 

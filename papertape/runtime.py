@@ -144,6 +144,55 @@ class Pipeline:
             await producer.stop()
         return dataclasses.asdict(summary)
 
+    async def live(self, stop: asyncio.Event, symbols: list[str], record_to: Path | None = None,
+                   progress_every_s: float = 5.0) -> dict:
+        """Bybit's live public streams for `symbols` onto md.events until `stop`; optionally also to a tape."""
+        from papertape.live import feed_for, tape_header
+        from streams.replay import BatchSender, kafka_partition
+        from streams.tape import TapeWriter
+
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, linger_ms=5,
+                                    max_batch_size=1 << 20, enable_idempotence=False)
+        await producer.start()
+        writer = None
+        if record_to is not None:
+            writer = TapeWriter(record_to, tape_header(self.settings, list(self.settings.instrument_map().values())))
+
+        async def send(topic, key, value, partition):
+            await producer.send(topic, value=value, key=key, partition=partition)
+
+        out = BatchSender(send, self.settings.md_partitions, kafka_partition, origin="bybit")
+        frames = trades = 0
+
+        async def on_frames(batch) -> None:
+            nonlocal frames, trades
+            for frame in batch:
+                await out.add(frame)
+                trades += frame.trades
+            await out.flush_all(feed.order.released_to)  # every partition learns how far event time got
+            frames += len(batch)
+
+        feed = feed_for(self.settings, symbols, on_frames, on_raw=writer.write if writer else None,
+                        on_alert=lambda sev, title, text: self.say(f"  [{sev}] {title}: {text}"))
+        self.say(f"live: {len(symbols)} Bybit {self.settings.bybit.category} symbols on {len(feed.connections)} "
+                 f"connection(s)" + (f", recording to {record_to}" if writer else ""))
+        task = asyncio.create_task(feed.run(stop))
+        try:
+            while not task.done():
+                await asyncio.wait([task], timeout=progress_every_s)
+                fills = self.recorder.rows_written.get("fills_log", 0)
+                self.say(f"  live: {frames:>9} frames  stale {len(feed.watch.stale):>4}  gaps {feed.stats.gaps}  "
+                         f"fills recorded {fills}")
+            stats = task.result()
+            await out.flush_all(max(feed.order.released_to, 0), end=True)  # sessions close their books
+            await producer.flush()
+        finally:
+            if writer:
+                writer.close()
+            await producer.stop()
+        return {"frames": frames, "trades": trades, "messages": stats.messages, "gaps": stats.gaps,
+                "stale": stats.stale}
+
     def _progress(self, p) -> None:
         fills = self.recorder.rows_written.get("fills_log", 0)
         clock = time.strftime("%H:%M:%S", time.gmtime(p.event_ts / 1000))

@@ -40,6 +40,7 @@ class TapeWriter:
         self.deadline = None if max_seconds is None else time.monotonic() + max_seconds
         self.messages = 0
         self.raw_bytes = 0
+        self._closed_size: int | None = None
 
     def write(self, recv_ns: int, raw: bytes | str) -> None:
         if isinstance(raw, str):
@@ -53,7 +54,7 @@ class TapeWriter:
     @property
     def size(self) -> int:
         """Compressed bytes written so far."""
-        return self._raw.tell()
+        return self._raw.tell() if self._closed_size is None else self._closed_size
 
     @property
     def full(self) -> bool:
@@ -62,6 +63,7 @@ class TapeWriter:
 
     def close(self) -> None:
         self._gz.close()
+        self._closed_size = self._raw.tell()
         self._raw.close()
 
 
