@@ -115,3 +115,20 @@ def test_a_recorded_tape_replays_through_the_pipeline_with_no_rejected_frame(tmp
     ticker = btcusdt_feed()["tickers.BTCUSDT"][0]["data"]
     ((symbol, mark),) = json.loads(capsys.readouterr().out)["rows"]
     assert (symbol, Decimal(mark)) == ("BTCUSDT", Decimal(ticker["markPrice"]))  # the venue's mark, not the mid
+
+
+@pytest.mark.slow
+def test_run_live_trades_on_the_feed_records_it_and_closes_the_books(tmp_path, rest, capsys):
+    tape = tmp_path / "live.tape.gz"
+    data = tmp_path / "live"
+    with BybitWsServer(btcusdt_feed(), pace_s=0.3) as ws:
+        code = main(["run", "--live", "--for", "4", "--symbols", "BTCUSDT", "--rest-url", rest.url,
+                     "--ws-url", ws.url, "--data-dir", str(data), "--record", str(tape)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "live: 1 Bybit linear symbols on 1 connection(s), recording to" in printed
+    assert "events processed: 3 market frames" in printed
+    assert {"trend-fast", "trend-slow"} <= set(printed.split())  # both sessions reported their equity
+    assert [f.status for f in Tape([tape])].count("live") == 3
+    assert main(["sql", "SELECT count() FROM dead_letters", "--data-dir", str(data), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == [[0]]
