@@ -5,11 +5,14 @@ and the feed's lateness and stale limit, so a replay orders and marks frames as 
 then one `<receive_ns> <raw message>` per message, in receive order. Replaying one runs the same normalizer
 the live feed runs, so a recorded day plays back as it was seen.
 
-Bybit's order book history dumps (`*.data`, one raw v5 message per line, no receive time) replay the same way.
+Other recordings of Bybit v5 public messages replay the same way: the order book history dumps (`*.data`, one
+raw message per line, no receive time) and any file of one message per line, with or without a leading receive
+time in ns.
 """
 from __future__ import annotations
 
 import gzip
+import re
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -123,12 +126,17 @@ def _tape_messages(lines: list[bytes]) -> Iterator[tuple[int, int, bytes]]:
             yield number, 0, line  # the normalizer names what is wrong with it
 
 
-def _dump_messages(lines: list[bytes]) -> Iterator[tuple[int, int, bytes]]:
-    """A history dump has no receive time: the message's own time stands in for it."""
+def _v5_messages(lines: list[bytes]) -> Iterator[tuple[int, int, bytes]]:
+    """Lines of raw v5 messages, each after its receive time in ns or alone (a history dump, a Tardis-style
+    recording): then the message's own time stands in for the receive time."""
     for number, line in enumerate(lines, 1):
-        if line.strip():
-            ts = _ts_of(line)
-            yield number, ts * 1_000_000, line
+        if not line.strip():
+            continue
+        head, _, rest = line.partition(b" ")
+        if head.isdigit() and rest:
+            yield number, int(head), rest
+        else:
+            yield number, _ts_of(line) * 1_000_000, line
 
 
 def _ts_of(line: bytes) -> int:
@@ -146,5 +154,6 @@ def _read_tape(lines: list[bytes], name: str, bad: Bad) -> Iterator[WireFrame]:
 
 
 TAPE_FORMAT = Format("papertape_tape", lambda first, name: first.startswith(MAGIC), _read_tape)
-BYBIT_DUMP_FORMAT = Format("bybit_orderbook_dump", lambda first, name: first.startswith(b'{"topic":"orderbook.'),
-                           lambda lines, name, bad: normalized(_dump_messages(lines), bad))
+_V5_LINE = re.compile(rb'(?:\d+ )?\{.*"(?:topic|op)"\s*:')
+BYBIT_V5_FORMAT = Format("bybit_v5_lines", lambda first, name: _V5_LINE.match(first) is not None,
+                         lambda lines, name, bad: normalized(_v5_messages(lines), bad))
