@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--live", action="store_true", help="trade on Bybit's live public streams instead of a tape")
     run.add_argument("--record", type=Path, help="with --live: also record what arrives to this tape")
     run.add_argument("--for", type=float, dest="live_seconds", help="with --live: stop after N seconds")
+    run.add_argument("--tokens", action="store_true", help="with --live: also price the DEX tokens from CoinGecko")
+    run.add_argument("--coingecko-url", help="CoinGecko API base URL (default: api.coingecko.com)")
     _universe_args(run)
 
     record = sub.add_parser("record", help="record Bybit's live public streams to a tape")
@@ -127,7 +129,7 @@ def cmd_instruments(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from papertape.live import universe, with_tape_instruments
+    from papertape.live import token_instruments, universe, with_tape_instruments
     from papertape.runtime import Pipeline
     from streams.bybit_instruments import InstrumentsUnavailable
 
@@ -140,6 +142,11 @@ def cmd_run(args) -> int:
         except InstrumentsUnavailable as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        if args.tokens or settings.coingecko.enabled:
+            cg = settings.coingecko.model_copy(update={"enabled": True, **(
+                {"base_url": args.coingecko_url} if args.coingecko_url else {})})
+            settings = settings.model_copy(update={"coingecko": cg})
+            instruments = instruments + token_instruments(settings)
         settings = settings.model_copy(update={"instruments": instruments})
     else:
         settings = with_tape_instruments(settings)
@@ -174,7 +181,7 @@ async def _run_live(pipe, args) -> dict:
         loop.add_signal_handler(sig, stop.set)
     if args.live_seconds:
         loop.call_later(args.live_seconds, stop.set)
-    symbols = [i.symbol for i in pipe.settings.instruments]
+    symbols = [i.symbol for i in pipe.settings.instruments if i.category != "dex"]  # tokens are not on Bybit
     done = await pipe.live(stop, symbols, args.record)
     pipe.say(f"live feed stopped: {done['frames']} frames, {done['trades']} trades; waiting for the pipeline")
     await pipe.wait_finished()

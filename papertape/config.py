@@ -44,6 +44,22 @@ class BybitSettings(BaseModel):
     rest_url: str | None = None  # None: Bybit mainnet's REST API
 
 
+class CoinGeckoSettings(BaseModel):
+    """DEX token prices for live runs (`papertape run --live --tokens`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    tokens: dict[str, str] = Field(default_factory=lambda: {  # symbol -> CoinGecko coin id (the seeds' tokens)
+        "WETH": "weth", "USDC": "usd-coin", "DAI": "dai", "WBTC": "wrapped-bitcoin", "UNI": "uniswap",
+        "AAVE": "aave", "LINK": "chainlink", "MATIC": "matic-network", "ARB": "arbitrum"})
+    every_s: float = Field(default=15.0, gt=0)  # how often to ask (the cache answers within ttl_s)
+    ttl_s: float = Field(default=45.0, ge=30, le=60)
+    max_age_s: float = Field(default=300.0, gt=0)  # an older price is unavailable
+    base_url: str | None = None  # None: api.coingecko.com (COINGECKO_API_KEY, if set, is sent as a header)
+    fallback_url: str | None = None  # None: DefiLlama's coins API
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -60,6 +76,7 @@ class Settings(BaseModel):
     replay_seconds: float | None = None  # play only the first N seconds of event time
     checkpoint_every_s: float = Field(default=1.0, gt=0)
     bybit: BybitSettings = Field(default_factory=BybitSettings)
+    coingecko: CoinGeckoSettings = Field(default_factory=CoinGeckoSettings)
     webhook_url: str | None = None
     log_level: str = "warning"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import TextIO
 
@@ -26,6 +27,30 @@ def universe(settings: Settings) -> list[Instrument]:
                             b.instruments_max_age_s, category=b.category, settle_coin=b.settle_coin,
                             statuses=b.statuses, min_turnover_24h=b.min_turnover_24h,
                             include=b.symbols or None, exclude=b.exclude)
+
+
+def token_instruments(settings: Settings) -> list[Instrument]:
+    """DEX tokens priced in USD by an aggregator: no exchange rules, so 1e-8 steps (the venue of issue 5 adds
+    gas and pool depth)."""
+    step = Decimal("0.00000001")
+    return [Instrument(symbol, step, step, step, Decimal(0), settle_coin="USD", max_leverage=Decimal(1),
+                       category="dex", funding_interval_min=0) for symbol in settings.coingecko.tokens]
+
+
+async def token_prices(settings: Settings, push, stop: asyncio.Event) -> None:
+    """CoinGecko (then the fallback) prices of the settings' tokens, as frames passed to `push`, until `stop`."""
+    import httpx
+
+    from streams.coingecko import (COINGECKO_BASE, DEFILLAMA_BASE, CoinGecko, DefiLlama, FeedConfig, PriceFeed,
+                                   Token, load_api_key)
+
+    cg = settings.coingecko
+    config = FeedConfig(tokens=tuple(Token(s, i) for s, i in cg.tokens.items()), ttl_s=cg.ttl_s,
+                        max_age_s=cg.max_age_s)
+    async with httpx.AsyncClient() as client:
+        sources = [CoinGecko(client, base_url=cg.base_url or COINGECKO_BASE, api_key=load_api_key()),
+                   DefiLlama(client, base_url=cg.fallback_url or DEFILLAMA_BASE)]
+        await PriceFeed(sources, config).run(push, cg.every_s, stop)
 
 
 def deep_symbols(settings: Settings, symbols: list[str]) -> list[str]:

@@ -177,6 +177,18 @@ class Pipeline:
         self.say(f"live: {len(symbols)} Bybit {self.settings.bybit.category} symbols on {len(feed.connections)} "
                  f"connection(s)" + (f", recording to {record_to}" if writer else ""))
         task = asyncio.create_task(feed.run(stop))
+        tokens = None
+        if self.settings.coingecko.enabled:
+            from papertape.live import token_prices
+            from streams.wire import WireFrame
+
+            def push(priced) -> None:  # frames of token prices join the feed's event-time order
+                for f in priced:
+                    feed.saw(f.ts)
+                    feed.order.push(WireFrame(f.ts, f.recv_ts, f.symbol, 0, f.model_dump_json().encode(),
+                                              f.status == "live"))
+
+            tokens = asyncio.create_task(token_prices(self.settings, push, stop))
         try:
             while not task.done():
                 await asyncio.wait([task], timeout=progress_every_s)
@@ -184,6 +196,8 @@ class Pipeline:
                 self.say(f"  live: {frames:>9} frames  stale {len(feed.watch.stale):>4}  gaps {feed.stats.gaps}  "
                          f"fills recorded {fills}")
             stats = task.result()
+            if tokens is not None:
+                await tokens
             await out.flush_all(max(feed.order.released_to, 0), end=True)  # sessions close their books
             await producer.flush()
         finally:

@@ -109,7 +109,7 @@ class BybitPublicFeed:
             return -1
         return self._clock_ts + int((time.monotonic() - self._clock_at) * 1000)
 
-    def _saw(self, ts: int) -> None:
+    def saw(self, ts: int) -> None:
         if ts > self._clock_ts:
             self._clock_ts, self._clock_at = ts, time.monotonic()
 
@@ -226,7 +226,7 @@ class BybitPublicFeed:
         if isinstance(event, Reply) and not event.success and event.op == "subscribe":
             return self._refused(i, event)
         for frame in frames:
-            self._saw(frame.ts)
+            self.saw(frame.ts)
             self.order.push(frame)
         self.stats.frames += len(frames)
         if isinstance(event, Gap):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,16 +20,25 @@ from streams.tape import header_of
 HTTP = Path(__file__).parent / "data" / "bybit" / "http" / "nautilus_py" / "linear"
 
 
+WETH_PRICE = "3012.4512"  # CoinGecko's answer in the live test, in its documented shape
+
+
 class BybitRest:
-    """Bybit's v5 REST market endpoints, answering nautilus_trader's recorded instruments and tickers."""
+    """Bybit's v5 REST market endpoints, answering nautilus_trader's recorded instruments and tickers; and
+    CoinGecko's simple/price (WETH only) and an empty DefiLlama, for the live test's tokens."""
 
     def __init__(self) -> None:
-        answers = {"/v5/market/instruments-info": (HTTP / "instruments.json").read_bytes(),
-                   "/v5/market/tickers": (HTTP / "tickers.json").read_bytes()}
+        answers = {"/v5/market/instruments-info": lambda: (HTTP / "instruments.json").read_bytes(),
+                   "/v5/market/tickers": lambda: (HTTP / "tickers.json").read_bytes(),
+                   "/api/v3/simple/price": lambda: b'{"weth": {"usd": %s, "last_updated_at": %d}}' % (
+                       WETH_PRICE.encode(), int(time.time()) - 5),
+                   "/llama/prices/current": lambda: b'{"coins": {}}'}
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802
-                body = answers.get(self.path.split("?")[0])
+                path = self.path.split("?")[0]
+                answer = answers.get(path) or answers.get(path.rsplit("/", 1)[0])
+                body = answer() if answer else None
                 self.send_response(200 if body else 404)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
@@ -121,14 +131,22 @@ def test_a_recorded_tape_replays_through_the_pipeline_with_no_rejected_frame(tmp
 def test_run_live_trades_on_the_feed_records_it_and_closes_the_books(tmp_path, rest, capsys):
     tape = tmp_path / "live.tape.gz"
     data = tmp_path / "live"
+    config = tmp_path / "live.toml"
+    config.write_text(f'[coingecko]\ntokens = {{ WETH = "weth", DAI = "dai" }}\n'
+                      f'fallback_url = "{rest.url}/llama"\n')
     with BybitWsServer(btcusdt_feed(), pace_s=0.3) as ws:
         code = main(["run", "--live", "--for", "4", "--symbols", "BTCUSDT", "--rest-url", rest.url,
-                     "--ws-url", ws.url, "--data-dir", str(data), "--record", str(tape)])
+                     "--ws-url", ws.url, "--data-dir", str(data), "--record", str(tape), "--config", str(config),
+                     "--tokens", "--coingecko-url", f"{rest.url}/api/v3"])
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "live: 1 Bybit linear symbols on 1 connection(s), recording to" in printed
-    assert "events processed: 3 market frames" in printed
     assert {"trend-fast", "trend-slow"} <= set(printed.split())  # both sessions reported their equity
     assert [f.status for f in Tape([tape])].count("live") == 3
     assert main(["sql", "SELECT count() FROM dead_letters", "--data-dir", str(data), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rows"] == [[0]]
+    # WETH priced by the CoinGecko stand-in; DAI, which no source priced, has no mark at all
+    assert main(["sql", "SELECT symbol, mark FROM md_marks WHERE symbol IN ('WETH', 'DAI')", "--data-dir",
+                 str(data), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert {(s, Decimal(m)) for s, m in rows} == {("WETH", Decimal(WETH_PRICE))}
