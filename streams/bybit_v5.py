@@ -24,7 +24,7 @@ import orjson
 
 from schemas import SCHEMA_VERSION
 
-from .frame_json import wire
+from .frame_json import levels_ok, wire
 from .wire import WireFrame
 
 VENUE = "bybit"
@@ -95,7 +95,7 @@ class BybitNormalizer:
                 return self._ticker(msg, rest, recv_ns), None
             if kind == "kline":
                 return self._klines(msg, rest, recv_ns), None
-        except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
+        except (KeyError, TypeError, ValueError, InvalidOperation, AttributeError) as exc:
             if isinstance(exc, ValueError) and str(exc).startswith("invalid "):
                 raise
             raise ValueError(f"malformed {topic} message ({type(exc).__name__}: {exc})") from None
@@ -122,6 +122,9 @@ class BybitNormalizer:
         u, bids, asks = _int(data["u"]), data["b"], data["a"]
         if data["s"] != symbol:
             raise ValueError(f"data for {data['s']!r} on {topic}")
+        for side, levels in (("bids", bids), ("asks", asks)):
+            if not levels_ok(levels):
+                raise ValueError(f"invalid {topic} {side}: each level must be [price > 0, size >= 0], plain decimals")
         state = self.books.get(topic)
         if state is None:
             state = self.books[topic] = _BookState()
@@ -164,12 +167,13 @@ class BybitNormalizer:
     def _ticker(self, msg: dict, symbol: str, recv_ns: int) -> list[WireFrame]:
         data, kind = msg["data"], msg["type"]
         if kind == "snapshot":
-            merged = self.tickers[symbol] = {}
+            merged = {}
         elif kind == "delta":
-            merged = self.tickers.get(symbol)
-            if merged is None:  # a delta before any snapshot: nothing to merge it into
+            kept = self.tickers.get(symbol)
+            if kept is None:  # a delta before any snapshot: nothing to merge it into
                 self.ignored += 1
                 return []
+            merged = dict(kept)  # kept only once the frame is valid: a refused delta changes nothing
         else:
             raise ValueError(f"type {kind!r}")
         changed = False
@@ -186,7 +190,9 @@ class BybitNormalizer:
             ticker["next_funding_ts"] = _int(ticker["next_funding_ts"])
         f = _frame(symbol, "ticker", msg.get("cs", msg["ts"]), msg["ts"], recv_ns)
         f["ticker"] = ticker
-        return [wire(f)]
+        frame = wire(f)
+        self.tickers[symbol] = merged
+        return [frame]
 
     def _klines(self, msg: dict, rest: str, recv_ns: int) -> list[WireFrame]:
         interval, _, symbol = rest.partition(".")
@@ -195,7 +201,7 @@ class BybitNormalizer:
             start, end = _int(k["start"]), _int(k["end"])
             bar = {"start": start, "interval_ms": _INTERVALS.get(interval, end - start + 1), "open": k["open"],
                    "high": k["high"], "low": k["low"], "close": k["close"], "volume": k["volume"],
-                   "turnover": k.get("turnover"), "closed": bool(k["confirm"])}
+                   "turnover": k.get("turnover"), "closed": _bool(k["confirm"])}
             ts = _int(k.get("timestamp", msg["ts"]))
             f = _frame(symbol, f"kline{interval}", f"{start}:{ts}", ts, recv_ns)
             f["bar"] = bar
@@ -243,8 +249,13 @@ def _top(f: dict, state: _BookState) -> None:
 
 
 def _reply(msg: dict) -> Reply:
-    op = msg.get("op") or msg.get("request", {}).get("op")
-    if op is None or "success" not in msg and msg.get("ret_msg") != "pong":
+    """Acks, refusals and pongs, in the shapes Bybit's categories use (linear/spot: op and success; option and
+    spread: `{"op":"pong","args":[..]}` and `{"type":"COMMAND_RESP",..}`; 2019's: a `request` object)."""
+    request = msg.get("request")
+    op = msg.get("op") or (request.get("op") if type(request) is dict else None)
+    if op is None and msg.get("type") == "COMMAND_RESP":
+        op = "subscribe"
+    if type(op) is not str or "success" not in msg and op not in ("pong", "ping") and msg.get("ret_msg") != "pong":
         raise ValueError(f"unknown message with keys {sorted(msg)[:8]}")
     return Reply(op, bool(msg.get("success", True)), str(msg.get("ret_msg", "")), msg.get("req_id"))
 
@@ -265,6 +276,12 @@ def _int(x: Any) -> int:
     if type(x) is str and x.isdigit():
         return int(x)
     raise ValueError(f"{x!r} is not a whole number")
+
+
+def _bool(x: Any) -> bool:
+    if type(x) is not bool:
+        raise ValueError(f"{x!r} is not true or false")
+    return x
 
 
 def _side(s: Any) -> str:

@@ -183,7 +183,12 @@ class BybitPublicFeed:
     async def _consume(self) -> None:
         while True:
             i, recv_ns, message = await self._queue.get()
-            todo = self._handle(i, recv_ns, message)
+            try:
+                todo = self._handle(i, recv_ns, message)
+            except Exception as exc:  # noqa: BLE001 - one message never stops the feed
+                self.stats.bad += 1
+                self.on_alert("error", "bybit message not handled", f"{type(exc).__name__}: {exc}")
+                continue
             if isinstance(todo, Gap):
                 await asyncio.to_thread(self._resubscribe, i, todo.topic)
             elif todo:

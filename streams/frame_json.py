@@ -98,7 +98,7 @@ def proven(f: dict[str, Any]) -> bool:
                     return False
         if type(bids) is not list or type(asks) is not list:
             return False
-        return not (bids or asks) or _levels_ok(bids) and _levels_ok(asks)
+        return not (bids or asks) or levels_ok(bids) and levels_ok(asks)
     except TypeError:  # an unhashable value (a list or an object where a string belongs)
         return False
 
@@ -106,7 +106,8 @@ def proven(f: dict[str, Any]) -> bool:
 _SIDES = frozenset(("buy", "sell"))
 
 
-def _levels_ok(pairs: list) -> bool:
+def levels_ok(pairs: list) -> bool:
+    """Whether every pair is a list [price > 0, quantity >= 0] of plain decimal strings (at most 1000)."""
     if len(pairs) > 1000:
         return False
     if not pairs:
