@@ -41,9 +41,9 @@ class FinishWatch:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, out=sys.stdout, console_alerts: str = "warning") -> None:
+    def __init__(self, settings: Settings, out=None, console_alerts: str = "warning") -> None:
         self.settings = settings
-        self.out = out
+        self.out = out or sys.stdout  # looked up now: a caller may have redirected it
         self.console_alerts = console_alerts
         self.broker: EmbeddedBroker | None = None
         self.worker: subprocess.Popen | None = None
