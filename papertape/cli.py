@@ -119,8 +119,8 @@ def cmd_instruments(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        from papertape.live import _INSTRUMENTS
-        print(_INSTRUMENTS.dump_json(found).decode())
+        from streams.bybit_instruments import INSTRUMENT_LIST
+        print(INSTRUMENT_LIST.dump_json(found).decode())
         return 0
     cols = ["symbol", "tick_size", "lot_step", "min_qty", "min_notional", "max_leverage", "funding_interval_min"]
     print(format_table({"columns": cols, "rows": [[str(getattr(i, c)) for c in cols] for i in found]}))

@@ -8,16 +8,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TextIO
 
-from pydantic import TypeAdapter
-
 from papertape.config import Settings
 from papertape.core.instruments import Instrument
-from streams.bybit_instruments import cache_path, load_or_discover, public_http
+from streams.bybit_instruments import INSTRUMENT_LIST, cache_path, load_or_discover, public_http
 from streams.bybit_ws import BybitPublicFeed
 from streams.tape import TapeWriter
-
-_INSTRUMENTS = TypeAdapter(list[Instrument])
-
 
 def universe(settings: Settings) -> list[Instrument]:
     """The instruments to watch: Bybit's catalog (cached in the data directory) through the settings' filters.
@@ -71,7 +66,7 @@ def tape_header(settings: Settings, instruments: list[Instrument]) -> dict:
     b = settings.bybit
     return {"v": 1, "source": "bybit", "category": b.category, "started_ns": time.time_ns(),
             "lateness_ms": b.lateness_ms, "stale_after_ms": int(b.stale_after_s * 1000),
-            "instruments": _INSTRUMENTS.dump_python(instruments, mode="json")}
+            "instruments": INSTRUMENT_LIST.dump_python(instruments, mode="json")}
 
 
 def with_tape_instruments(settings: Settings) -> Settings:
@@ -84,7 +79,7 @@ def with_tape_instruments(settings: Settings) -> Settings:
             header = header_of(Path(path))
         except (OSError, ValueError, EOFError):  # not a tape (gzip.BadGzipFile is an OSError)
             continue
-        for inst in _INSTRUMENTS.validate_python(header.get("instruments") or []):
+        for inst in INSTRUMENT_LIST.validate_python(header.get("instruments") or []):
             known.setdefault(inst.symbol, inst)
     return settings.model_copy(update={"instruments": list(known.values())})
 

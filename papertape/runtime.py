@@ -124,17 +124,23 @@ class Pipeline:
             self.worker.wait(timeout=60)
 
     # --- the source ------------------------------------------------------------------------------------------
+    async def _source_producer(self):
+        """A started producer for md.events and the `send(topic, key, value, partition)` sources call."""
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, linger_ms=5,
+                                    max_batch_size=1 << 20, enable_idempotence=False)
+        await producer.start()
+
+        async def send(topic, key, value, partition):
+            await producer.send(topic, value=value, key=key, partition=partition)
+
+        return producer, send
+
     async def replay(self, progress: bool = True, frames=None) -> dict:
         """Play the settings' tape (or `frames`, WireFrames in event-time order) onto md.events."""
         from streams.replay import ReplaySource, kafka_partition
 
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, linger_ms=5,
-                                    max_batch_size=1 << 20, enable_idempotence=False)
-        await producer.start()
+        producer, send = await self._source_producer()
         try:
-            async def send(topic, key, value, partition):
-                await producer.send(topic, value=value, key=key, partition=partition)
-
             source = ReplaySource(self.settings.replay, send, self.settings.md_partitions, kafka_partition,
                                   speed=self.settings.speed, max_seconds=self.settings.replay_seconds,
                                   progress=self._progress if progress else None, frames=frames)
@@ -151,16 +157,10 @@ class Pipeline:
         from streams.replay import BatchSender, kafka_partition
         from streams.tape import TapeWriter
 
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, linger_ms=5,
-                                    max_batch_size=1 << 20, enable_idempotence=False)
-        await producer.start()
+        producer, send = await self._source_producer()
         writer = None
         if record_to is not None:
             writer = TapeWriter(record_to, tape_header(self.settings, list(self.settings.instrument_map().values())))
-
-        async def send(topic, key, value, partition):
-            await producer.send(topic, value=value, key=key, partition=partition)
-
         out = BatchSender(send, self.settings.md_partitions, kafka_partition, origin="bybit")
         frames = trades = 0
 

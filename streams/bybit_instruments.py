@@ -29,7 +29,7 @@ CATEGORIES = ("linear", "spot")
 PAGE_LIMIT = 1000  # Bybit's maximum page size for instruments-info
 MAX_PAGES = 100  # 100k instruments: far above any real universe, stops a server that never ends
 CACHE_VERSION = 1
-_INSTRUMENTS = TypeAdapter(list[Instrument])
+INSTRUMENT_LIST = TypeAdapter(list[Instrument])  # instruments to and from JSON
 
 
 class BybitError(RuntimeError):
@@ -330,7 +330,7 @@ def write_cache(path: Path, cat: Catalog) -> None:
         "fetched_at_ms": cat.fetched_at_ms,
         "category": cat.category,
         "settle_coin": cat.settle_coin,
-        "instruments": _INSTRUMENTS.dump_python(cat.instruments, mode="json"),
+        "instruments": INSTRUMENT_LIST.dump_python(cat.instruments, mode="json"),
         "turnover_24h": None if cat.turnover_24h is None else {k: str(v) for k, v in cat.turnover_24h.items()},
         "skipped": cat.skipped,
     }
@@ -356,7 +356,7 @@ def read_cache(path: Path, category: str, settle_coin: str) -> Catalog | None:
             log.warning("instrument cache %s is for another version or market; ignored", path)
             return None
         turnover = doc.get("turnover_24h")
-        return Catalog(category, settle_coin, _INSTRUMENTS.validate_python(doc["instruments"]),
+        return Catalog(category, settle_coin, INSTRUMENT_LIST.validate_python(doc["instruments"]),
                        skipped=dict(doc.get("skipped") or {}),
                        turnover_24h=None if turnover is None else {k: Decimal(v) for k, v in turnover.items()},
                        fetched_at_ms=int(doc["fetched_at_ms"]))
