@@ -173,14 +173,11 @@ def cmd_run(args) -> int:
 
 
 async def _run_live(pipe, args) -> dict:
-    import signal
+    from papertape.live import stop_on_signals
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals(asyncio.Event())
     if args.live_seconds:
-        loop.call_later(args.live_seconds, stop.set)
+        asyncio.get_running_loop().call_later(args.live_seconds, stop.set)
     symbols = [i.symbol for i in pipe.settings.instruments if i.category != "dex"]  # tokens are not on Bybit
     done = await pipe.live(stop, symbols, args.record)
     pipe.say(f"live feed stopped: {done['frames']} frames, {done['trades']} trades; waiting for the pipeline")
@@ -239,8 +236,7 @@ def cmd_worker(args) -> int:
 
 def cmd_recorder(args) -> int:
     """The archive edge on its own (docker-compose): runs until SIGTERM or Ctrl-C."""
-    import signal
-
+    from papertape.live import stop_on_signals
     from papertape.runtime import Pipeline
 
     settings = _settings(args)
@@ -250,9 +246,7 @@ def cmd_recorder(args) -> int:
 
     async def go() -> None:
         pipe = Pipeline(settings, console_alerts="info")
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        stop = stop_on_signals(asyncio.Event())
         try:
             await pipe.start(worker=False)
             await stop.wait()

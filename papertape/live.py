@@ -14,6 +14,17 @@ from streams.bybit_instruments import INSTRUMENT_LIST, cache_path, load_or_disco
 from streams.bybit_ws import BybitPublicFeed
 from streams.tape import TapeWriter
 
+def stop_on_signals(stop: asyncio.Event) -> asyncio.Event:
+    """`stop` set by SIGINT or SIGTERM (when this loop may take signals: not in a thread)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (RuntimeError, ValueError):
+            pass
+    return stop
+
+
 def universe(settings: Settings) -> list[Instrument]:
     """The instruments to watch: Bybit's catalog (cached in the data directory) through the settings' filters.
     Raises InstrumentsUnavailable when neither Bybit nor the cache can say."""
@@ -93,13 +104,7 @@ async def record(settings: Settings, path: Path, seconds: float | None, max_mb: 
         raise ValueError("no instrument passes the filters: nothing to record")
     writer = TapeWriter(path, tape_header(settings, instruments),
                         None if max_mb is None else int(max_mb * 1_000_000), seconds)
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (RuntimeError, ValueError):  # not the main thread
-            pass
+    stop = stop_on_signals(stop or asyncio.Event())
     frames = 0
 
     async def count(batch) -> None:

@@ -117,19 +117,10 @@ def _with_stale(frames: list[WireFrame], watch: StaleWatch, recv_ns: int) -> Ite
         yield frame
 
 
-def _tape_messages(lines: list[bytes]) -> Iterator[tuple[int, int, bytes]]:
-    for number, line in enumerate(lines[1:], 2):
-        head, _, raw = line.partition(b" ")
-        if head.isdigit() and raw:
-            yield number, int(head), raw
-        elif line.strip():
-            yield number, 0, line  # the normalizer names what is wrong with it
-
-
-def _v5_messages(lines: list[bytes]) -> Iterator[tuple[int, int, bytes]]:
-    """Lines of raw v5 messages, each after its receive time in ns or alone (a history dump, a Tardis-style
-    recording): then the message's own time stands in for the receive time."""
-    for number, line in enumerate(lines, 1):
+def _v5_messages(lines: list[bytes], first: int = 1) -> Iterator[tuple[int, int, bytes]]:
+    """(line number, receive ns, raw) of lines of raw v5 messages from line `first` on, each after its receive
+    time in ns or alone (a history dump, a Tardis-style recording): then the message's own time stands in."""
+    for number, line in enumerate(lines[first - 1:], first):
         if not line.strip():
             continue
         head, _, rest = line.partition(b" ")
@@ -149,7 +140,7 @@ def _ts_of(line: bytes) -> int:
 
 def _read_tape(lines: list[bytes], name: str, bad: Bad) -> Iterator[WireFrame]:
     header = orjson.loads(lines[0][len(MAGIC):])
-    return normalized(_tape_messages(lines), bad, header.get("lateness_ms", LATENESS_MS),
+    return normalized(_v5_messages(lines, first=2), bad, header.get("lateness_ms", LATENESS_MS),
                       header.get("stale_after_ms", STALE_AFTER_MS))
 
 
