@@ -74,7 +74,7 @@ def decode(topic: str, value: bytes | None):
 def dispatch(eng: Engine, item) -> list:
     if item.kind == "ticks":
         return eng.on_ticks(item)
-    if item.kind == "order":
+    if item.kind in ("order", "cancel", "amend"):
         return eng.on_order(item)
     if item.kind == "signal":
         return eng.on_signal(item)

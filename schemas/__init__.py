@@ -4,10 +4,11 @@ from .codec import InvalidMessage, decode, encode
 from .market import Bar, Level, Mark, MarketBatch, MarketFrame, Tick, TickBatch, Ticker, TickTrade, Trade, Watermark
 from .ops import Alert, Control, DeadLetter
 from .topics import TOPICS, TopicSpec, partition_counts
-from .trading import Decision, Equity, Fill, Order, OrderEvent, Position, Signal
+from .trading import AmendOrder, CancelOrder, Decision, Equity, Fill, Funding, Order, OrderEvent, Position, Signal
 
 __all__ = [
     "SCHEMA_VERSION", "Message", "InvalidMessage", "decode", "encode", "Bar", "Level", "Mark", "MarketBatch", "MarketFrame",
     "Tick", "TickBatch", "Ticker", "TickTrade", "Trade", "Watermark", "Alert", "Control", "DeadLetter", "TOPICS", "TopicSpec",
-    "partition_counts", "Decision", "Equity", "Fill", "Order", "OrderEvent", "Position", "Signal",
+    "partition_counts", "AmendOrder", "CancelOrder", "Decision", "Equity", "Fill", "Funding", "Order", "OrderEvent",
+    "Position", "Signal",
 ]

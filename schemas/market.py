@@ -120,6 +120,8 @@ class Tick(NamedTuple):
     mark: PriceStr | None = None  # the venue's mark price, when it sends one
     status: FeedStatus = "live"
     last: PriceStr | None = None  # a last price from a ticker or bar, when the frame has no trades
+    depth: tuple[list[Level], list[Level], bool] | None = None  # the frame's level changes: bids, asks, snapshot
+    funding: tuple[SignedStr, EventTime] | None = None  # the venue's funding rate and the time it settles
 
 
 class TickBatch(Message):

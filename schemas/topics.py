@@ -8,7 +8,7 @@ from pydantic import Field, TypeAdapter
 
 from .market import Mark, MarketBatch, MarketFrame, TickBatch, Watermark
 from .ops import Alert, Control, DeadLetter
-from .trading import Decision, Equity, Fill, Order, OrderEvent, Position, Signal
+from .trading import AmendOrder, CancelOrder, Decision, Equity, Fill, Funding, Order, OrderEvent, Position, Signal
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,12 @@ TOPICS: dict[str, TopicSpec] = {
                   "market actor output: ticks of a batch, broadcast to every engine partition"),
         TopicSpec("md.marks", "symbol", "md", Mark, "latest bid, ask, last and mark per symbol (conflated)"),
         TopicSpec("signals", "session", "session", Signal, "external signals into a session"),
-        TopicSpec("orders", "session", "session", Order, "external orders into a session"),
+        TopicSpec("orders", "session", "session", _union(Order, CancelOrder, AmendOrder),
+                  "external orders, cancels and amends into a session"),
         TopicSpec("control", "session", "session", Control, "session start, stop, pause, config"),
         TopicSpec("order.events", "session", "session", OrderEvent, "every order state change"),
         TopicSpec("fills", "session", "session", Fill, "executions with fee and realized P&L"),
+        TopicSpec("funding", "session", "session", Funding, "funding settlements of perpetual positions"),
         TopicSpec("positions", "session", "session", Position, "a session's position after each change"),
         TopicSpec("equity", "session", "session", Equity, "account snapshots in event time"),
         TopicSpec("decisions", "session", "session", Decision, "every trade or no-trade decision, with reasons"),

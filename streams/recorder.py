@@ -27,20 +27,24 @@ from schemas.codec import MAX_MESSAGE_BYTES, reason_of, split_batch
 log = logging.getLogger(__name__)
 
 Row = tuple
-# Columns of each ClickHouse table (see infra/clickhouse/001_init.sql), in the order rows_for builds them.
+# Columns of each ClickHouse table (see infra/clickhouse/*.sql), in the order rows_for builds them.
 COLUMNS: dict[str, tuple[str, ...]] = {
     "md_trades_log": ("id", "frame_id", "ts", "venue", "symbol", "price", "qty", "side"),
     "md_quotes_log": ("id", "ts", "venue", "symbol", "bid", "bid_qty", "ask", "ask_qty"),
     "md_marks_log": ("id", "ts", "symbol", "bid", "ask", "last", "mark"),
     "signals_log": ("id", "ts", "session", "symbol", "target", "confidence", "strategy", "reasoning"),
-    "orders_log": ("id", "ts", "session", "symbol", "side", "type", "qty", "price", "tif", "reduce_only"),
+    "orders_log": ("id", "ts", "session", "symbol", "side", "type", "qty", "price", "tif", "reduce_only",
+                   "trigger_price", "trigger_by", "trail_amount", "trail_percent", "activation_price", "expire_ts",
+                   "oco", "stop_loss", "take_profit"),
+    "order_changes_log": ("id", "ts", "session", "kind", "order_id", "qty", "price", "trigger_price"),
     "order_events_log": ("id", "ts", "session", "order_id", "symbol", "side", "type", "status", "qty", "price",
-                         "filled_qty", "avg_price", "reason"),
+                         "trigger_price", "filled_qty", "avg_price", "reason"),
     "fills_log": ("id", "ts", "session", "order_id", "symbol", "side", "price", "qty", "liquidity", "fee_rate",
-                  "fee", "realized_pnl", "settle_coin"),
+                  "fee", "realized_pnl", "settle_coin", "exec_type"),
+    "funding_log": ("id", "ts", "session", "symbol", "rate", "mark", "qty", "amount", "settle_coin"),
     "positions_log": ("id", "ts", "session", "symbol", "qty", "avg_price", "mark", "realized_pnl",
                       "unrealized_pnl"),
-    "equity_log": ("id", "ts", "session", "cash", "equity", "realized_pnl", "unrealized_pnl", "fees",
+    "equity_log": ("id", "ts", "session", "cash", "equity", "realized_pnl", "unrealized_pnl", "fees", "funding",
                    "open_positions"),
     "decisions_log": ("id", "ts", "session", "symbol", "action", "reasoning", "confidence", "features",
                       "order_id"),
@@ -102,26 +106,39 @@ def _one(table: str, build: Callable[[Any], Row]) -> Callable[[Any], list[tuple[
     return lambda m: [(table, build(m))]
 
 
+def _orders(m: Any) -> list[tuple[str, Row]]:
+    """The orders topic: an Order into orders_log, a cancel or an amend into order_changes_log."""
+    if m.kind == "order":
+        return [("orders_log", (
+            m.id, m.ts, m.session, m.symbol, m.side, m.type, _d(m.qty), _d(m.price), m.tif, m.reduce_only,
+            _d(m.trigger_price), m.trigger_by, _d(m.trail_amount), _d(m.trail_percent), _d(m.activation_price),
+            m.expire_ts, m.oco, _d(m.stop_loss), _d(m.take_profit)))]
+    # a cancel has no qty, price or trigger_price: NULL
+    return [("order_changes_log", (m.id, m.ts, m.session, m.kind, m.order_id, _d(getattr(m, "qty", None)),
+                                   _d(getattr(m, "price", None)), _d(getattr(m, "trigger_price", None))))]
+
+
 _ROWS: dict[str, Callable[[Any], list[tuple[str, Row]]]] = {
     "md.events": _md_events,
     "md.marks": _one("md_marks_log", lambda m: (m.id, m.ts, m.symbol, _d(m.bid), _d(m.ask), _d(m.last),
                                                 _d(m.mark))),
     "signals": _one("signals_log", lambda m: (m.id, m.ts, m.session, m.symbol, m.target, m.confidence,
                                               m.strategy, m.reasoning)),
-    "orders": _one("orders_log", lambda m: (m.id, m.ts, m.session, m.symbol, m.side, m.type, _d(m.qty),
-                                            _d(m.price), m.tif, m.reduce_only)),
+    "orders": _orders,
     "order.events": _one("order_events_log", lambda m: (
         m.id, m.ts, m.session, m.order_id, m.symbol, m.side, m.type, m.status, _d(m.qty), _d(m.price),
-        _d(m.filled_qty), _d(m.avg_price), m.reason)),
+        _d(m.trigger_price), _d(m.filled_qty), _d(m.avg_price), m.reason)),
     "fills": _one("fills_log", lambda m: (
         m.id, m.ts, m.session, m.order_id, m.symbol, m.side, _d(m.price), _d(m.qty), m.liquidity,
-        _d(m.fee_rate), _d(m.fee), _d(m.realized_pnl), m.settle_coin)),
+        _d(m.fee_rate), _d(m.fee), _d(m.realized_pnl), m.settle_coin, m.exec_type)),
+    "funding": _one("funding_log", lambda m: (
+        m.id, m.ts, m.session, m.symbol, _d(m.rate), _d(m.mark), _d(m.qty), _d(m.amount), m.settle_coin)),
     "positions": _one("positions_log", lambda m: (
         m.id, m.ts, m.session, m.symbol, _d(m.qty), _d(m.avg_price), _d(m.mark), _d(m.realized_pnl),
         _d(m.unrealized_pnl))),
     "equity": _one("equity_log", lambda m: (
         m.id, m.ts, m.session, _d(m.cash), _d(m.equity), _d(m.realized_pnl), _d(m.unrealized_pnl), _d(m.fees),
-        _int(m.open_positions, 32, signed=False))),
+        _d(m.funding), _int(m.open_positions, 32, signed=False))),
     "decisions": _one("decisions_log", lambda m: (
         m.id, m.ts, m.session, m.symbol, m.action, m.reasoning, m.confidence, _json(m.features), m.order_id)),
     "alerts": _one("alerts_log", lambda m: (m.id, m.ts, m.severity, m.source, m.title, m.text, m.session)),
@@ -221,13 +238,20 @@ def encode_rows(table: str, rows: list[Row]) -> bytes:
     Decimals, sent as their str()) itself; clickhouse-connect's insert converts each Decimal in Python, 10x the
     Python time of this one orjson call.
 
-    `ts` goes as seconds: ClickHouse reads a JSON number as seconds, and ms / 1000 is exact for every EventTime
-    (below 1e14 ms: at most 15 significant digits, which a double keeps).
+    Times (`ts`, `expire_ts`) go as seconds: ClickHouse reads a JSON number as seconds, and ms / 1000 is exact for
+    every EventTime (below 1e14 ms: at most 15 significant digits, which a double keeps).
     """
     columns = list(zip(*rows))
-    ts = COLUMNS[table].index("ts")
-    columns[ts] = [ms / 1000 for ms in columns[ts]]
+    for i in _TIME_COLUMNS[table]:
+        columns[i] = [None if ms is None else ms / 1000 for ms in columns[i]]
     return orjson.dumps(columns, default=str)
+
+
+# Positions of the DateTime64 columns (event times in ms) of each table.
+_TIME_COLUMNS: dict[str, tuple[int, ...]] = {
+    table: tuple(i for i, name in enumerate(columns) if name in ("ts", "expire_ts"))
+    for table, columns in COLUMNS.items()
+}
 
 
 # Tansu: a parked fetch is not woken by new data (so wait little), and a join takes ~session timeout / 2.

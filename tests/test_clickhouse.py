@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from infra.clickhouse import connect, migrate, migration_files, split_statements
+from infra.clickhouse import MIGRATIONS_DIR, connect, migrate, migration_files, split_statements
 from infra.sql_endpoint import format_table, query_local, query_remote, serve
-from schemas import Fill
+from schemas import AmendOrder, CancelOrder, Equity, Fill, Funding, Order, OrderEvent
 from streams.recorder import COLUMNS, rows_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +47,8 @@ def count(client, table: str) -> int:
 
 def test_migrate_is_idempotent(ch):
     assert migrate(ch) == []
-    assert ch.query("SELECT version, name FROM schema_migrations").result_rows == [(1, "001_init")]
+    assert ch.query("SELECT version, name FROM schema_migrations ORDER BY version").result_rows == [
+        (1, "001_init"), (2, "002_venue")]
     tables = {r[0] for r in ch.query("SHOW TABLES").result_rows}
     for log_table in COLUMNS:
         assert {log_table, log_table.removesuffix("_log")} <= tables
@@ -57,6 +58,8 @@ def test_tables_match_recorder_columns(ch):
     for table, columns in COLUMNS.items():
         described = [r[0] for r in ch.query(f"DESCRIBE TABLE {table}").result_rows]
         assert tuple(described) == columns, table
+        view = [r[0] for r in ch.query(f"DESCRIBE TABLE {table.removesuffix('_log')}").result_rows]
+        assert tuple(view) == columns, table
         engine = ch.query(f"SELECT engine FROM system.tables WHERE name = '{table}'").result_rows[0][0]
         assert engine == "ReplacingMergeTree"
     money = ch.query("SELECT table, name, type FROM system.columns WHERE database = currentDatabase() "
@@ -87,6 +90,118 @@ def test_partly_applied_migrations_continue(tmp_path):
         assert client.query("SELECT s FROM b").result_rows == [("ok",)]
     finally:
         client.close()
+
+
+TS = 1_700_000_000_123
+D = Decimal
+
+# Rows as 001_init.sql made them, before 002_venue.sql added columns.
+COLUMNS_001 = {
+    "orders_log": COLUMNS["orders_log"][:10],
+    "order_events_log": tuple(c for c in COLUMNS["order_events_log"] if c != "trigger_price"),
+    "fills_log": COLUMNS["fills_log"][:-1],
+    "equity_log": tuple(c for c in COLUMNS["equity_log"] if c != "funding"),
+}
+ROWS_001 = {
+    "orders_log": ("o1", TS, "s1", "BTCUSDT", "buy", "limit", D("0.5"), D("36000"), "GTC", False),
+    "order_events_log": ("oe1", TS, "s1", "o1", "BTCUSDT", "buy", "limit", "filled", D("0.5"), D("36000"), D("0.5"),
+                         D("36000"), ""),
+    "fills_log": ("f1", TS, "s1", "o1", "BTCUSDT", "buy", D("36000"), D("0.5"), "maker", D("0.0002"), D("3.6"),
+                  D("0"), "USDT"),
+    "equity_log": ("e1", TS, "s1", D("9996.4"), D("9996.4"), D("0"), D("0"), D("3.6"), 1),
+}
+
+
+def test_migration_from_001_keeps_rows_and_adds_columns(tmp_path):
+    """A data directory made by 001 only, opened again by the current code: 002 applies, old rows stay, and read
+    the new columns' defaults; the views show the new columns; every 002 statement can run again."""
+    only_001 = tmp_path / "migrations"
+    only_001.mkdir()
+    (only_001 / "001_init.sql").write_text((MIGRATIONS_DIR / "001_init.sql").read_text())
+    client = connect(None, tmp_path)
+    try:
+        assert migrate(client, only_001) == [1]
+        for table, row in ROWS_001.items():
+            client.insert(table, [row], column_names=list(COLUMNS_001[table]))
+        assert [r[0] for r in client.query("DESCRIBE TABLE orders").result_rows] == list(COLUMNS_001["orders_log"])
+    finally:
+        client.close()
+
+    client = connect(None, tmp_path)  # the existing data directory
+    try:
+        assert migrate(client) == [2]
+        for table, columns in COLUMNS.items():
+            for name in (table, table.removesuffix("_log")):
+                assert tuple(r[0] for r in client.query(f"DESCRIBE TABLE {name}").result_rows) == columns, name
+        old = {table: client.query(f"SELECT * FROM {table.removesuffix('_log')}").result_rows for table in ROWS_001}
+        assert old["orders_log"] == [(
+            "o1", old["orders_log"][0][1], "s1", "BTCUSDT", "buy", "limit", D("0.5"), D("36000"), "GTC", False,
+            None, "last", None, None, None, None, None, None, None)]
+        assert old["order_events_log"][0][9:11] == (D("36000"), None)  # price, trigger_price
+        assert old["fills_log"][0][-2:] == ("USDT", "trade")  # settle_coin, exec_type
+        assert old["equity_log"][0][-3:] == (D("3.6"), D("0"), 1)  # fees, funding, open_positions
+        assert count(client, "funding") == count(client, "order_changes") == 0
+        for statement in split_statements((MIGRATIONS_DIR / "002_venue.sql").read_text()):
+            client.command(statement)  # a partly applied 002 runs again from its top
+        assert migrate(client) == []
+        assert client.query("SELECT id, trigger_by FROM orders").result_rows == [("o1", "last")]
+        comments = dict(client.query("SELECT name, comment FROM system.columns WHERE database = currentDatabase() "
+                                     "AND table = 'order_events_log'").result_rows)
+        assert "triggered | expired | amended" in comments["status"]
+        assert "trailing_stop" in comments["type"]
+        # new rows with every new column, next to the old ones
+        insert(client, "orders", venue_order("o2"))
+        assert client.query("SELECT id, type, trigger_price, oco FROM orders ORDER BY id").result_rows == [
+            ("o1", "limit", None, None), ("o2", "stop_limit", D("36100.5"), "g1")]
+    finally:
+        client.close()
+
+
+def venue_order(id: str = "o2") -> Order:
+    return Order(id=id, ts=TS, session="s1", symbol="BTCUSDT", side="sell", type="stop_limit", qty=D("0.5"),
+                 price=D("36000"), trigger_price=D("36100.5"), trigger_by="mark", expire_ts=TS + 3_600_000, oco="g1")
+
+
+def test_venue_columns_and_tables_round_trip(ch):
+    """Every column 002 added, and its two new tables, through a native insert (the recorder's rows)."""
+    common = {"ts": TS, "session": "s1"}
+    insert(ch, "orders", venue_order("o1"),
+           Order(id="o2", symbol="BTCUSDT", side="sell", type="trailing_stop", qty=D("0.5"), trail_percent=D("2.5"),
+                 activation_price=D("38000"), **common),
+           Order(id="o3", symbol="BTCUSDT", side="sell", type="trailing_stop", qty=D("0.5"), trail_amount=D("99.9"),
+                 **common),
+           Order(id="o4", symbol="BTCUSDT", side="buy", type="market", qty=D("0.5"), stop_loss=D("35000"),
+                 take_profit=D("40000"), **common),
+           CancelOrder(id="c1", order_id="o1", **common),
+           AmendOrder(id="a1", order_id="o2", price=D("36001"), **common),
+           AmendOrder(id="a1", order_id="o2", price=D("36001"), **common))  # redelivered
+    insert(ch, "order.events", OrderEvent(id="oe1", order_id="o1", symbol="BTCUSDT", side="sell", type="stop_limit",
+                                          status="expired", qty=D("0.5"), filled_qty=D("0"), price=D("36000"),
+                                          trigger_price=D("36100.5"), reason="expired", **common))
+    insert(ch, "fills", fill("f1").model_copy(update={"exec_type": "liquidation"}), fill("f2"))
+    insert(ch, "funding", Funding(id="fu1", symbol="BTCUSDT", rate=D("-0.000125"), mark=D("37000.5"), qty=D("2"),
+                                  amount=D("9.250125"), **common))
+    insert(ch, "equity", Equity(id="e1", cash=D("10009.250125"), equity=D("10009.250125"), realized_pnl=D("0"),
+                                unrealized_pnl=D("0"), fees=D("0"), funding=D("9.250125"), open_positions=1, **common))
+    assert ch.query("SELECT id, trigger_price, trigger_by, trail_amount, trail_percent, activation_price, "
+                    "toUnixTimestamp64Milli(expire_ts), oco, stop_loss, take_profit FROM orders ORDER BY id"
+                    ).result_rows == [
+        ("o1", D("36100.5"), "mark", None, None, None, TS + 3_600_000, "g1", None, None),
+        ("o2", None, "last", None, D("2.5"), D("38000"), None, None, None, None),
+        ("o3", None, "last", D("99.9"), None, None, None, None, None, None),
+        ("o4", None, "last", None, None, None, None, None, D("35000"), D("40000")),
+    ]
+    assert count(ch, "order_changes_log") == 3
+    assert ch.query("SELECT id, toUnixTimestamp64Milli(ts), session, kind, order_id, qty, price, trigger_price "
+                    "FROM order_changes ORDER BY id").result_rows == [
+        ("a1", TS, "s1", "amend", "o2", None, D("36001"), None), ("c1", TS, "s1", "cancel", "o1", None, None, None)]
+    assert ch.query("SELECT status, trigger_price, reason FROM order_events").result_rows == [
+        ("expired", D("36100.5"), "expired")]
+    assert ch.query("SELECT id, exec_type FROM fills ORDER BY id").result_rows == [("f1", "liquidation"),
+                                                                                  ("f2", "trade")]
+    assert ch.query("SELECT symbol, rate, mark, qty, amount, settle_coin FROM funding").result_rows == [
+        ("BTCUSDT", D("-0.000125"), D("37000.5"), D("2"), D("9.250125"), "USDT")]
+    assert ch.query("SELECT cash, funding FROM equity").result_rows == [(D("10009.250125"), D("9.250125"))]
 
 
 def test_split_statements():

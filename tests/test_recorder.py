@@ -11,8 +11,9 @@ from aiokafka import AIOKafkaProducer
 from infra.broker import EmbeddedBroker, ensure_topics
 from infra.clickhouse import connect, migrate
 from schemas import (
-    Alert, Control, DeadLetter, Decision, Equity, Fill, InvalidMessage, Mark, MarketBatch, MarketFrame, Order,
-    OrderEvent, Position, Signal, TOPICS, TickBatch, Trade, Watermark, encode, partition_counts,
+    Alert, AmendOrder, CancelOrder, Control, DeadLetter, Decision, Equity, Fill, Funding, InvalidMessage, Mark,
+    MarketBatch, MarketFrame, Order, OrderEvent, Position, Signal, TOPICS, TickBatch, Trade, Watermark, encode,
+    partition_counts,
 )
 from streams.recorder import (
     COLUMNS, INSERT_FORMAT, RECORDED_TOPICS, Recorder, encode_rows, md_events_rows, message_rows, rows_for,
@@ -35,44 +36,74 @@ def batch(n: int, frames: list[MarketFrame]) -> MarketBatch:
     return MarketBatch(id=f"replay:0:{n}", ts=TS + n, origin="replay", wm=TS + n, frames=frames)
 
 
-def sample_messages(n: int = 0) -> dict[str, object]:
-    """One message of every recorded topic (ids made unique by `n`)."""
+def sample_messages(n: int = 0) -> list[tuple[str, object]]:
+    """(topic, message): one message of every recorded table (ids made unique by `n`); `orders` carries an order,
+    a cancel and an amend (both into order_changes_log)."""
     common = {"ts": TS + n, "session": "s1"}
-    return {
-        "md.events": batch(n, [frame(n)]),
-        "md.marks": Mark(id=f"mk{n}", ts=TS + n, symbol="BTCUSDT", bid="1.5", last="1.6", mark="1.55"),
-        "signals": Signal(id=f"sg{n}", symbol="BTCUSDT", target="long", confidence=0.7, reasoning="up", **common),
-        "orders": Order(id=f"o{n}", symbol="BTCUSDT", side="buy", type="limit", qty=D("0.01"), price=D("36000"),
-                        tif="IOC", reduce_only=True, **common),
-        "control": Control(id=f"c{n}", command="config", config={"b": [1, D("0.5")], "a": "x"}, **common),
-        "order.events": OrderEvent(id=f"oe{n}", order_id=f"o{n}", symbol="BTCUSDT", side="buy", type="market",
-                                   status="filled", qty=D("0.01"), filled_qty=D("0.01"), avg_price=D("37000.5"),
-                                   **common),
-        "fills": Fill(id=f"f{n}", order_id=f"o{n}", symbol="BTCUSDT", side="buy", price=D("37000.5"),
-                      qty=D("0.01"), liquidity="taker", fee_rate=D("0.00055"), fee=D("0.0000337"),
-                      realized_pnl=D("-1.25"), **common),
-        "positions": Position(id=f"p{n}", symbol="BTCUSDT", qty=D("-0.01"), avg_price=D("37000.5"),
-                              realized_pnl=D("0"), unrealized_pnl=D("0.3"), **common),
-        "equity": Equity(id=f"e{n}", cash=D("10000"), equity=D("10000.3"), realized_pnl=D("0"),
-                         unrealized_pnl=D("0.3"), fees=D("0.0000337"), open_positions=1, **common),
-        "decisions": Decision(id=f"d{n}", symbol="BTCUSDT", action="hold", reasoning="flat market",
-                              features={"rsi": 51.5}, **common),
-        "alerts": Alert(id=f"a{n}", ts=TS + n, severity="warning", source="risk", title="drawdown"),
-        "errors.dlq": DeadLetter(id=f"dl{n}", ts=TS + n, topic="orders", partition=1, offset=42, key="s1",
-                                 error="bad json", payload="{oops"),
-    }
+    return [
+        ("md.events", batch(n, [frame(n)])),
+        ("md.marks", Mark(id=f"mk{n}", ts=TS + n, symbol="BTCUSDT", bid="1.5", last="1.6", mark="1.55")),
+        ("signals", Signal(id=f"sg{n}", symbol="BTCUSDT", target="long", confidence=0.7, reasoning="up", **common)),
+        ("orders", Order(id=f"o{n}", symbol="BTCUSDT", side="sell", type="stop_limit", qty=D("0.01"),
+                         price=D("36000"), trigger_price=D("36100.5"), trigger_by="mark", tif="IOC",
+                         reduce_only=True, expire_ts=TS + 60_000, oco="g1", **common)),
+        ("orders", CancelOrder(id=f"cx{n}", order_id=f"o{n}", **common)),
+        ("orders", AmendOrder(id=f"am{n}", order_id=f"o{n}", qty=D("0.02"), trigger_price=D("36200"), **common)),
+        ("control", Control(id=f"c{n}", command="config", config={"b": [1, D("0.5")], "a": "x"}, **common)),
+        ("order.events", OrderEvent(id=f"oe{n}", order_id=f"o{n}", symbol="BTCUSDT", side="sell", type="stop_limit",
+                                    status="triggered", qty=D("0.01"), price=D("36000"), trigger_price=D("36100.5"),
+                                    filled_qty=D("0"),
+                                    **common)),
+        ("fills", Fill(id=f"f{n}", order_id=f"o{n}", symbol="BTCUSDT", side="buy", price=D("37000.5"),
+                       qty=D("0.01"), liquidity="taker", fee_rate=D("0.00055"), fee=D("0.0000337"),
+                       realized_pnl=D("-1.25"), exec_type="liquidation", **common)),
+        ("funding", Funding(id=f"fu{n}", symbol="BTCUSDT", rate=D("0.0001"), mark=D("37000.5"), qty=D("-0.01"),
+                            amount=D("0.0370005"), settle_coin="USDT", **common)),
+        ("positions", Position(id=f"p{n}", symbol="BTCUSDT", qty=D("-0.01"), avg_price=D("37000.5"),
+                               realized_pnl=D("0"), unrealized_pnl=D("0.3"), **common)),
+        ("equity", Equity(id=f"e{n}", cash=D("10000"), equity=D("10000.3"), realized_pnl=D("0"),
+                          unrealized_pnl=D("0.3"), fees=D("0.0000337"), funding=D("-0.25"), open_positions=1,
+                          **common)),
+        ("decisions", Decision(id=f"d{n}", symbol="BTCUSDT", action="hold", reasoning="flat market",
+                               features={"rsi": 51.5}, **common)),
+        ("alerts", Alert(id=f"a{n}", ts=TS + n, severity="warning", source="risk", title="drawdown")),
+        ("errors.dlq", DeadLetter(id=f"dl{n}", ts=TS + n, topic="orders", partition=1, offset=42, key="s1",
+                                  error="bad json", payload="{oops")),
+    ]
+
+
+def sample(topic: str, n: int = 0):
+    """The first sample message of `topic`."""
+    return next(m for t, m in sample_messages(n) if t == topic)
+
+
+def other_orders(n: int = 0) -> list[Order]:
+    """Orders with the fields the sample order cannot have: trailing stops and a bracket."""
+    common = {"ts": TS + n, "session": "s1", "symbol": "BTCUSDT", "qty": D("0.5")}
+    return [
+        Order(id=f"tp{n}", side="sell", type="trailing_stop", trail_percent=D("1.25"), activation_price=D("38000"),
+              reduce_only=True, **common),
+        Order(id=f"ta{n}", side="sell", type="trailing_stop", trail_amount=D("150.5"), **common),
+        Order(id=f"br{n}", side="buy", type="limit", price=D("36000"), stop_loss=D("35000"), take_profit=D("39000"),
+              tif="PostOnly", **common),
+    ]
+
+
+# Rows per table of one round of sample_messages.
+SAMPLE_ROWS = {t: 1 for t in COLUMNS} | {"md_trades_log": 2, "order_changes_log": 2}
 
 
 # --- the mapping ---------------------------------------------------------------------------------------------
 
 def test_recorded_topics():
-    assert set(RECORDED_TOPICS) == set(sample_messages()) == set(TOPICS) - {"md.ticks"}
+    assert set(RECORDED_TOPICS) == {t for t, _ in sample_messages()} == set(TOPICS) - {"md.ticks"}
+    assert by_table([pair for t, m in sample_messages() for pair in rows_for(t, m)]).keys() == COLUMNS.keys()
     assert rows_for("md.ticks", TickBatch(id="t", ts=TS, origin=0, seq=0, wm=TS)) == []
     assert rows_for("md.events", Watermark(id="w", ts=TS, origin="bybit")) == []
 
 
 def test_rows_for_every_topic():
-    for topic, model in sample_messages().items():
+    for topic, model in sample_messages() + [("orders", o) for o in other_orders()]:
         rows = rows_for(topic, model)
         assert rows, topic
         assert recorded(encode(model), topic) == (by_table(rows), [])
@@ -85,11 +116,19 @@ def test_rows_for_every_topic():
                            "sell")),
         ("md_quotes_log", ("bybit:BTCUSDT:0", TS, "bybit", "BTCUSDT", "37000.4", "1.2", "37000.5", "0.7")),
     ]
-    assert rows_for("md.events", sample_messages()["md.events"]) == frame_rows
+    assert rows_for("md.events", sample("md.events")) == frame_rows
     assert rows_for("md.events", frame(0)) == frame_rows  # a single frame, as before batches
     no_top = MarketFrame(id="x", ts=TS, venue="v", symbol="ETHUSDT", recv_ts=0, bids=[("1", "2")])
     assert rows_for("md.events", no_top) == []
-    assert rows_for("control", sample_messages()["control"])[0][1][-1] == '{"a":"x","b":[1,"0.5"]}'
+    assert rows_for("control", sample("control"))[0][1][-1] == '{"a":"x","b":[1,"0.5"]}'
+    # the orders topic: an order into orders_log, a cancel or an amend into order_changes_log
+    orders = [pair for t, m in sample_messages() if t == "orders" for pair in rows_for(t, m)]
+    assert orders == [
+        ("orders_log", ("o0", TS, "s1", "BTCUSDT", "sell", "stop_limit", D("0.01"), D("36000"), "IOC", True,
+                        D("36100.5"), "mark", None, None, None, TS + 60_000, "g1", None, None)),
+        ("order_changes_log", ("cx0", TS, "s1", "cancel", "o0", None, None, None)),
+        ("order_changes_log", ("am0", TS, "s1", "amend", "o0", D("0.02"), None, D("36200"))),
+    ]
 
 
 def by_table(pairs: list[tuple[str, tuple]]) -> dict[str, list[tuple]]:
@@ -141,7 +180,7 @@ def test_what_is_not_recorded_is_not_validated():
 
 
 def test_rows_for_refuses_values_that_do_not_fit():
-    huge = sample_messages()["fills"].model_copy(update={"fee": D("1e25")})
+    huge = sample("fills").model_copy(update={"fee": D("1e25")})
     with pytest.raises(ValueError, match="out of range"):
         rows_for("fills", huge)
 
@@ -150,17 +189,39 @@ def test_rows_round_trip_through_clickhouse(tmp_path):
     client = connect(None, tmp_path)
     try:
         migrate(client)
-        for topic, model in sample_messages().items():
+        for topic, model in sample_messages() + [("orders", o) for o in other_orders()]:
             for table, row in rows_for(topic, model):
                 client.raw_insert(table, COLUMNS[table], encode_rows(table, [row]), fmt=INSERT_FORMAT)
-        fills = client.query("SELECT fee, fee_rate, realized_pnl, toUnixTimestamp64Milli(ts) FROM fills")
-        assert fills.result_rows == [(D("0.0000337"), D("0.00055"), D("-1.25"), TS)]
+        fills = client.query("SELECT fee, fee_rate, realized_pnl, toUnixTimestamp64Milli(ts), exec_type FROM fills")
+        assert fills.result_rows == [(D("0.0000337"), D("0.00055"), D("-1.25"), TS, "liquidation")]
         assert client.query("SELECT count() FROM md_trades").result_rows == [(2,)]
         assert client.query("SELECT bid, bid_qty, ask, ask_qty FROM md_quotes").result_rows == [
             (D("37000.4"), D("1.2"), D("37000.5"), D("0.7"))]
         assert client.query("SELECT bid, ask FROM md_marks").result_rows == [(D("1.5"), None)]
         assert client.query("SELECT JSONExtractFloat(features, 'rsi') FROM decisions").result_rows == [(51.5,)]
-        assert client.query("SELECT reduce_only, price FROM orders").result_rows == [(True, D("36000"))]
+        assert client.query(
+            "SELECT id, type, reduce_only, price, tif, trigger_price, trigger_by, trail_amount, trail_percent, "
+            "activation_price, toUnixTimestamp64Milli(expire_ts), oco, stop_loss, take_profit FROM orders ORDER BY id"
+        ).result_rows == [
+            ("br0", "limit", False, D("36000"), "PostOnly", None, "last", None, None, None, None, None, D("35000"),
+             D("39000")),
+            ("o0", "stop_limit", True, D("36000"), "IOC", D("36100.5"), "mark", None, None, None, TS + 60_000, "g1",
+             None, None),
+            ("ta0", "trailing_stop", False, None, "GTC", None, "last", D("150.5"), None, None, None, None, None, None),
+            ("tp0", "trailing_stop", True, None, "GTC", None, "last", None, D("1.25"), D("38000"), None, None, None,
+             None),
+        ]
+        assert client.query("SELECT id, toUnixTimestamp64Milli(ts), session, kind, order_id, qty, price, "
+                            "trigger_price FROM order_changes ORDER BY id").result_rows == [
+            ("am0", TS, "s1", "amend", "o0", D("0.02"), None, D("36200")),
+            ("cx0", TS, "s1", "cancel", "o0", None, None, None)]
+        assert client.query("SELECT type, status, price, trigger_price FROM order_events").result_rows == [
+            ("stop_limit", "triggered", D("36000"), D("36100.5"))]
+        assert client.query("SELECT id, toUnixTimestamp64Milli(ts), session, symbol, rate, mark, qty, amount, "
+                            "settle_coin FROM funding").result_rows == [
+            ("fu0", TS, "s1", "BTCUSDT", D("0.0001"), D("37000.5"), D("-0.01"), D("0.0370005"), "USDT")]
+        assert client.query("SELECT fees, funding, open_positions FROM equity").result_rows == [
+            (D("0.0000337"), D("-0.25"), 1)]
         assert client.query("SELECT offset, key FROM dead_letters").result_rows == [(42, "s1")]
         # Decimals go as their str(): exponents are read, digits past the 18th decimal cut, as a native insert does
         odd = Equity(id="odd", ts=TS, session="s1", cash=D("1E+2"), equity=D("-1.5E-7"), realized_pnl=D("0"),
@@ -234,24 +295,27 @@ async def new_topics(broker) -> None:
 
 async def test_records_every_topic_and_skips_invalid(broker, ch):
     await new_topics(broker)
-    messages = [(t, encode(m)) for n in range(5) for t, m in sample_messages(n).items()]
-    too_big = sample_messages(7)["fills"].model_copy(update={"id": "big", "fee": D("1e25")})  # valid, unrecordable
-    invalid = [("fills", b"not json"), ("orders", b'{"kind": "order"}'), ("md.events", b""), ("fills", encode(too_big))]
+    messages = [(t, encode(m)) for n in range(5) for t, m in sample_messages(n)]
+    too_big = sample("fills", 7).model_copy(update={"id": "big", "fee": D("1e25")})  # valid, unrecordable
+    invalid = [("fills", b"not json"), ("orders", b'{"kind": "order"}'), ("md.events", b""), ("fills", encode(too_big)),
+               ("orders", b'{"kind": "amend", "id": "x", "ts": 1, "session": "s1", "order_id": "o1"}')]
     watermark = ("md.events", encode(Watermark(id="w", ts=TS, origin="bybit")))
     await produce(broker.bootstrap, messages + invalid + [watermark])
     recorder = Recorder(broker.bootstrap, ch)
     await recorder.start()
     try:
         await recorder.wait_caught_up(60)
-        assert recorder.invalid == 4
-        expected = {t: 5 for t in COLUMNS} | {"md_trades_log": 10}
+        assert recorder.invalid == 5
+        expected = {t: 5 * n for t, n in SAMPLE_ROWS.items()}
         assert counts(ch) == expected
         assert dict(recorder.rows_written) == expected
         assert await recorder.caught_up()
         # more data later is picked up too
-        await produce(broker.bootstrap, [("fills", encode(sample_messages(99)["fills"]))])
+        await produce(broker.bootstrap, [("fills", encode(sample("fills", 99)))])
         await recorder.wait_caught_up(60)
         assert counts(ch)["fills_log"] == 6
+        assert ch.query("SELECT kind, count() FROM order_changes GROUP BY kind ORDER BY kind").result_rows == [
+            ("amend", 5), ("cancel", 5)]
     finally:
         await recorder.stop()
 
@@ -290,7 +354,7 @@ async def test_batches_land_as_rows_with_exact_values(broker, ch):
 
 async def test_clickhouse_outage_loses_and_duplicates_nothing(broker, ch):
     await new_topics(broker)
-    fills = [("fills", encode(sample_messages(n)["fills"])) for n in range(2000)]
+    fills = [("fills", encode(sample("fills", n))) for n in range(2000)]
     await produce(broker.bootstrap, fills + fills[:100])  # 100 redelivered
     flaky = FlakyClient(ch, failures=3)
     recorder = Recorder(broker.bootstrap, flaky, backoff=(0.05, 0.2))
@@ -303,7 +367,7 @@ async def test_clickhouse_outage_loses_and_duplicates_nothing(broker, ch):
 
 async def test_stop_while_clickhouse_is_down_commits_nothing(broker, ch):
     await new_topics(broker)
-    await produce(broker.bootstrap, [("fills", encode(sample_messages(n)["fills"])) for n in range(50)])
+    await produce(broker.bootstrap, [("fills", encode(sample("fills", n))) for n in range(50)])
     down = FlakyClient(ch, failures=10**9)
     recorder = Recorder(broker.bootstrap, down, group_id="g", backoff=(0.05, 0.1))
     await recorder.start()
@@ -321,8 +385,8 @@ async def test_stop_while_clickhouse_is_down_commits_nothing(broker, ch):
 
 async def test_restart_mid_way_with_the_same_group_records_exactly_once(broker, ch):
     await new_topics(broker)
-    first = [(t, m) for n in range(1000) for t, m in sample_messages(n).items()]
-    second = [(t, m) for n in range(1000, 1500) for t, m in sample_messages(n).items()]
+    first = [(t, m) for n in range(1000) for t, m in sample_messages(n)]
+    second = [(t, m) for n in range(1000, 1500) for t, m in sample_messages(n)]
     redelivered = first[:50]
     await produce(broker.bootstrap, [(t, encode(m)) for t, m in first])
     recorder = Recorder(broker.bootstrap, ch, group_id="g", max_records=300, max_rows=300)
@@ -339,4 +403,4 @@ async def test_restart_mid_way_with_the_same_group_records_exactly_once(broker, 
     # the new consumer started at the committed offsets: nothing was read twice but the redelivered messages
     produced_rows = sum(len(rows_for(t, m)) for t, m in first + second + redelivered)
     assert written_before + sum(restarted.rows_written.values()) == produced_rows
-    assert counts(ch) == {t: 1500 for t in COLUMNS} | {"md_trades_log": 3000}
+    assert counts(ch) == {t: 1500 * n for t, n in SAMPLE_ROWS.items()}

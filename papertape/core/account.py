@@ -29,8 +29,9 @@ class Account:
     def __init__(self, balance: Decimal, settle_coin: str = "USDT") -> None:
         self.deposit = balance
         self.settle_coin = settle_coin
-        self.cash = balance  # wallet balance: deposit + realized - fees
+        self.cash = balance  # wallet balance: deposit + realized - fees + funding
         self.fees = ZERO
+        self.funding = ZERO  # net funding received
         self.realized = ZERO
         self.positions: dict[str, PositionState] = {}
 
@@ -64,6 +65,10 @@ class Account:
         self.cash += realized - fee
         return realized
 
+    def apply_funding(self, amount: Decimal) -> None:
+        self.funding += amount
+        self.cash += amount
+
     def unrealized(self, marks: dict[str, Decimal]) -> Decimal:
         return sum((p.unrealized(marks.get(s)) for s, p in self.positions.items()), ZERO)
 
@@ -77,7 +82,7 @@ class Account:
     def to_dict(self) -> dict:
         return {
             "deposit": str(self.deposit), "settle_coin": self.settle_coin, "cash": str(self.cash),
-            "fees": str(self.fees), "realized": str(self.realized),
+            "fees": str(self.fees), "realized": str(self.realized), "funding": str(self.funding),
             "positions": {s: [str(p.qty), str(p.cost), str(p.realized)] for s, p in self.positions.items()},
         }
 
@@ -85,5 +90,6 @@ class Account:
     def from_dict(cls, d: dict) -> "Account":
         acc = cls(Decimal(d["deposit"]), d["settle_coin"])
         acc.cash, acc.fees, acc.realized = Decimal(d["cash"]), Decimal(d["fees"]), Decimal(d["realized"])
+        acc.funding = Decimal(d.get("funding", "0"))
         acc.positions = {s: PositionState(*map(Decimal, v)) for s, v in d["positions"].items()}
         return acc

@@ -25,7 +25,7 @@ class Book:
     frames that carry only levels update the book, whose best levels become the top."""
 
     __slots__ = ("bids", "asks", "bid", "ask", "bid_qty", "ask_qty", "last", "ts", "synced", "top_feed",
-                 "mark_price", "status")
+                 "mark_price", "status", "funding_rate", "next_funding_ts")
 
     def __init__(self) -> None:
         self.bids: dict[float, str] = {}
@@ -40,11 +40,14 @@ class Book:
         self.top_feed = False  # the venue sends its top of book: levels never override it
         self.mark_price: str | None = None  # the venue's own mark price, when it sends one
         self.status = "live"  # the feed's status: only "live" prices may be traded on
+        self.funding_rate: str | None = None  # the venue's funding rate, settled at next_funding_ts
+        self.next_funding_ts: int | None = None
 
     def apply(self, frame) -> None:
         """A market frame: its levels, then its trades and top of book, which win over the levels."""
         if frame.bids or frame.asks:
-            self._apply_levels(frame)
+            self._apply_levels(frame.bids, frame.asks, frame.snapshot)
+            self._top_from_levels()
         if frame.bid is not None or frame.ask is not None:
             self.top_feed = True
         ticker = frame.ticker
@@ -58,7 +61,11 @@ class Book:
         self._top(frame)
 
     def apply_tick(self, tick) -> None:
-        """A tick carries the market actor's top of book and mark after its frame: no levels, no feed rules."""
+        """A tick carries the market actor's top of book, mark and the frame's level changes: no feed rules."""
+        if tick.depth is not None:
+            self._apply_levels(*tick.depth)
+        if tick.funding is not None:
+            self.funding_rate, self.next_funding_ts = tick.funding
         if tick.mark is not None:
             self.mark_price = tick.mark
         if tick.last is not None:
@@ -75,12 +82,12 @@ class Book:
         if x.ask is not None:
             self.ask, self.ask_qty = x.ask, x.ask_qty
 
-    def _apply_levels(self, frame) -> None:
-        if frame.snapshot:
+    def _apply_levels(self, bids, asks, snapshot: bool) -> None:
+        if snapshot:
             self.bids.clear()
             self.asks.clear()
             self.synced = True
-        for side, levels in ((self.bids, frame.bids), (self.asks, frame.asks)):
+        for side, levels in ((self.bids, bids), (self.asks, asks)):
             for price, qty in levels:
                 if qty == "0" or float(qty) == 0:
                     side.pop(float(price), None)
@@ -92,6 +99,8 @@ class Book:
                 kept = {p: side[p] for p in keep}
                 side.clear()
                 side.update(kept)
+
+    def _top_from_levels(self) -> None:
         if self.synced and not self.top_feed and self.bids and self.asks:
             bid, ask = max(self.bids), min(self.asks)
             self.bid, self.ask = price_text(bid), price_text(ask)
@@ -99,6 +108,7 @@ class Book:
 
     def to_dict(self) -> dict:
         return {"top": [self.bid, self.bid_qty, self.ask, self.ask_qty, self.last, self.mark_price, self.status],
+                "funding": [self.funding_rate, self.next_funding_ts],
                 "ts": self.ts, "synced": self.synced, "top_feed": self.top_feed,
                 "bids": [[repr(p), q] for p, q in self.bids.items()],  # repr: parses back to the same key
                 "asks": [[repr(p), q] for p, q in self.asks.items()]}
@@ -108,6 +118,7 @@ class Book:
         b = cls()
         b.bid, b.bid_qty, b.ask, b.ask_qty, b.last, b.mark_price, b.status = d["top"]
         b.ts, b.synced, b.top_feed = d["ts"], d["synced"], d["top_feed"]
+        b.funding_rate, b.next_funding_ts = d.get("funding", (None, None))
         b.bids = {float(p): q for p, q in d["bids"]}
         b.asks = {float(p): q for p, q in d["asks"]}
         return b

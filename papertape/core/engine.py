@@ -20,8 +20,9 @@ END = 1 << 62
 
 def tick_of(t: list) -> s.Tick:
     """A tick from its JSON array (md.ticks, snapshots)."""
-    symbol, ts, bid, ask, bid_qty, ask_qty, trades, pos, mark, status, last = t
-    return s.Tick(symbol, ts, bid, ask, bid_qty, ask_qty, [s.TickTrade(*x) for x in trades], pos, mark, status, last)
+    symbol, ts, bid, ask, bid_qty, ask_qty, trades, pos, mark, status, last, depth, funding = t
+    return s.Tick(symbol, ts, bid, ask, bid_qty, ask_qty, [s.TickTrade(*x) for x in trades], pos, mark, status, last,
+                  depth, funding)
 
 
 def batch_of(raw: dict) -> s.TickBatch:
@@ -127,6 +128,8 @@ class Engine:
         if book is None:
             book = books[tick.symbol] = Book()
         book.apply_tick(tick)
+        if tick.funding is not None and tick.funding[1] < self._due_at:
+            self._due_at = tick.funding[1]  # a funding time may now be due for a session holding the symbol
         trading = self._trading.get(tick.symbol)
         if trading is None:
             trading = self._trading[tick.symbol] = [x for x in self._all if x.cfg.trades(tick.symbol)]
@@ -145,7 +148,7 @@ class Engine:
         if sess is None:
             return [self._alert("warning", "order for an unknown session", f"{order.id} -> {order.session}", order.ts)]
         self._due_at = -1
-        book = self.books.get(order.symbol)
+        book = self.books.get(getattr(order, "symbol", ""))
         return sess.submit_external(order, self.now, book.status if book else "live")
 
     def on_signal(self, sig: s.Signal) -> list:

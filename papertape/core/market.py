@@ -81,8 +81,13 @@ class MarketPartition:
                 self.wm = frame.ts
             trades = [TickTrade(t.ts, t.price, t.qty, t.side) for t in frame.trades]
             last = book.last if not trades and (frame.ticker is not None or frame.bar is not None) else None
+            depth = (frame.bids, frame.asks, frame.snapshot) if frame.bids or frame.asks else None
+            tk = frame.ticker
+            funding = None
+            if tk is not None and tk.funding_rate is not None and tk.next_funding_ts is not None:
+                funding = (tk.funding_rate, tk.next_funding_ts)
             ticks.append(Tick(frame.symbol, frame.ts, book.bid, book.ask, book.bid_qty, book.ask_qty, trades, pos + i,
-                              book.mark_price, frame.status, last))
+                              book.mark_price, frame.status, last, depth, funding))
             touched[frame.symbol] = frame.ts
         return refused
 

@@ -20,7 +20,7 @@ class Target:
 
 @dataclass(frozen=True)
 class PlaceOrder:
-    """Place exactly this order."""
+    """Place exactly this order (the fields of schemas.Order). `client_id` names it for a later cancel or amend."""
 
     symbol: str
     side: str
@@ -30,9 +30,34 @@ class PlaceOrder:
     tif: str = "GTC"
     reduce_only: bool = False
     reasoning: str = ""
+    trigger_price: Decimal | None = None
+    trigger_by: str = "last"
+    trail_amount: Decimal | None = None
+    trail_percent: Decimal | None = None
+    activation_price: Decimal | None = None
+    expire_ts: int | None = None
+    oco: str | None = None
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    client_id: str | None = None
 
 
-Intent = Target | PlaceOrder
+@dataclass(frozen=True)
+class CancelIntent:
+    client_id: str
+    reasoning: str = ""
+
+
+@dataclass(frozen=True)
+class AmendIntent:
+    client_id: str
+    qty: Decimal | None = None
+    price: Decimal | None = None
+    trigger_price: Decimal | None = None
+    reasoning: str = ""
+
+
+Intent = Target | PlaceOrder | CancelIntent | AmendIntent
 
 
 class Strategy:
@@ -123,8 +148,18 @@ class EmaCross(Strategy):
         self.last = {s: v[1] for s, v in self.state.items()}
 
 
+_DECIMAL_FIELDS = ("qty", "price", "trigger_price", "trail_amount", "trail_percent", "activation_price", "stop_loss",
+                   "take_profit")
+
+
+def _decimals(d: dict) -> dict:
+    return {k: (Decimal(str(v)) if k in _DECIMAL_FIELDS and v is not None else v) for k, v in d.items()}
+
+
 class Scripted(Strategy):
-    """Places a fixed list of orders at given event times: for tests, and to replay a known order sequence."""
+    """Places, cancels and amends at given event times: for tests, and to replay a known order sequence. Each item
+    has `at` and either the fields of an order (`id` names it), or `cancel: id`, or `amend: id` with the new
+    qty, price or trigger_price."""
 
     name = "scripted"
 
@@ -135,12 +170,15 @@ class Scripted(Strategy):
     def on_tick(self, tick) -> list[Intent]:
         out: list[Intent] = []
         while self.next < len(self.orders) and self.orders[self.next]["at"] <= tick.ts:
-            o = self.orders[self.next]
+            item = _decimals({k: v for k, v in self.orders[self.next].items() if k != "at"})
             self.next += 1
-            price = o.get("price")
-            out.append(PlaceOrder(o["symbol"], o["side"], Decimal(str(o["qty"])), o.get("type", "market"),
-                                  None if price is None else Decimal(str(price)), o.get("tif", "GTC"),
-                                  o.get("reduce_only", False), o.get("reasoning", "scripted")))
+            reasoning = item.pop("reasoning", "scripted")
+            if "cancel" in item:
+                out.append(CancelIntent(item["cancel"], reasoning))
+            elif "amend" in item:
+                out.append(AmendIntent(item.pop("amend"), reasoning=reasoning, **item))
+            else:
+                out.append(PlaceOrder(reasoning=reasoning, client_id=item.pop("id", None), **item))
         return out
 
     def to_dict(self) -> dict:

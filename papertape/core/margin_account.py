@@ -1,0 +1,142 @@
+"""A session's margin: what an order needs before it may go live, and which positions the venue liquidates.
+
+Perpetuals (category "linear") are margined at the session's leverage per symbol, capped by the instrument's
+maximum, in cross or isolated mode (margin.py holds Bybit's formulas). Spot and DEX tokens are bought with the
+settle coin and sold only from the coin held: no leverage, no short."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from . import margin as m
+from .account import Account
+from .dex import swap
+from .instruments import Instrument
+
+ZERO = Decimal(0)
+UNLIMITED = Decimal(10) ** 30
+
+
+class MarginRules:
+    def __init__(self, cfg, instruments: dict[str, Instrument]) -> None:
+        self.cfg = cfg
+        self.instruments = instruments
+        self.fees = cfg.fee_schedule(instruments)
+
+    def leverage(self, symbol: str) -> Decimal:
+        inst = self.instruments[symbol]
+        return min(self.cfg.leverage_by_symbol.get(symbol, self.cfg.leverage), inst.max_leverage)
+
+    def tiers(self, symbol: str) -> tuple[m.RiskTier, ...]:
+        """The instrument's risk tiers; without a table, one tier whose maintenance rate is half the initial rate
+        at the maximum leverage (Bybit's first tiers: 100x -> 0.5%, 50x -> 1%, 25x -> 2%)."""
+        inst = self.instruments[symbol]
+        tiers = getattr(inst, "risk_tiers", ()) or ()
+        if tiers:
+            return (*tiers, m.RiskTier(UNLIMITED, tiers[-1].mmr, tiers[-1].mm_deduction, tiers[-1].max_leverage))
+        return (m.RiskTier(UNLIMITED, 1 / (2 * inst.max_leverage), ZERO, inst.max_leverage),)
+
+    def funding(self, qty: Decimal, mark: Decimal, rate: Decimal) -> Decimal:
+        return m.funding_payment(qty, mark, rate)
+
+    # --- admission -----------------------------------------------------------------------------------------
+    def admit(self, account: Account, order, price: Decimal, others: list, marks: dict[str, Decimal]) -> str:
+        """Why the account cannot take `order` at `price`, given its other open orders, or ''."""
+        inst = self.instruments[order.symbol]
+        if inst.category == "linear":
+            return self._perp(account, order, price, others, marks)
+        return self._spot(account, order, price, others, inst)
+
+    def _perp(self, account: Account, order, price: Decimal, others: list, marks: dict[str, Decimal]) -> str:
+        opening = self._opening_qty(account, order.symbol, order.side, order.left)
+        if not opening:
+            return ""
+        need = opening * price / self.leverage(order.symbol) + opening * price * self.fees.rate(order.symbol, "taker")
+        free = self.free_balance(account, others, marks)
+        if need > free:
+            return (f"insufficient available balance: {_q(need)} {account.settle_coin} of initial margin and fee "
+                    f"needed, {_q(free)} available")
+        return ""
+
+    def _spot(self, account: Account, order, price: Decimal, others: list, inst: Instrument) -> str:
+        if order.side == "sell":
+            held = account.position(order.symbol).qty
+            selling = sum((o.left for o in others if o.symbol == order.symbol and o.side == "sell"), ZERO)
+            if order.left > held - selling:
+                return f"not enough {inst.base_coin or order.symbol} to sell: holds {held}, {selling} already on sale"
+            return ""
+        if inst.category == "dex":
+            dex = self.cfg.dex
+            try:
+                cost = swap("buy", order.left, price, dex.depth(order.symbol), dex.pool_fee).quote_amount
+            except ValueError as exc:
+                return f"the pool cannot fill it: {exc}"
+            cost += dex.gas_usd.get(dex.chain_of(order.symbol), ZERO)
+        else:
+            cost = order.left * price * (1 + self.fees.rate(order.symbol, "taker"))
+        free = self.free_balance(account, others, {})
+        if cost > free:
+            return f"insufficient {account.settle_coin}: {_q(cost)} needed, {_q(free)} available"
+        return ""
+
+    def free_balance(self, account: Account, others: list, marks: dict[str, Decimal]) -> Decimal:
+        """Wallet balance less what positions and open orders hold: perpetual initial margin, the cost of coins
+        held, the value of open spot buys. In cross mode unrealized P&L counts too."""
+        free = account.cash
+        for sym, pos in account.positions.items():
+            if not pos.qty:
+                continue
+            if self.instruments[sym].category == "linear":
+                free -= abs(pos.cost) / self.leverage(sym)
+                if self.cfg.margin_mode == "cross" and sym in marks:
+                    free += pos.unrealized(marks[sym])
+            else:
+                free -= pos.cost
+        for o in others:
+            if o.reduce_only:
+                continue
+            price = o.price or o.trigger_price or marks.get(o.symbol) or ZERO
+            if self.instruments[o.symbol].category == "linear":
+                free -= self._opening_qty(account, o.symbol, o.side, o.left) * price / self.leverage(o.symbol)
+            elif o.side == "buy":
+                free -= o.left * price
+        return free
+
+    @staticmethod
+    def _opening_qty(account: Account, symbol: str, side: str, qty: Decimal) -> Decimal:
+        """The part of an order that opens or adds to a position (a closing part needs no margin)."""
+        pos = account.position(symbol).qty
+        if (pos > 0 and side == "sell") or (pos < 0 and side == "buy"):
+            return max(ZERO, qty - abs(pos))
+        return qty
+
+    # --- liquidation ---------------------------------------------------------------------------------------
+    def liquidations(self, account: Account, marks: dict[str, Decimal]) -> list[tuple]:
+        """(symbol, closing side, qty, price, fee, fee rate) of each perpetual position the venue takes over now."""
+        perps = {sym: p for sym, p in account.positions.items()
+                 if p.qty and self.instruments[sym].category == "linear" and sym in marks}
+        if not perps:
+            return []
+        if self.cfg.margin_mode == "isolated":
+            hit = [sym for sym, p in sorted(perps.items())
+                   if m.isolated_breached(_side(p.qty), abs(p.qty), p.avg_price, marks[sym],
+                                          abs(p.cost) / self.leverage(sym), self.tiers(sym))]
+        else:
+            total_mm = sum((m.maintenance_margin(abs(p.qty) * marks[sym], self.tiers(sym)) for sym, p in perps.items()),
+                           ZERO)
+            hit = sorted(perps) if m.cross_breached(account.equity(marks), total_mm) else []
+        out = []
+        for sym in hit:
+            p = perps[sym]
+            rate = self.fees.rate(sym, "taker")
+            price, fee = m.liquidation_fill(_side(p.qty), abs(p.qty), p.avg_price, self.leverage(sym), marks[sym], rate,
+                                            self.cfg.margin_mode)
+            out.append((sym, "sell" if p.qty > 0 else "buy", abs(p.qty), price, fee, rate))
+        return out
+
+
+def _side(qty: Decimal) -> str:
+    return "long" if qty > 0 else "short"
+
+
+def _q(x: Decimal) -> str:
+    return format(x.quantize(Decimal("0.00000001")), "f")
