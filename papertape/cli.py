@@ -62,10 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     status = sub.add_parser("status", help="is a run in progress; sessions with their equity")
     status.add_argument("--data-dir", type=Path)
 
+    audit = sub.add_parser("audit", help="recompute fees, realized P&L, funding and cash from ClickHouse; "
+                                          "exit 1 on any mismatch")
+    audit.add_argument("--data-dir", type=Path)
+    audit.add_argument("--session", help="only this session")
+    audit.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    audit.add_argument("--config", type=Path, help="TOML settings with the sessions' deposits (default: the run's)")
+
     args = parser.parse_args(argv)
     try:
         return {"run": cmd_run, "worker": cmd_worker, "recorder": cmd_recorder, "sql": cmd_sql,
-                "status": cmd_status, "record": cmd_record, "instruments": cmd_instruments}[args.command](args)
+                "status": cmd_status, "record": cmd_record, "instruments": cmd_instruments,
+                "audit": cmd_audit}[args.command](args)
     except KeyboardInterrupt:
         return 130
 
@@ -311,6 +319,13 @@ def cmd_status(args) -> int:
         SELECT (SELECT count() FROM fills) AS fills, (SELECT count() FROM order_events) AS order_events,
                (SELECT count() FROM md_trades) AS trades, (SELECT count() FROM dead_letters) AS dead_letters""")))
     return 0
+
+
+def cmd_audit(args) -> int:
+    from papertape.audit import main as audit
+
+    settings = _settings(args)
+    return audit(settings.data_dir, args.session, args.json, args.config, settings.clickhouse_url)
 
 
 if __name__ == "__main__":

@@ -565,3 +565,44 @@ def read_lean(lines: list[bytes], bad: Bad, name: str) -> Iterator[WireFrame]:
 
 
 LEAN = Format("lean_crypto", _lean_looks_like, lambda lines, name, bad: read_lean(lines, bad, name))
+
+
+# Lean's funding rates of a perpetual: `<security>/<market>/margin_interest/<symbol>.csv`, replayed as
+# cryptofuture_bybit_margin_interest_btcusdt.csv; rows `yyyymmdd HH:MM:SS,rate`, the rate settled at that time.
+_LEAN_FUNDING_NAME = re.compile(r"(crypto|cryptofuture)_([a-z0-9]+)_margin_interest_([a-z0-9]+)(?:\.(?:zip|csv))*",
+                                re.IGNORECASE)
+
+
+def _lean_funding_looks_like(first: bytes, name: str) -> bool:
+    return first[:1].isdigit() and _LEAN_FUNDING_NAME.fullmatch(name) is not None
+
+
+def read_lean_funding(lines: list[bytes], bad: Bad, name: str) -> Iterator[WireFrame]:
+    """Each row becomes a ticker frame announcing its rate for its time, 1 ms before it (what a live ticker's
+    `fundingRate` and `nextFundingTime` say): the venue settles positions held at that time."""
+    found = _LEAN_FUNDING_NAME.fullmatch(name)
+    if found is None:
+        bad(1, ValueError(f"not a Lean margin_interest file name: {name!r}"))
+        return
+    venue, symbol = found.group(2).lower(), found.group(3).upper()
+    keyed = []
+    for number, line in data_lines(lines, 0):
+        try:
+            when, rate = fields(line)[:2]
+            settle = int((datetime.strptime(when, "%Y%m%d %H:%M:%S").replace(tzinfo=UTC) - EPOCH).total_seconds())
+            keyed.append((settle * 1000, (number, exact(rate))))
+        except ValueError as exc:
+            bad(number, exc)
+    for settle, (number, rate) in chronological(keyed):
+        try:
+            frame = MarketFrame(id=f"{venue}:{symbol}:funding:{settle}", ts=settle - 1, venue=venue, symbol=symbol,
+                                recv_ts=(settle - 1) * NS_PER_MS,
+                                ticker=Ticker(funding_rate=rate, next_funding_ts=settle))
+        except ValueError as exc:
+            bad(number, refusal(exc))
+            continue
+        yield wire(frame)
+
+
+LEAN_FUNDING = Format("lean_funding", _lean_funding_looks_like,
+                      lambda lines, name, bad: read_lean_funding(lines, bad, name))

@@ -28,7 +28,8 @@ PartitionFor = Callable[[bytes, int], int]
 # Recording formats, tried in this order on a file's first non-empty line and name.
 # Header-named formats before the generic CSVs that would also read them; Lean files are known by their name.
 FORMATS: list[Format] = [tape.TAPE_FORMAT, tape.BYBIT_V5_FORMAT, binance_usdm.FORMAT, bybit_history.TRADING,
-                         bybit_history.SPOT, csv_market.LEAN, csv_market.OHLCV_CSV, csv_market.TRADES_CSV]
+                         bybit_history.SPOT, csv_market.LEAN, csv_market.LEAN_FUNDING, csv_market.OHLCV_CSV,
+                         csv_market.TRADES_CSV]
 
 
 class Tape:

@@ -400,7 +400,7 @@ SCRIPT = [order(1000, "e", "buy", "2", stop_loss="95", take_profit="112"),
           order(1000, "stp", "sell", "1", type="stop_market", trigger_price="90", oco="g"),
           order(1000, "tr", "sell", "0.5", type="trailing_stop", trail_percent="3"),
           order(1000, "gtd", "buy", "1", type="limit", price="95", expire_ts=1500),
-          order(1000, "q", "buy", "1", type="limit", price="99")]
+          order(1000, "q", "buy", "3", type="limit", price="99")]
 TAPE = [tk(1000, "99", "100", "3", "5"), tk(1001, "99", "100", "3", "5"),
         tk(1002, trades=[("99", "2", "sell")]), tk(1003, trades=[("104", "1", "buy")]),
         tk(1004, trades=[("108", "0.3", "buy")]), tk(1005, "104", "104.5", "3", "5", trades=[("100.8", "1", "sell")]),

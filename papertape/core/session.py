@@ -88,11 +88,15 @@ class Session:
         """What is due up to `now`, against the books as they stood before the tick at `now`."""
         self._books = books
         out: list = []
-        if self.cfg.funding:
-            out += self._settle_funding(now, books)
-        due = self.venue.next_due()
-        if due is not None and due <= now:
-            out += self._outcomes(self.venue.on_time(now, books), now)
+        while True:  # venue requests and funding times in time order: funding sees the positions held at its time
+            funding = self._next_funding(now) if self.cfg.funding else None
+            until = now if funding is None else funding - 1
+            due = self.venue.next_due()
+            if due is not None and due <= until:
+                out += self._outcomes(self.venue.on_time(until, books), until)
+            if funding is None:
+                break
+            out += self._settle_funding(funding, books)
         if self.next_equity_ts is None:
             self.next_equity_ts = now - now % self.cfg.equity_every_ms + self.cfg.equity_every_ms
         elif now >= self.next_equity_ts:
@@ -120,19 +124,25 @@ class Session:
             return None
         return book.next_funding_ts
 
-    def _settle_funding(self, now: int, books: dict[str, Book]) -> list:
+    def _next_funding(self, now: int) -> int | None:
+        due = [t for t in map(self._funding_due, self.account.positions) if t is not None and t <= now]
+        return min(due) if due else None
+
+    def _settle_funding(self, at: int, books: dict[str, Book]) -> list:
+        """Funding of every position whose symbol settles at `at`."""
         out: list = []
         for sym in sorted(self.account.positions):
             t = self._funding_due(sym)
-            if t is None or t > now or books[sym].funding_rate is None:
+            if t != at:
                 continue
+            self.funded[sym] = t
             book, pos = books[sym], self.account.positions[sym]
-            rate, mark = Decimal(book.funding_rate), book.mark()
-            if mark is None:
+            mark = book.mark()
+            if book.funding_rate is None or mark is None:
                 continue
+            rate = Decimal(book.funding_rate)
             amount = self.margin.funding(pos.qty, mark, rate)
             self.account.apply_funding(amount)
-            self.funded[sym] = t
             out.append(s.Funding(id=f"{self.cfg.id}:fund:{sym}:{t}", ts=t, session=self.cfg.id, symbol=sym, rate=rate,
                                  mark=mark, qty=pos.qty, amount=amount, settle_coin=self.account.settle_coin))
         return out
@@ -280,7 +290,12 @@ class Session:
 
     # --- venue outcomes ------------------------------------------------------------------------------------
     def _book_fill(self, ex: Execution) -> None:
-        ex.realized = self.account.apply_fill(ex.order.symbol, ex.order.side, ex.price, ex.qty, ex.fee)
+        sym = ex.order.symbol
+        book = self._books.get(sym)
+        if not self.account.position(sym).qty and book is not None and book.next_funding_ts is not None:
+            if book.next_funding_ts <= ex.ts:  # a position opened after a funding time owes nothing for it
+                self.funded[sym] = max(self.funded.get(sym, -1), book.next_funding_ts)
+        ex.realized = self.account.apply_fill(sym, ex.order.side, ex.price, ex.qty, ex.fee)
 
     def _outcomes(self, outcomes, ts: int) -> list:
         out: list = []

@@ -243,6 +243,8 @@ class PaperVenue:
         qty = self._capped(order)
         if qty is None:
             return self._close(order, ts, "cancelled", "reduce-only: no position left to reduce")
+        if qty < order.left:  # a reduce-only taker larger than the position shrinks to it, as on Bybit
+            order.qty = order.filled + qty
         if inst.category == "dex":
             return self._swap(order, ts, book, qty, limit)
         levels = take(book, order.symbol, order.side, qty, limit, inst.tick_size, self.rules.fill, self.liquidity)
