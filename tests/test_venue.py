@@ -436,3 +436,18 @@ def test_an_order_whose_fields_do_not_fit_its_type_is_refused(bad):
     r = Run([order(1000, "a", "buy", "1", **bad)]).feed(tk(1000, "99", "100", "5", "5"))
     (d,) = r.of("decision")
     assert d.action == "reject"
+
+
+def test_a_position_opened_after_a_funding_time_owes_nothing_for_it_and_one_arriving_before_it_does():
+    t_fund = 3600 * 1000
+    late = Run([order(t_fund + 10, "a", "buy", "1")])  # the book still announces the past funding time
+    late.feed(tk(1000, "99", "100", "5", "5", funding=("0.001", t_fund)), tk(t_fund + 10, "99", "100", "5", "5"),
+              tk(t_fund + 20, "99", "100", "5", "5"), tk(t_fund + 30, "99", "100", "5", "5"))
+    assert late.of("fill") and late.of("funding") == []
+    # an order decided at 1000 with 1 h - 1 s of latency arrives before the funding time, processed at the first
+    # tick after it: it fills first, then pays funding
+    early = Run([order(1000, "a", "buy", "1")], latency_ms=t_fund - 2000)
+    early.feed(tk(1000, "99", "100", "5", "5", funding=("0.001", t_fund)), tk(t_fund + 5, "99", "100", "5", "5"),
+               tk(t_fund + 6, "99", "100", "5", "5"))
+    (f,) = early.of("funding")
+    assert f.amount == -(D("99.5") * D("0.001")) and early.of("fill")[0].ts == t_fund - 1000
