@@ -259,6 +259,8 @@ def audit_session(session: str, deposit: Decimal | None, fills: list[Fill], fund
                 check.compare(e.id, recorded[name], want[name], ts=e.ts)
     if out.after_last_equity:
         c["equity cash"].note = f"{out.after_last_equity} fills/funding after the last equity snapshot"
+    elif not rows and events:
+        c["equity cash"].note = "no equity snapshot yet"
     return out
 
 
@@ -280,6 +282,7 @@ class Archive:
     def __init__(self, data_dir: Path, url: str | None) -> None:
         self.client = None
         self.port = None
+        self.data_dir = data_dir
         info = _running(data_dir)
         if info and not url:
             self.port = info["sql_port"]
@@ -293,7 +296,16 @@ class Archive:
     def query(self, sql: str) -> dict:
         from infra.sql_endpoint import query_local, query_remote
 
-        return query_remote(self.port, sql, timeout=600) if self.port else query_local(self.client, sql)
+        if self.port:
+            import httpx
+
+            try:
+                return query_remote(self.port, sql, timeout=600)
+            except httpx.ConnectError:  # the run ended meanwhile: its data dir is free now
+                from infra.clickhouse import connect
+
+                self.port, self.client = None, connect(None, self.data_dir)
+        return query_local(self.client, sql)
 
     def close(self) -> None:
         if self.client is not None:

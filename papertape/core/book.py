@@ -129,6 +129,14 @@ class Book:
     def best_ask(self) -> Decimal | None:
         return _dec(self.ask)
 
+    def mark_f(self) -> float | None:
+        """mark() as a float, for cheap screens before an exact check."""
+        if self.mark_price is not None:
+            return float(self.mark_price)
+        if self.bid is not None and self.ask is not None:
+            return (float(self.bid) + float(self.ask)) / 2
+        return None if self.last is None else float(self.last)
+
     def mark(self) -> Decimal | None:
         """The venue's mark price when it sends one; else the mid of the top of book, or the last trade when
         there is no two-sided quote."""

@@ -132,15 +132,19 @@ def take(book: Book, symbol: str, side: str, qty: Decimal, limit: Decimal | None
 
 
 def queue_ahead(book: Book, side: str, price: Decimal) -> Decimal | None:
-    """The displayed size ahead of a new maker order at `price`: the level's size on its own side, 0 when it betters
+    """The displayed size ahead of a maker order at `price`: the level's size on its own side, 0 when it betters
     the touch, None when unknown (behind the touch without depth data: only trades through it count)."""
-    own = book.bids if side == "buy" else book.asks
-    best, shown = touch(book, "sell" if side == "buy" else "buy")  # own side's best: a seller meets the bid
-    if best is None or (price > best if side == "buy" else price < best):
+    best = book.bid if side == "buy" else book.ask
+    if best is None:
         return ZERO
-    if price == best and shown is not None:
+    p, b = float(price), float(best)  # exact for exchange prices (book.py)
+    if p > b if side == "buy" else p < b:
+        return ZERO
+    shown = book.bid_qty if side == "buy" else book.ask_qty
+    if p == b and shown is not None:
         return Decimal(shown)
+    own = book.bids if side == "buy" else book.asks
     if book.synced and own:
-        level = own.get(float(price))
+        level = own.get(p)
         return Decimal(level) if level is not None else ZERO
     return None

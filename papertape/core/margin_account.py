@@ -21,6 +21,7 @@ class MarginRules:
         self.cfg = cfg
         self.instruments = instruments
         self.fees = cfg.fee_schedule(instruments)
+        self._mmr: dict[str, float] = {}
 
     def leverage(self, symbol: str) -> Decimal:
         inst = self.instruments[symbol]
@@ -34,6 +35,12 @@ class MarginRules:
         if tiers:
             return (*tiers, m.RiskTier(UNLIMITED, tiers[-1].mmr, tiers[-1].mm_deduction, tiers[-1].max_leverage))
         return (m.RiskTier(UNLIMITED, 1 / (2 * inst.max_leverage), ZERO, inst.max_leverage),)
+
+    def _max_mmr(self, symbol: str) -> float:
+        rate = self._mmr.get(symbol)
+        if rate is None:
+            rate = self._mmr[symbol] = float(max(t.mmr for t in self.tiers(symbol)))
+        return rate
 
     def funding(self, qty: Decimal, mark: Decimal, rate: Decimal) -> Decimal:
         return m.funding_payment(qty, mark, rate)
@@ -110,6 +117,27 @@ class MarginRules:
         return qty
 
     # --- liquidation ---------------------------------------------------------------------------------------
+    def may_liquidate(self, account: Account, books: dict) -> bool:
+        """A float screen before the exact check: False only when every perpetual position (isolated) or the
+        account (cross) is more than 1% of its maintenance margin plus 1 settle unit away from it."""
+        cross_equity, cross_mm = float(account.cash), 0.0
+        for sym, p in account.positions.items():
+            book = books.get(sym)
+            mark = book.mark_f() if book is not None and p.qty else None
+            if mark is None:
+                continue
+            qty, cost = float(p.qty), float(p.cost)
+            upnl = qty * mark - cost
+            if self.instruments[sym].category != "linear":
+                cross_equity += upnl
+                continue
+            mm = abs(qty) * mark * self._max_mmr(sym)  # >= the tier's value x rate - deduction
+            if self.cfg.margin_mode == "isolated" and abs(cost) / float(self.leverage(sym)) + upnl <= mm * 1.01 + 1:
+                return True
+            cross_equity += upnl
+            cross_mm += mm
+        return self.cfg.margin_mode == "cross" and cross_mm > 0 and cross_equity <= cross_mm * 1.01 + 1
+
     def liquidations(self, account: Account, marks: dict[str, Decimal]) -> list[tuple]:
         """(symbol, closing side, qty, price, fee, fee rate) of each perpetual position the venue takes over now."""
         perps = {sym: p for sym, p in account.positions.items()

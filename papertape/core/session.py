@@ -107,14 +107,19 @@ class Session:
     def on_tick(self, tick, books: dict[str, Book]) -> list:
         self._books = books
         book = books[tick.symbol]
-        out = self._outcomes(self.venue.on_tick(tick, book), tick.ts)
-        if self.cfg.liquidation and self.account.positions:
+        out = self._outcomes(self.venue.on_tick(tick, book), tick.ts) if self.venue.orders else []
+        if self.cfg.liquidation and self._holds_perp(tick.symbol) and self.margin.may_liquidate(self.account, books):
             out += self._liquidations(tick.ts, books)
         for intent in self.strategy.on_tick(tick):
             out += self._decide(intent, tick.ts, books)
         return out
 
     # --- funding and liquidation ---------------------------------------------------------------------------
+    def _holds_perp(self, symbol: str) -> bool:
+        """Whether a mark move of `symbol` can liquidate: the session holds a perpetual position in it."""
+        pos = self.account.positions.get(symbol)
+        return pos is not None and bool(pos.qty) and self.instruments[symbol].category == "linear"
+
     def _funding_due(self, symbol: str) -> int | None:
         book = self._books.get(symbol)
         pos = self.account.positions.get(symbol)

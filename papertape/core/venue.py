@@ -72,6 +72,10 @@ class VenueOrder:
         return self.type in LIMIT_TYPES
 
     @property
+    def price_f(self) -> float:
+        return float(self.price)
+
+    @property
     def avg_price(self) -> Decimal | None:
         return self.cost / self.filled if self.filled else None
 
@@ -323,17 +327,19 @@ class PaperVenue:
     # --- resting orders and triggers, on each tick -----------------------------------------------------------
     def on_tick(self, tick, book: Book) -> list[Outcome]:
         """After the tick moved `book`: makers fill from its trades and quotes, then triggers fire."""
-        mine = [o for o in self.orders.values() if o.symbol == tick.symbol and o.status != "pending"]
+        symbol = tick.symbol
+        mine = [o for o in self.orders.values() if o.symbol == symbol and o.status != "pending"]
         if not mine:
             return []
         out: list[Outcome] = []
-        resting = sorted((o for o in mine if not o.waiting_trigger and o.is_limit),
-                         key=lambda o: (-o.price if o.side == "buy" else o.price, o.seq))
+        resting = [o for o in mine if not o.waiting_trigger and o.is_limit]
+        if len(resting) > 1:  # price, then time priority
+            resting.sort(key=lambda o: (-o.price if o.side == "buy" else o.price, o.seq))
         if resting:
             if tick.trades:
                 out += self._maker_trades(resting, tick.trades)
             out += self._maker_quotes(resting, tick.ts, book)
-        for order in sorted((o for o in mine if o.waiting_trigger), key=lambda o: o.seq):
+        for order in [o for o in mine if o.waiting_trigger]:  # dicts keep insertion order: by seq, as placed
             if order.id in self.orders:  # an OCO partner may have cancelled it
                 out += self._check_trigger(order, tick, book)
         return out
@@ -376,18 +382,18 @@ class PaperVenue:
         for order in resting:
             if order.id not in self.orders:
                 continue
-            if order.queue is not None:
+            if order.queue is None or order.queue > 0:
                 now = queue_ahead(book, order.side, order.price)
-                if now is not None and now < order.queue:
+                if now is not None and (order.queue is None or now < order.queue):
                     order.queue = now
-            elif book.synced or (book.bid if order.side == "buy" else book.ask) == _text(order.price):
-                order.queue = queue_ahead(book, order.side, order.price)
             if not fill.quote_through:
                 continue
-            opp = book.ask if order.side == "buy" else book.bid
-            shown = book.ask_qty if order.side == "buy" else book.bid_qty
-            if opp is None or (Decimal(opp) > order.price if order.side == "buy" else Decimal(opp) < order.price):
+            buy = order.side == "buy"
+            opp = book.ask if buy else book.bid
+            # float screen first (exact for exchange prices, see book.py), the Decimal only when it may cross
+            if opp is None or (float(opp) > order.price_f if buy else float(opp) < order.price_f):
                 continue
+            shown = book.ask_qty if buy else book.bid_qty
             cap = self._capped(order)
             if cap is None:
                 out += self._close(order, ts, "cancelled", "reduce-only: no position left to reduce")
@@ -542,6 +548,3 @@ class PaperVenue:
         heapq.heapify(self.pending)
         self.liquidity.load(d.get("liquidity", []))
 
-
-def _text(price: Decimal) -> str:
-    return format(price, "f")
