@@ -8,6 +8,7 @@ same ids, and every consumer drops repeats by id.
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from typing import Callable, Generic, TypeVar
@@ -17,6 +18,7 @@ import orjson
 
 
 S = TypeVar("S")
+log = logging.getLogger(__name__)
 
 
 class Checkpoints(Generic[S]):
@@ -38,6 +40,7 @@ class Checkpoints(Generic[S]):
         self.every_s = every_s
         self.held: dict[int, list] = defaultdict(list)  # events consumed but not yet covered by a snapshot
         self.saved_at: dict[int, float] = {}
+        self.resumed: set[tuple[int, str]] = set()  # (partition, topic) whose first fresh input was checked
 
         @app.on_partitions_assigned.connect
         async def check_later(app, assigned, **kwargs):
@@ -50,6 +53,7 @@ class Checkpoints(Generic[S]):
             saved = self._saved(partition)
             if current is None or (saved is not None and saved.progress() > current.progress()):
                 self.states[partition] = saved or self.make(partition)
+                self.resumed = {k for k in self.resumed if k[0] != partition}
         return self.states[partition]
 
     def _saved(self, partition: int) -> S | None:
@@ -68,18 +72,35 @@ class Checkpoints(Generic[S]):
             state = self.state(msg.partition)
             self.held[msg.partition].append(event)
             if not state.seen(msg.topic, msg.offset):
+                key = (msg.partition, msg.topic)
+                if key not in self.resumed:
+                    self.resumed.add(key)
+                    if msg.offset > 0 and not state.seen(msg.topic, msg.offset - 1):
+                        log.error("%s partition %d resumes %s at offset %d, past its snapshot: inputs were skipped",
+                                  self.table.name, msg.partition, msg.topic, msg.offset)
                 yield msg, state
 
     def due(self, partition: int) -> bool:
         return time.monotonic() - self.saved_at.get(partition, 0.0) >= self.every_s
 
     async def save(self, partition: int) -> None:
+        """Write the partition's snapshot; ack the events it covers only once the broker holds all of it.
+
+        `producer.flush()` alone is no such barrier: table writes go through Faust's send buffer, whose flush
+        gives up after 0.1 s without progress (ProducerBuffer.flush_atmost), and a snapshot's header waits
+        behind its chunk in the same changelog partition, so flush routinely returned with the header unsent.
+        The acks then let Kafka commit offsets past a snapshot the broker did not have: a worker killed in that
+        window came back with the previous snapshot, resumed at the committed offsets and silently skipped
+        every input in between. So each write's own future is awaited."""
         # default=list writes named tuples (ticks) as the JSON arrays they travel as
         value = orjson.dumps(self.states[partition].to_dict(), default=list)
+        writes = []
         for key, part in split_snapshot(value, partition, join_snapshot(self.table.get, partition, header=True)):
             self.table.data[key] = part
-            self.table.send_changelog(partition, key, part)
-        await self.app.producer.flush()
+            writes.append(self.table.send_changelog(partition, key, part))
+        await self.app.producer.flush()  # the outputs sent before this save, and the writes
+        for write in writes:
+            await write  # delivered (raises if the write failed: nothing is acked then)
         for event in self.held.pop(partition, []):
             event.ack()
         self.saved_at[partition] = time.monotonic()
