@@ -35,6 +35,13 @@ latency_ms = 120
 id = "script"
 strategy = "scripted"
 params = { orders = [
+  { at = 1723161258000, id = "rest-buy", symbol = "BTCUSDT", side = "buy", qty = "0.002", type = "limit", price = "61790.0" },
+  { at = 1723161258000, id = "stop", symbol = "BTCUSDT", side = "sell", qty = "0.001", type = "stop_market", trigger_price = "61800.0" },
+  { at = 1723161258000, id = "trail", symbol = "BTCUSDT", side = "sell", qty = "0.001", type = "trailing_stop", trail_amount = "15" },
+  { at = 1723161258000, id = "oco-a", symbol = "BTCUSDT", side = "sell", qty = "0.001", type = "limit", price = "61900.0", oco = "x" },
+  { at = 1723161258000, id = "oco-b", symbol = "BTCUSDT", side = "sell", qty = "0.001", type = "stop_market", trigger_price = "61795.0", oco = "x" },
+  { at = 1723161258000, id = "br", symbol = "BTCUSDT", side = "buy", qty = "0.001", stop_loss = "61790.0", take_profit = "61840.0" },
+  { at = 1723161258000, id = "gtd", symbol = "BTCUSDT", side = "buy", qty = "0.001", type = "limit", price = "61700.0", expire_ts = 1723161300000 },
   { at = 1723161266299, symbol = "BTCUSDT", side = "buy", qty = "0.003" },
   { at = 1723161300000, symbol = "ETHUSDT", side = "sell", qty = "0.2", type = "limit", price = "2660.00" },
   { at = 1723161320000, symbol = "BTCUSDT", side = "sell", qty = "0.003", reduce_only = true },
@@ -72,6 +79,12 @@ def test_sigkilled_worker_ends_with_the_results_of_an_uninterrupted_run(tmp_path
     assert r.returncode == 0, r.stdout + r.stderr
     expected = results(base)
     assert len(expected["fills"]) >= 6, "the scenario must trade"
+    events = sorted((int(r[0].rsplit(":", 1)[1]), r[0].split(":")[0], r[1]) for r in expected["order_events"])
+    ends = {oid: status for _, oid, status in events}  # an event id is order:status:n, n counting per order
+    # orders that rest from the tape's first seconds and end later, across the kill below
+    assert {k: ends[f"script-c-{k}"] for k in ("rest-buy", "stop", "trail", "oco-a", "oco-b", "gtd")} == {
+        "rest-buy": "filled", "stop": "filled", "trail": "filled", "oco-a": "cancelled", "oco-b": "filled",
+        "gtd": "expired"}, ends
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "papertape.cli", "run", "--config", str(cfg), "--data-dir",
