@@ -164,7 +164,7 @@ def test_the_audit_does_not_use_the_engine_code():
 CONFIG = """
 md_partitions = 2
 session_partitions = 2
-replay_seconds = 40
+replay_seconds = 32
 
 [[sessions]]
 id = "fast"
@@ -189,6 +189,7 @@ def papertape(*args, **kw):
     return subprocess.run([sys.executable, "-m", "papertape.cli", *args], capture_output=True, text=True, **kw)
 
 
+@pytest.mark.slow  # ~30 s: a 32 s replay through the real broker, worker and chdb, then four audits
 @pytest.mark.timeout(240)
 def test_audit_of_a_real_run_passes_and_catches_a_wrong_deposit_and_a_changed_fee(tmp_path):
     cfg = tmp_path / "papertape.toml"

@@ -5,12 +5,14 @@ accounting, fees, determinism and checkpoint/restore."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal as D
+from decimal import ROUND_HALF_UP
+from decimal import Decimal as D
 from fractions import Fraction
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, reject, settings
+from hypothesis import strategies as st
 
 import schemas as s
 from papertape.core.book import Book, price_text
@@ -19,9 +21,10 @@ from papertape.core.instruments import Instrument
 from papertape.core.session import SessionConfig
 
 TICK = D("0.1")
-X = Instrument("XUSDT", TICK, TICK, TICK, D("1"))
-Y = Instrument("YUSDT", TICK, TICK, TICK, D("1"))
-Z = Instrument("ZUSDT", TICK, TICK, TICK, D("1"))  # never quoted on any tape
+LOT = D("0.001")  # finer than the book's sizes, so fees and realized P&L need their rounding
+X = Instrument("XUSDT", TICK, LOT, LOT, D(1))
+Y = Instrument("YUSDT", TICK, LOT, LOT, D(1))
+Z = Instrument("ZUSDT", TICK, LOT, LOT, D(1))  # never quoted on any tape
 INSTRUMENTS = {i.symbol: i for i in (X, Y, Z)}
 TAKER, MAKER = D("0.00055"), D("0.0002")
 UNIT = D("0.00000001")
@@ -43,6 +46,10 @@ def qs(n: int) -> str:
     return format(D(n) * TICK, "f")
 
 
+def lots(n: int) -> str:
+    return format(D(n) * LOT, "f")
+
+
 def tk(symbol, ts, bid=None, ask=None, bq=None, aq=None, trades=(), depth=None, mark=None, funding=None):
     return s.Tick(symbol, ts, bid, ask, bq, aq, [s.TickTrade(ts, p, q, side) for p, q, side in trades], 0, mark,
                   "live", None, depth, funding)
@@ -54,6 +61,7 @@ class Market:
     ticks: list
     with_depth: bool
     first_quote: dict  # symbol -> ts of its first quote
+    mids: list  # XUSDT's mid price index after each tick
 
 
 @st.composite
@@ -82,21 +90,25 @@ def markets(draw) -> Market:
         return [[px(i), qs(q)] for i, q in sorted(side.items())]
 
     ticks: list = []
+    mids: list = []
     first_quote: dict = {}
     ts = 1000
     for _ in range(draw(st.integers(0, 2))):
         ticks.append(tk("YUSDT", ts, "49.9", "50.0", "5", "5"))
+        mids.append((max(bids) + min(asks)) // 2)
         first_quote.setdefault("YUSDT", ts)
         ts += draw(st.integers(1, 50))
     first_quote["XUSDT"] = ts
     ticks.append(tk("XUSDT", ts, *top(), depth=(levels(bids), levels(asks), True) if with_depth else None,
                     mark=None, funding=None))
+    mids.append((max(bids) + min(asks)) // 2)
     for _ in range(draw(st.integers(5, 35))):
         ts += draw(st.integers(1, 300))
-        kind = draw(st.sampled_from(["trade", "trade", "level", "level", "shift", "quiet", "y"]))
+        kind = draw(st.sampled_from(["trade", "trade", "print", "level", "level", "shift", "quiet", "y"]))
         if kind == "y":
             trades = [("50.0", "1", "buy")] if draw(st.booleans()) else []
             ticks.append(tk("YUSDT", ts, "49.9", "50.0", "5", "5", trades=trades))
+            mids.append(mids[-1])
             first_quote.setdefault("YUSDT", ts)
             continue
         before = top()
@@ -122,6 +134,9 @@ def markets(draw) -> Market:
                     if not book:
                         new = lvl + far * draw(st.integers(1, 3))
                         book[new] = ch[new] = draw(size)
+        elif kind == "print":  # hidden liquidity: a print between the touches that leaves the book as it is
+            bb, ba = max(bids), min(asks)
+            trades.append((px(draw(st.integers(bb, ba))), qs(draw(size)), draw(st.sampled_from(["buy", "sell"]))))
         elif kind == "level":
             side = draw(st.sampled_from(["bid", "ask"]))
             book, ch = (bids, bid_ch) if side == "bid" else (asks, ask_ch)
@@ -138,7 +153,7 @@ def markets(draw) -> Market:
                        else max(bids) + 1 + draw(st.integers(0, 6)))
                 book[lvl] = ch[lvl] = draw(size)
         elif kind == "shift":
-            k = draw(st.integers(-3, 3).filter(bool))
+            k = draw(st.sampled_from([-3, -2, -1, 1, 2, 3]))
             bids = {i + k: q for i, q in bids.items()}
             asks = {i + k: q for i, q in asks.items()}
             snapshot = True
@@ -157,39 +172,44 @@ def markets(draw) -> Market:
                        ts + draw(st.integers(1, 3000)))
         ticks.append(tk("XUSDT", ts, *(after if show_top else (None,) * 4), trades=trades, depth=depth, mark=mark,
                         funding=funding))
-    return Market(ticks, with_depth, first_quote)
+        mids.append(mid)
+    return Market(ticks, with_depth, first_quote, mids)
 
 
 # --- orders ---------------------------------------------------------------------------------------------------
-REF = {"XUSDT": 997, "YUSDT": 500, "ZUSDT": 1000}
-
-
 @st.composite
-def scripts(draw, t0: int, t1: int) -> list[dict]:
+def scripts(draw, times: list[int], mids: list[int]) -> list[dict]:
+    """Orders at random times (mostly at a tick's time, some before any quote), cancels and amends shortly after
+    the order they name."""
     items: list[dict] = []
     ids: list[str] = []
+    placed: dict[str, tuple[int, int]] = {}  # order -> (time, mid index then)
     for n in range(draw(st.integers(1, 14))):
-        at = draw(st.integers(t0 - 30, t1))
+        i = draw(st.integers(0, len(times) - 1))
+        at = times[i] + draw(st.sampled_from([0, 0, 0, 1, -1, -30]))
         kind = draw(st.sampled_from(["market", "market", "limit", "limit", "limit", "stop", "stop_limit",
-                                     "trailing", "cancel", "amend"]))
+                                     "trailing", "cancel", "amend", "amend"]))
         if kind in ("cancel", "amend"):
-            target = draw(st.sampled_from(ids + [f"{i}-sl" for i in ids] + [f"{i}-tp" for i in ids] + ["nope"]))
+            target = draw(st.sampled_from(ids * 4 + [f"{x}-sl" for x in ids] + [f"{x}-tp" for x in ids] + ["nope"]))
+            at0, ref = placed.get(target.removesuffix("-sl").removesuffix("-tp"), (at, mids[i]))
+            at = at0 + draw(st.integers(0, 600))
             if kind == "cancel":
                 items.append({"at": at, "cancel": target})
             else:
                 ch = draw(st.fixed_dictionaries({}, optional={
-                    "qty": st.integers(1, 30).map(qs), "price": st.integers(985, 1010).map(px),
-                    "trigger_price": st.integers(985, 1010).map(px)}))
-                items.append({"at": at, "amend": target, **(ch or {"qty": qs(draw(st.integers(1, 30)))})})
+                    "qty": st.integers(1, 3000).map(lots), "price": st.integers(ref - 12, ref + 12).map(px),
+                    "trigger_price": st.integers(ref - 12, ref + 12).map(px)}))
+                items.append({"at": at, "amend": target, **(ch or {"qty": lots(draw(st.integers(1, 3000)))})})
             continue
         oid = f"o{n}"
         ids.append(oid)
-        symbol = draw(st.sampled_from(["XUSDT"] * 6 + ["YUSDT", "ZUSDT"]))
-        ref = REF[symbol]
+        symbol = draw(st.sampled_from(["XUSDT"] * 10 + ["YUSDT", "ZUSDT"]))
+        ref = {"XUSDT": mids[i], "YUSDT": 500, "ZUSDT": 1000}[symbol]  # the mid when the order is placed
+        placed[oid] = (at, ref)
         side = draw(st.sampled_from(["buy", "sell"]))
-        o = {"at": at, "id": oid, "symbol": symbol, "side": side, "qty": qs(draw(st.integers(1, 30)))}
+        o = {"at": at, "id": oid, "symbol": symbol, "side": side, "qty": lots(draw(st.integers(1, 3000)))}
         price = st.integers(ref - 12, ref + 12).map(px)
-        if draw(st.integers(0, 3)) == 0:
+        if draw(st.integers(0, 5)) == 0:
             o["reduce_only"] = True
         if kind == "market":
             o["tif"] = draw(st.sampled_from(["GTC", "GTC", "IOC", "FOK"]))
@@ -219,7 +239,7 @@ def scripts(draw, t0: int, t1: int) -> list[dict]:
         if draw(st.integers(0, 3)) == 0:
             o["oco"] = draw(st.sampled_from(["g1", "g2"]))
         if draw(st.integers(0, 4)) == 0:
-            o["expire_ts"] = at + draw(st.integers(0, 1500))
+            o["expire_ts"] = at + draw(st.integers(0, 2000))
         items.append(o)
     return items
 
@@ -236,7 +256,7 @@ configs = st.fixed_dictionaries({
 @st.composite
 def cases(draw):
     m = draw(markets())
-    script = draw(scripts(m.ticks[0].ts, m.ticks[-1].ts))
+    script = draw(scripts([t.ts for t in m.ticks], m.mids))
     return m, script, draw(configs)
 
 
@@ -301,10 +321,13 @@ def shown_at(book: Book, side: str, price: D) -> str | None:
 
 
 def is_known_double_cancel(prev, e) -> bool:
-    """The known bug (see test_closing_a_position_cancels_each_reduce_only_order_once): an OCO partner already
-    cancelled is cancelled again when the position closes or is liquidated."""
-    return (prev.status == "cancelled" and e.status == "cancelled" and e.filled_qty == prev.filled_qty
-            and e.reason in ("position closed", "position liquidated"))
+    """The known bug (see test_an_oco_group_of_three_cancels_each_member_once and the two after it): an order an
+    OCO partner already cancelled is cancelled again from a list of orders taken before."""
+    return prev.status == "cancelled" and e.status == "cancelled" and e.filled_qty == prev.filled_qty
+
+
+def sim_realized(fills, symbol) -> D:
+    return sum((f.realized_pnl for f in fills if f.symbol == symbol), D(0))
 
 
 def check_run(sim: Sim, market: Market, cfg: dict) -> None:
@@ -322,6 +345,7 @@ def check_run(sim: Sim, market: Market, cfg: dict) -> None:
             sym, side, price = key
             if sym not in books or shown_at(books[sym], side, price) != taken[key][0]:
                 del taken[key]
+        last_position: dict[str, s.Position] = {}
         for m in msgs:
             if m.kind == "order_event":
                 oid = m.order_id
@@ -406,8 +430,11 @@ def check_run(sim: Sim, market: Market, cfg: dict) -> None:
                 assert m.qty == D(p[0].numerator) / D(p[0].denominator), (m, p)
                 assert m.amount == rhu(-m.qty * m.mark * m.rate) + 0, m
             elif m.kind == "position":
-                p = pos[m.symbol]
-                assert m.qty == D(p[0].numerator) / D(p[0].denominator), (m, p)
+                last_position[m.symbol] = m
+        for sym, m in last_position.items():  # each phase's last position message is the position after it
+            p = pos[sym]
+            assert m.qty == D(p[0].numerator) / D(p[0].denominator), (m, p)
+            assert m.realized_pnl == sim_realized(fills, sym), m
     finish = sim.out[len(recorded):]
     assert sim.out[:len(recorded)] == recorded
     # accounting identity (4)
@@ -428,25 +455,39 @@ def check_run(sim: Sim, market: Market, cfg: dict) -> None:
     assert eq.cash == acc.cash and eq.equity == acc.cash + unreal, (eq, acc.cash, unreal)
     for oid, ev in last_event.items():
         assert filled.get(oid, D(0)) == ev.filled_qty
+    for what in sorted({f"fill {f.liquidity} {f.exec_type}" for f in fills} | {f"event {e.status}" for e in
+                        sim.of("order_event")} | {"funding"} & {m.kind for m in sim.out} | {"alert"} &
+                       {m.kind for m in sim.out}):
+        event(what)
 
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+FAST = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                            HealthCheck.data_too_large])
+
+
+def run(script, cfg, ticks, record=False, end=True) -> Sim:
+    sim = Sim(script, cfg, record=record)
+    try:
+        return sim.feed(ticks, end=end)
+    except KeyError as exc:  # the known crash, see test_an_oco_partner_that_has_not_arrived_yet_does_not_crash
+        if str(exc).startswith("'t-c-"):
+            reject()
+        raise
 
 
 @FAST
 @given(cases())
 def test_orders_fills_liquidity_fees_and_accounting_hold_on_random_markets(case):
     market, script, cfg = case
-    sim = Sim(script, cfg, record=True).feed(market.ticks, end=True)
+    sim = run(script, cfg, market.ticks, record=True)
     check_run(sim, market, cfg)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(cases(), st.data())
 def test_the_same_tape_is_byte_identical_and_a_restored_engine_continues_exactly(case, data):
     market, script, cfg = case
-    whole = Sim(script, cfg).feed(market.ticks, end=True)
+    whole = run(script, cfg, market.ticks)
     again = Sim(script, cfg).feed(market.ticks, end=True)
     assert dumps(whole.out) == dumps(again.out)
     cut = data.draw(st.integers(1, len(market.ticks)), label="cut")
@@ -470,6 +511,17 @@ def quote(ts, **kw):
 
 def events(sim, suffix):
     return [(e.status, e.reason) for e in sim.of("order_event") if e.order_id.endswith(suffix)]
+
+
+@pytest.mark.xfail(strict=True, reason="venue.py:454 _oco_cancel closes every member of a list taken before the "
+                                       "first close, whose own OCO cancel already closed the others: a second "
+                                       "'cancelled' event after the final one")
+def test_an_oco_group_of_three_cancels_each_member_once():
+    sim = Sim([order(1000, "a", "buy", "1", type="limit", price="95", oco="g"),
+               order(1000, "b", "buy", "1", type="limit", price="96", oco="g"),
+               order(1001, "c", "buy", "1", oco="g")], {"latency_ms": 0})
+    sim.feed([quote(1000), quote(1001), quote(1002)])
+    assert [s_ for s_, _ in events(sim, "-b")] == ["new", "cancelled"]
 
 
 @pytest.mark.xfail(strict=True, reason="session.py:300-302 iterates a snapshot of the open orders: a reduce-only "
@@ -502,3 +554,20 @@ def test_a_trailing_stop_with_an_activation_price_never_fires_before_it_is_reach
                      reduce_only=True)], {"latency_ms": 0})
     sim.feed([quote(1000), quote(1001), tk("XUSDT", 1002, trades=[("98", "1", "sell")]), quote(1003)])
     assert [s_ for s_, _ in events(sim, "-tr")] == ["new"]
+
+
+@pytest.mark.xfail(strict=True, reason="venue.py:454 _oco_cancel also closes (and removes) a group member still "
+                                       "pending arrival, so on_time raises KeyError at venue.py:188 when it arrives")
+def test_an_oco_partner_that_has_not_arrived_yet_does_not_crash():
+    sim = Sim([order(1000, "a", "buy", "1", oco="g"), order(1000, "b", "buy", "1", oco="g")], {"latency_ms": 0})
+    sim.feed([quote(1000), quote(1001)])
+    assert [s_ for s_, _ in events(sim, "-a")] == ["new", "filled"]
+
+
+@pytest.mark.xfail(strict=True, reason="session.py:327 builds each fill's position message from the account after "
+                                       "every execution of the instant was booked, not after that fill")
+def test_each_fill_position_message_is_the_position_after_that_fill():
+    sim = Sim([order(1000, "a", "buy", "1"), order(1000, "b", "sell", "0.3"), order(1000, "c", "sell", "0.3")],
+              {"latency_ms": 0})
+    sim.feed([quote(1000), quote(1001)])
+    assert [m.qty for m in sim.of("position")] == [D(1), D("0.7"), D("0.4")]

@@ -170,6 +170,6 @@ def test_an_isolated_100x_long_is_liquidated_at_the_first_mark_past_its_liquidat
     assert D(liq["realized_pnl"]) == cents(-p * q / 100)  # the whole initial margin
     (eq,) = sql(run, "SELECT cash FROM equity WHERE session = 'iso' ORDER BY ts DESC LIMIT 1")
     assert D(eq["cash"]) == 1000 - D(entry["fee"]) - cents(p * q / 100) - D(liq["fee"])
-    ts = sql(run, f"SELECT toUnixTimestamp64Milli(ts) AS t FROM fills WHERE session = 'iso' AND "
-                  f"exec_type = 'liquidation'")
+    ts = sql(run, "SELECT toUnixTimestamp64Milli(ts) AS t FROM fills WHERE session = 'iso' AND "
+                  "exec_type = 'liquidation'")
     assert int(ts[0]["t"]) == first
