@@ -6,13 +6,28 @@ and other non-JSON values are rendered as strings. A failing query -> HTTP 400 w
 from __future__ import annotations
 
 import json
+import os
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 from aiohttp import web
 
 from infra.clickhouse import call, client_lock
+
+RUN_FILE = "run.json"  # in the data directory while `papertape run` owns it: {"pid", "sql_port", ...}
+
+
+def running(data_dir: Path) -> dict | None:
+    """run.json of the process that owns the embedded ClickHouse of `data_dir`, if it is alive."""
+    try:
+        info = json.loads((data_dir / RUN_FILE).read_text())
+        os.kill(info["pid"], 0)
+        return info
+    except (OSError, ValueError, KeyError):
+        return None
+
 
 
 class SqlError(RuntimeError):

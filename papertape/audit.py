@@ -22,13 +22,14 @@ The deposits come from `--config` if given, else from the settings the run's wor
 from __future__ import annotations
 
 import json
-import os
 import sys
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Context, Decimal, localcontext
 from pathlib import Path
 from typing import Any, Iterable
+
+from infra.sql_endpoint import running
 
 ZERO = Decimal(0)
 UNIT = Decimal("0.00000001")  # the settle coin's smallest unit
@@ -266,16 +267,6 @@ def audit_session(session: str, deposit: Decimal | None, fills: list[Fill], fund
 
 # --- reading the archive ---------------------------------------------------------------------------------------
 
-def _running(data_dir: Path) -> dict | None:
-    """run.json of the process that owns the embedded ClickHouse, if it is alive."""
-    try:
-        info = json.loads((data_dir / "run.json").read_text())
-        os.kill(info["pid"], 0)
-        return info
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 class Archive:
     """SQL on the history: the running process's endpoint, a ClickHouse server, or the embedded data dir."""
 
@@ -283,7 +274,7 @@ class Archive:
         self.client = None
         self.port = None
         self.data_dir = data_dir
-        info = _running(data_dir)
+        info = running(data_dir)
         if info and not url:
             self.port = info["sql_port"]
             return

@@ -10,6 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from infra.sql_endpoint import running
 from papertape.config import Settings, load_settings
 
 
@@ -265,19 +266,10 @@ def cmd_recorder(args) -> int:
     return 0
 
 
-def _running(data_dir: Path) -> dict | None:
-    try:
-        info = json.loads((data_dir / "run.json").read_text())
-        os.kill(info["pid"], 0)
-        return info
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def _query(data_dir: Path, query: str) -> dict:
     from infra.sql_endpoint import query_local, query_remote
 
-    info = _running(data_dir)
+    info = running(data_dir)
     if info and not os.environ.get("CLICKHOUSE_URL"):
         return query_remote(info["sql_port"], query)
     from infra.clickhouse import connect
@@ -306,7 +298,7 @@ def cmd_status(args) -> int:
     from infra.sql_endpoint import format_table
 
     settings = _settings(args)
-    info = _running(settings.data_dir)
+    info = running(settings.data_dir)
     print(f"run in progress (pid {info['pid']}, broker {info['bootstrap']})" if info else "no run in progress")
     if not (settings.data_dir / "clickhouse").exists() and not os.environ.get("CLICKHOUSE_URL"):
         print(f"no history in {settings.data_dir}")

@@ -19,12 +19,10 @@ from aiokafka import AIOKafkaProducer
 import schemas as s
 from infra.broker import EmbeddedBroker, die_with_parent, ensure_topics
 from infra.clickhouse import connect, migrate
-from infra.sql_endpoint import query_local, serve
+from infra.sql_endpoint import RUN_FILE, query_local, serve
 from papertape.config import Settings
 from streams.alerts import AlertFanout, AlertRelay, ConsoleChannel, WebhookChannel
 from streams.recorder import Recorder
-
-RUN_FILE = "run.json"
 
 
 class FinishWatch:
