@@ -10,8 +10,7 @@ from decimal import Decimal as D
 from fractions import Fraction
 
 import orjson
-import pytest
-from hypothesis import HealthCheck, event, given, reject, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import schemas as s
@@ -320,12 +319,6 @@ def shown_at(book: Book, side: str, price: D) -> str | None:
     return touch_qty
 
 
-def is_known_double_cancel(prev, e) -> bool:
-    """The known bug (see test_an_oco_group_of_three_cancels_each_member_once and the two after it): an order an
-    OCO partner already cancelled is cancelled again from a list of orders taken before."""
-    return prev.status == "cancelled" and e.status == "cancelled" and e.filled_qty == prev.filled_qty
-
-
 def sim_realized(fills, symbol) -> D:
     return sum((f.realized_pnl for f in fills if f.symbol == symbol), D(0))
 
@@ -345,12 +338,10 @@ def check_run(sim: Sim, market: Market, cfg: dict) -> None:
             sym, side, price = key
             if sym not in books or shown_at(books[sym], side, price) != taken[key][0]:
                 del taken[key]
-        last_position: dict[str, s.Position] = {}
         for m in msgs:
             if m.kind == "order_event":
                 oid = m.order_id
-                if oid in closed:
-                    assert is_known_double_cancel(closed[oid], m), (closed[oid], m)
+                assert oid not in closed, (closed[oid], m)  # a final state is the order's last event
                 prev = last_event.get(oid)
                 got = filled.get(oid, D(0))
                 assert m.filled_qty == got, (m, got)
@@ -429,12 +420,10 @@ def check_run(sim: Sim, market: Market, cfg: dict) -> None:
                 p = pos.get(m.symbol, [Fraction(0)])
                 assert m.qty == D(p[0].numerator) / D(p[0].denominator), (m, p)
                 assert m.amount == rhu(-m.qty * m.mark * m.rate) + 0, m
-            elif m.kind == "position":
-                last_position[m.symbol] = m
-        for sym, m in last_position.items():  # each phase's last position message is the position after it
-            p = pos[sym]
-            assert m.qty == D(p[0].numerator) / D(p[0].denominator), (m, p)
-            assert m.realized_pnl == sim_realized(fills, sym), m
+            elif m.kind == "position":  # the position right after the fill before it
+                p = pos[m.symbol]
+                assert m.qty == D(p[0].numerator) / D(p[0].denominator), (m, p)
+                assert m.realized_pnl == sim_realized(fills, m.symbol), m
     finish = sim.out[len(recorded):]
     assert sim.out[:len(recorded)] == recorded
     # accounting identity (4)
@@ -467,12 +456,7 @@ FAST = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthC
 
 def run(script, cfg, ticks, record=False, end=True) -> Sim:
     sim = Sim(script, cfg, record=record)
-    try:
-        return sim.feed(ticks, end=end)
-    except KeyError as exc:  # the known crash, see test_an_oco_partner_that_has_not_arrived_yet_does_not_crash
-        if str(exc).startswith("'t-c-"):
-            reject()
-        raise
+    return sim.feed(ticks, end=end)
 
 
 @FAST
@@ -513,9 +497,6 @@ def events(sim, suffix):
     return [(e.status, e.reason) for e in sim.of("order_event") if e.order_id.endswith(suffix)]
 
 
-@pytest.mark.xfail(strict=True, reason="venue.py:454 _oco_cancel closes every member of a list taken before the "
-                                       "first close, whose own OCO cancel already closed the others: a second "
-                                       "'cancelled' event after the final one")
 def test_an_oco_group_of_three_cancels_each_member_once():
     sim = Sim([order(1000, "a", "buy", "1", type="limit", price="95", oco="g"),
                order(1000, "b", "buy", "1", type="limit", price="96", oco="g"),
@@ -524,9 +505,6 @@ def test_an_oco_group_of_three_cancels_each_member_once():
     assert [s_ for s_, _ in events(sim, "-b")] == ["new", "cancelled"]
 
 
-@pytest.mark.xfail(strict=True, reason="session.py:300-302 iterates a snapshot of the open orders: a reduce-only "
-                                       "OCO partner already cancelled by the first one's OCO is cancelled again "
-                                       "(a second final event; venue.py:524-526 does the same on liquidation)")
 def test_closing_a_position_cancels_each_reduce_only_order_once():
     sim = Sim([order(1000, "e", "buy", "1", stop_loss="90", take_profit="110"), order(1001, "out", "sell", "1")],
               {"latency_ms": 0})
@@ -534,7 +512,6 @@ def test_closing_a_position_cancels_each_reduce_only_order_once():
     assert events(sim, "-e-tp") == [("new", "bracket of t-c-e"), ("cancelled", "OCO: t-c-e-sl was cancelled")]
 
 
-@pytest.mark.xfail(strict=True, reason="venue.py:524-526: liquidation cancels an OCO partner a second time")
 def test_a_liquidation_cancels_each_open_order_once():
     sim = Sim([order(1000, "a", "buy", "1"),
                order(1000, "l1", "buy", "0.1", type="limit", price="90", oco="g"),
@@ -545,8 +522,6 @@ def test_a_liquidation_cancels_each_open_order_once():
     assert [s_ for s_, _ in events(sim, "-l2")] == ["new", "cancelled"]
 
 
-@pytest.mark.xfail(strict=True, reason="venue.py:210 sets a trailing stop's peak on arrival even when it has an "
-                                       "activation_price, so _fires (venue.py:376) never waits for activation")
 def test_a_trailing_stop_with_an_activation_price_never_fires_before_it_is_reached():
     # a sell trailing 1 behind, active only once the last price reaches 110: at 98 it must not fire
     sim = Sim([order(1000, "e", "buy", "1"),
@@ -556,16 +531,12 @@ def test_a_trailing_stop_with_an_activation_price_never_fires_before_it_is_reach
     assert [s_ for s_, _ in events(sim, "-tr")] == ["new"]
 
 
-@pytest.mark.xfail(strict=True, reason="venue.py:454 _oco_cancel also closes (and removes) a group member still "
-                                       "pending arrival, so on_time raises KeyError at venue.py:188 when it arrives")
 def test_an_oco_partner_that_has_not_arrived_yet_does_not_crash():
     sim = Sim([order(1000, "a", "buy", "1", oco="g"), order(1000, "b", "buy", "1", oco="g")], {"latency_ms": 0})
     sim.feed([quote(1000), quote(1001)])
     assert [s_ for s_, _ in events(sim, "-a")] == ["new", "filled"]
 
 
-@pytest.mark.xfail(strict=True, reason="session.py:327 builds each fill's position message from the account after "
-                                       "every execution of the instant was booked, not after that fill")
 def test_each_fill_position_message_is_the_position_after_that_fill():
     sim = Sim([order(1000, "a", "buy", "1"), order(1000, "b", "sell", "0.3"), order(1000, "c", "sell", "0.3")],
               {"latency_ms": 0})

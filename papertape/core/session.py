@@ -1,6 +1,7 @@
 """One paper-trading session: its account, venue and strategy, driven tick by tick in event time."""
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -301,6 +302,7 @@ class Session:
             if book.next_funding_ts <= ex.ts:  # a position opened after a funding time owes nothing for it
                 self.funded[sym] = max(self.funded.get(sym, -1), book.next_funding_ts)
         ex.realized = self.account.apply_fill(sym, ex.order.side, ex.price, ex.qty, ex.fee)
+        ex.position = replace(self.account.position(sym))
 
     def _outcomes(self, outcomes, ts: int) -> list:
         out: list = []
@@ -329,7 +331,7 @@ class Session:
                       side=o.side, price=ex.price, qty=ex.qty, liquidity=ex.liquidity, fee_rate=ex.fee_rate,
                       fee=ex.fee, realized_pnl=ex.realized, settle_coin=self.account.settle_coin,
                       exec_type=ex.exec_type)
-        pos = self.account.position(o.symbol)
+        pos = ex.position
         book = self._books.get(o.symbol)
         mark = book.mark() if book else None
         position = s.Position(id=f"{fill.id}:p", ts=ex.ts, session=self.cfg.id, symbol=o.symbol, qty=pos.qty,

@@ -22,6 +22,7 @@ from .fill_model import FillSettings, Liquidity, queue_ahead, take
 from .instruments import Instrument
 
 ZERO = Decimal(0)
+FINAL = ("filled", "cancelled", "rejected", "expired")
 LIMIT_TYPES = ("limit", "stop_limit", "take_profit_limit")
 TRIGGER_TYPES = ("stop_market", "stop_limit", "take_profit_market", "take_profit_limit", "trailing_stop")
 _DECIMALS = ("qty", "price", "filled", "cost", "trigger_price", "trail_amount", "trail_percent", "activation_price",
@@ -104,6 +105,7 @@ class Execution:
     fee: Decimal
     exec_type: str = "trade"
     realized: Decimal = ZERO  # set by the account when it books the fill
+    position: object = None  # the account's position in the symbol right after this fill (set with realized)
 
 
 @dataclass(frozen=True)
@@ -189,8 +191,9 @@ class PaperVenue:
                 return out
             _, seq, action, oid, changes = heapq.heappop(self.pending)
             if action == "new":
-                order = self.orders[oid]
-                out += self._arrive(order, books.get(order.symbol))
+                order = self.orders.get(oid)
+                if order is not None:  # None: an OCO partner cancelled it on its way
+                    out += self._arrive(order, books.get(order.symbol))
             elif action == "cancel":
                 out += self._cancel(oid, arrival)
             else:
@@ -210,7 +213,7 @@ class PaperVenue:
             if problem:
                 return self._close(order, ts, "rejected", problem)
             order.status = "new"
-            if order.type == "trailing_stop":
+            if order.type == "trailing_stop" and order.activation_price is None:
                 order.peak = self._trigger_prices(order, book, None)[-1]
             return [self._event(order, ts, "new")]
         return self._work(order, ts, book, arriving=True)
@@ -509,6 +512,8 @@ class PaperVenue:
         return out
 
     def _close(self, order: VenueOrder, ts: int, status: str, reason: str) -> list[Outcome]:
+        if order.status in FINAL:  # already closed by a link (OCO, bracket, a closed position) in this instant
+            return []
         self.orders.pop(order.id, None)
         order.status = status
         out: list[Outcome] = [self._event(order, ts, status, reason)]
