@@ -6,8 +6,11 @@ import orjson
 import pytest
 
 import schemas as s
+from papertape.config import Settings
 from papertape.core.engine import Engine
 from papertape.core.instruments import Instrument
+from papertape.core.margin import maintenance_margin
+from papertape.core.margin_account import MarginRules
 from papertape.core.session import SessionConfig
 
 X = Instrument("XUSDT", D("0.1"), D("0.1"), D("0.1"), D("1"))  # tick 0.1, lot 0.1, max leverage 100
@@ -451,3 +454,14 @@ def test_a_position_opened_after_a_funding_time_owes_nothing_for_it_and_one_arri
                tk(t_fund + 6, "99", "100", "5", "5"))
     (f,) = early.of("funding")
     assert f.amount == -(D("99.5") * D("0.001")) and early.of("fill")[0].ts == t_fund - 1000
+
+
+def test_an_instruments_risk_tiers_set_its_maintenance_margin():
+    # tier 1 up to 1,000 of value at 1%, then 2% less a 10 deduction: a 1,500 position needs 1,500 x 2% - 10 = 20
+    tiers = ({"limit": "1000", "mmr": "0.01", "mm_deduction": "0", "max_leverage": "50"},
+             {"limit": "5000", "mmr": "0.02", "mm_deduction": "10", "max_leverage": "25"})
+    inst = Settings(instruments=[{"symbol": "XUSDT", "tick_size": "0.1", "lot_step": "0.1", "min_qty": "0.1",
+                                  "min_notional": "1", "risk_tiers": tiers}]).instruments[0]
+    rules = MarginRules(SessionConfig(id="t"), {"XUSDT": inst})
+    assert maintenance_margin(D(1500), rules.tiers("XUSDT")) == D(20)
+    assert maintenance_margin(D(10_000), rules.tiers("XUSDT")) == D(10_000) * D("0.02") - 10  # beyond the table

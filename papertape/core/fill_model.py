@@ -26,7 +26,7 @@ class FillSettings(BaseModel):
     queue_position: bool = True  # a maker at a price fills after the volume ahead of it; off: at the first print
     partial_fills: bool = True  # makers fill only the traded or displayed volume; off: whole on the first fill
     quote_through: bool = True  # a maker fills when the opposite quote reaches its price
-    max_slippage_bps: Decimal = Field(default=Decimal(500), ge=0)  # takers never trade further from the touch; 0: no cap
+    max_slippage_bps: Decimal = Field(default=Decimal(500), ge=0)  # takers stay this close to the touch; 0: no cap
     assumed_spread_bps: Decimal = Field(default=Decimal(2), ge=0)  # when only a last price is known
 
 

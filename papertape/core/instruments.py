@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 
+from .margin import RiskTier
+
 
 @dataclass(frozen=True)
 class Instrument:
@@ -20,6 +22,7 @@ class Instrument:
     base_coin: str = ""
     quote_coin: str = ""
     status: str = "Trading"
+    risk_tiers: tuple[RiskTier, ...] = ()  # Bybit's risk limit table; empty: one tier from max_leverage (margin)
 
     def round_qty_down(self, qty: Decimal) -> Decimal:
         return (qty / self.lot_step).to_integral_value(rounding=ROUND_DOWN) * self.lot_step

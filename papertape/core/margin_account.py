@@ -31,7 +31,7 @@ class MarginRules:
         """The instrument's risk tiers; without a table, one tier whose maintenance rate is half the initial rate
         at the maximum leverage (Bybit's first tiers: 100x -> 0.5%, 50x -> 1%, 25x -> 2%)."""
         inst = self.instruments[symbol]
-        tiers = getattr(inst, "risk_tiers", ()) or ()
+        tiers = inst.risk_tiers
         if tiers:
             return (*tiers, m.RiskTier(UNLIMITED, tiers[-1].mmr, tiers[-1].mm_deduction, tiers[-1].max_leverage))
         return (m.RiskTier(UNLIMITED, 1 / (2 * inst.max_leverage), ZERO, inst.max_leverage),)

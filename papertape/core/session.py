@@ -158,11 +158,8 @@ class Session:
         for sym, side, qty, price, fee, rate in self.margin.liquidations(self.account, self._marks(books)):
             self.seq += 1
             oid = f"{self.cfg.id}-liq-{self.seq}"
-            outcomes = self.venue.liquidate(sym, side, qty, price, fee, rate, ts, oid, self.seq)
-            for oc in outcomes:
-                if isinstance(oc, Execution):
-                    oc.order.session = self.cfg.id
-            out += self._outcomes(outcomes, ts)
+            taken = self.venue.liquidate(self.cfg.id, sym, side, qty, price, fee, rate, ts, oid, self.seq)
+            out += self._outcomes(taken, ts)
             out.append(s.Alert(id=f"alert:{oid}", ts=ts, severity="critical", source="venue", session=self.cfg.id,
                                title=f"{sym} position liquidated",
                                text=f"{self.cfg.id}: {qty} {sym} closed at {price} ({self.cfg.margin_mode} margin "
@@ -321,7 +318,7 @@ class Session:
         for sym in sorted(flat):  # a closed position takes its reduce-only orders (TP/SL) with it, as on Bybit
             for order in self.venue.open_orders(sym):
                 if order.reduce_only and order.status != "pending" and not self.account.position(sym).qty:
-                    out += self._outcomes(self.venue._close(order, ts, "cancelled", "position closed"), ts)
+                    out += self._outcomes(self.venue.cancel_now(order, ts, "position closed"), ts)
         return out
 
     def _fill(self, ex: Execution) -> list:

@@ -233,7 +233,7 @@ class PaperVenue:
             return out + self._close(order, ts, "cancelled", "FOK: not enough liquidity for the whole quantity")
         if not order.is_limit or crosses:
             out += self._take(order, ts, book, limit)
-        if order.status in ("filled", "cancelled", "rejected"):
+        if order.status in FINAL:
             return out
         if not order.is_limit:
             reason = "no liquidity within the slippage cap" if self.rules.fill.max_slippage_bps else "no liquidity"
@@ -479,6 +479,10 @@ class PaperVenue:
             out.append(self._event(child, ts, "new", f"bracket of {entry.id}"))
         return out
 
+    def cancel_now(self, order: VenueOrder, ts: int, reason: str) -> list[Outcome]:
+        """The venue itself cancels an open order (a closed position takes its reduce-only orders with it)."""
+        return self._close(order, ts, "cancelled", reason)
+
     def _cancel(self, oid: str, ts: int) -> list[Outcome]:
         order = self.orders.get(oid)
         if order is None or order.status == "pending":
@@ -530,14 +534,14 @@ class PaperVenue:
                             order.filled, order.avg_price)
 
     # --- liquidation -----------------------------------------------------------------------------------------
-    def liquidate(self, symbol: str, side: str, qty: Decimal, price: Decimal, fee: Decimal, fee_rate: Decimal,
-                  ts: int, oid: str, seq: int) -> list[Outcome]:
+    def liquidate(self, session: str, symbol: str, side: str, qty: Decimal, price: Decimal, fee: Decimal,
+                  fee_rate: Decimal, ts: int, oid: str, seq: int) -> list[Outcome]:
         """The venue takes over a position: cancels the symbol's orders and closes it with a liquidation fill."""
         out: list[Outcome] = []
         for order in self.open_orders(symbol):
             if order.status != "pending":
                 out += self._close(order, ts, "cancelled", "position liquidated")
-        order = VenueOrder(oid, "", symbol, side, "market", qty, None, "IOC", True, ts, seq, status="new")
+        order = VenueOrder(oid, session, symbol, side, "market", qty, None, "IOC", True, ts, seq, status="new")
         out += self._execute(order, ts, price, qty, "taker", (fee_rate, fee), "liquidation")
         order.status = "filled"
         return out + [self._event(order, ts, "filled", "liquidation")]
