@@ -9,7 +9,8 @@ from decimal import Decimal
 
 from . import margin as m
 from .account import Account
-from .dex import swap
+from .dex import gas_cost, swap
+from .fees import FeeSchedule
 from .instruments import Instrument
 
 ZERO = Decimal(0)
@@ -17,10 +18,10 @@ UNLIMITED = Decimal(10) ** 30
 
 
 class MarginRules:
-    def __init__(self, cfg, instruments: dict[str, Instrument]) -> None:
+    def __init__(self, cfg, instruments: dict[str, Instrument], fees: FeeSchedule | None = None) -> None:
         self.cfg = cfg
         self.instruments = instruments
-        self.fees = cfg.fee_schedule(instruments)
+        self.fees = fees or cfg.fee_schedule(instruments)
         self._mmr: dict[str, float] = {}
 
     def leverage(self, symbol: str) -> Decimal:
@@ -77,7 +78,7 @@ class MarginRules:
                 cost = swap("buy", order.left, price, dex.depth(order.symbol), dex.pool_fee).quote_amount
             except ValueError as exc:
                 return f"the pool cannot fill it: {exc}"
-            cost += dex.gas_usd.get(dex.chain_of(order.symbol), ZERO)
+            cost += gas_cost(dex, order.symbol)
         else:
             cost = order.left * price * (1 + self.fees.rate(order.symbol, "taker"))
         free = self.free_balance(account, others, {})

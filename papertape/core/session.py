@@ -18,7 +18,7 @@ from .fill_model import FillSettings
 from .instruments import Instrument
 from .margin_account import MarginRules
 from .strategy import AmendIntent, CancelIntent, PlaceOrder, Strategy, Target, make_strategy
-from .venue import Execution, PaperVenue, Refusal, StatusChange, VenueOrder, VenueRules
+from .venue import REQUEST_FIELDS, Execution, PaperVenue, Refusal, StatusChange, VenueOrder, VenueRules
 
 
 class SessionConfig(BaseModel):
@@ -63,7 +63,7 @@ class Session:
         self.instruments = instruments
         self.account = Account(cfg.balance, cfg.settle_coin)
         self.fees = cfg.fee_schedule(instruments)
-        self.margin = MarginRules(cfg, instruments)
+        self.margin = MarginRules(cfg, instruments, self.fees)
         self.venue = PaperVenue(VenueRules(self.fees, cfg.fill, cfg.dex), instruments,
                                 lambda sym: self.account.position(sym).qty, self._book_fill, self._admit)
         self.strategy: Strategy = make_strategy(cfg.strategy, cfg.params)
@@ -123,10 +123,9 @@ class Session:
 
     def _funding_due(self, symbol: str) -> int | None:
         book = self._books.get(symbol)
-        pos = self.account.positions.get(symbol)
-        if book is None or book.next_funding_ts is None or pos is None or not pos.qty:
+        if book is None or book.next_funding_ts is None or not self._holds_perp(symbol):
             return None
-        if self.instruments[symbol].category != "linear" or book.next_funding_ts <= self.funded.get(symbol, -1):
+        if book.next_funding_ts <= self.funded.get(symbol, -1):
             return None
         return book.next_funding_ts
 
@@ -208,9 +207,7 @@ class Session:
         if isinstance(intent, CancelIntent):
             self.venue.cancel(oid, ts + self.cfg.latency_ms, self.seq)
         else:
-            changes = {k: None if v is None else str(v) for k, v in
-                       (("qty", intent.qty), ("price", intent.price), ("trigger_price", intent.trigger_price))}
-            self.venue.amend(oid, changes, ts + self.cfg.latency_ms, self.seq)
+            self.venue.amend(oid, _amend_changes(intent), ts + self.cfg.latency_ms, self.seq)
         action = "cancel" if isinstance(intent, CancelIntent) else "amend"
         return [s.Decision(id=f"{self.cfg.id}-{self.seq}:d", ts=ts, session=self.cfg.id,
                            symbol=order.symbol if order else "UNKNOWN", action=action, reasoning=intent.reasoning,
@@ -232,11 +229,10 @@ class Session:
                            reasoning=reasoning, confidence=confidence, features=features, order_id=oid)]
 
     def _venue_order(self, oid: str, o, arrival: int, seq: int) -> VenueOrder:
-        """A venue order from a PlaceOrder intent or a schemas.Order (they share the order fields)."""
-        return VenueOrder(oid, self.cfg.id, o.symbol, o.side, o.type, o.qty, o.price, o.tif, o.reduce_only, arrival,
-                          seq, o.trigger_price, o.trigger_by, o.trail_amount, o.trail_percent, o.activation_price,
-                          o.expire_ts, None if o.oco is None else f"{self.cfg.id}:{o.oco}", o.stop_loss,
-                          o.take_profit)
+        """A venue order from a PlaceOrder intent or a schemas.Order (they share REQUEST_FIELDS)."""
+        return VenueOrder(id=oid, session=self.cfg.id, arrival=arrival, seq=seq,
+                          oco=None if o.oco is None else f"{self.cfg.id}:{o.oco}",
+                          **{f: getattr(o, f) for f in REQUEST_FIELDS})
 
     def submit_external(self, msg, now: int, feed_status: str = "live") -> list:
         """An order, cancel or amend from the orders topic: it reaches the venue `latency_ms` after it is seen.
@@ -248,9 +244,7 @@ class Session:
             self.venue.cancel(oid, arrival, self.seq)
             return []
         if msg.kind == "amend":
-            changes = {k: None if getattr(msg, k) is None else str(getattr(msg, k))
-                       for k in ("qty", "price", "trigger_price")}
-            self.venue.amend(oid, changes, arrival, self.seq)
+            self.venue.amend(oid, _amend_changes(msg), arrival, self.seq)
             return []
         problem = self._check(msg.symbol, msg.qty, msg.price)
         if not problem and feed_status != "live":
@@ -371,6 +365,11 @@ class Session:
         self.strategy.load(d["strategy"])
         self.seq, self.next_equity_ts, self.fills = d["seq"], d["next_equity_ts"], d["fills"]
         self.funded = dict(d.get("funded", {}))
+
+
+def _amend_changes(x) -> dict[str, str | None]:
+    """The new values of an amend (an AmendIntent or a schemas.AmendOrder), as the venue keeps them."""
+    return {k: None if getattr(x, k) is None else str(getattr(x, k)) for k in ("qty", "price", "trigger_price")}
 
 
 def _stale_reason(symbol: str, status: str) -> str:

@@ -25,6 +25,10 @@ ZERO = Decimal(0)
 FINAL = ("filled", "cancelled", "rejected", "expired")
 LIMIT_TYPES = ("limit", "stop_limit", "take_profit_limit")
 TRIGGER_TYPES = ("stop_market", "stop_limit", "take_profit_market", "take_profit_limit", "trailing_stop")
+# The fields an order request shares with the venue's order (schemas.Order, strategy.PlaceOrder); `oco` is
+# scoped to its session when copied.
+REQUEST_FIELDS = ("symbol", "side", "type", "qty", "price", "tif", "reduce_only", "trigger_price", "trigger_by",
+                  "trail_amount", "trail_percent", "activation_price", "expire_ts", "stop_loss", "take_profit")
 _DECIMALS = ("qty", "price", "filled", "cost", "trigger_price", "trail_amount", "trail_percent", "activation_price",
              "stop_loss", "take_profit", "queue", "peak")
 
@@ -170,10 +174,14 @@ class PaperVenue:
     def open_orders(self, symbol: str | None = None) -> list[VenueOrder]:
         return [o for o in self.orders.values() if symbol is None or o.symbol == symbol]
 
+    def _expiring(self) -> list[VenueOrder]:
+        """Open orders (at the venue, not on their way) that have an expiry time."""
+        return [o for o in self.orders.values() if o.expire_ts is not None and o.status != "pending"]
+
     def next_due(self) -> int | None:
         """The event time of the next request arrival or order expiry."""
         due = [self.pending[0][0]] if self.pending else []
-        due += [o.expire_ts for o in self.orders.values() if o.expire_ts is not None and o.status != "pending"]
+        due += [o.expire_ts for o in self._expiring()]
         return min(due) if due else None
 
     def on_time(self, now: int, books: dict[str, Book]) -> list[Outcome]:
@@ -181,8 +189,7 @@ class PaperVenue:
         out: list[Outcome] = []
         while True:
             arrival = self.pending[0][0] if self.pending and self.pending[0][0] <= now else None
-            expiring = [o for o in self.orders.values()
-                        if o.status != "pending" and o.expire_ts is not None and o.expire_ts <= now]
+            expiring = [o for o in self._expiring() if o.expire_ts <= now]
             first = min(expiring, key=lambda o: (o.expire_ts, o.seq)) if expiring else None
             if first is not None and (arrival is None or first.expire_ts < arrival):
                 out += self._close(first, first.expire_ts, "expired", "good till its expiry time")
@@ -313,9 +320,9 @@ class PaperVenue:
         return price is not None and (order.price >= price if order.side == "buy" else order.price <= price)
 
     def _fillable_whole(self, order: VenueOrder, book: Book) -> bool:
-        if self.instruments[order.symbol].category == "dex" or not self.rules.fill.book_walk:
-            return True
         inst = self.instruments[order.symbol]
+        if inst.category == "dex" or not self.rules.fill.book_walk:
+            return True
         probe = Liquidity()
         probe.taken = dict(self.liquidity.taken)
         got = take(book, order.symbol, order.side, order.left, order.price, inst.tick_size, self.rules.fill, probe)
