@@ -39,11 +39,12 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
                     symbol = getattr(item, "symbol", None)
                     if symbol is not None and symbol not in instruments:
                         raise s.InvalidMessage(f"unknown symbol {symbol}")
+                    out = dispatch(eng, item)  # a control that cannot apply raises before changing anything
                 except s.InvalidMessage as exc:
                     await outputs.send(dead_letter("engine", msg.topic, msg.partition, msg.offset, msg.key,
                                                    msg.value, str(exc), eng.now))
                     continue
-                await outputs.send(dispatch(eng, item))
+                await outputs.send(out)
             for p in sorted(touched):
                 if checkpoints.due(p) or checkpoints.state(p).finished:
                     await checkpoints.save(p)
@@ -78,4 +79,4 @@ def dispatch(eng: Engine, item) -> list:
         return eng.on_order(item)
     if item.kind == "signal":
         return eng.on_signal(item)
-    return []  # control: session changes at run time come with issue 6
+    return eng.on_control(item)

@@ -10,6 +10,7 @@ from . import codec  # noqa: F401  (registers the "papertape" codec)
 TOPIC_OF_KIND = {
     "fill": "fills", "order_event": "order.events", "position": "positions", "equity": "equity",
     "decision": "decisions", "alert": "alerts", "dead_letter": "errors.dlq", "mark": "md.marks", "funding": "funding",
+    "session": "sessions",
 }
 
 

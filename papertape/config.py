@@ -17,9 +17,9 @@ BUNDLED_TAPE = [RECORDINGS / "binance_usdm" / "usdm_btcusdt_20240808.gz",
                 RECORDINGS / "binance_usdm" / "usdm_ethusdt_20240808.gz"]
 
 DEFAULT_SESSIONS = [
-    SessionConfig(id="trend-fast", strategy="ema_cross",
+    SessionConfig(id="trend-fast", strategy="trend_following",
                   params={"fast": 3, "slow": 8, "bar_ms": 5_000, "full_confidence_bps": 1.0}),
-    SessionConfig(id="trend-slow", strategy="ema_cross", balance=25_000,
+    SessionConfig(id="trend-slow", strategy="trend_following", balance=25_000,
                   params={"fast": 5, "slow": 12, "bar_ms": 10_000, "full_confidence_bps": 2.0}),
 ]
 

@@ -20,9 +20,30 @@ class Alert(Message):
 
 
 class Control(Message):
+    """A command for one session, applied at the engine's event time when it is read.
+
+    start: a new session from `config` (a session config, README "Sessions"), or resume a paused one;
+    pause: no new entries (resting orders, stop-loss, take-profit, max hold, funding and liquidation go on);
+    resume: undo pause; stop: cancel the session's orders, close its positions at market, and end it;
+    config: change settings of a running or paused session (`config` holds only the changed keys)."""
+
     kind: Literal["control"] = "control"
     session: SessionId
     command: Literal["start", "stop", "pause", "resume", "config"]
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class SessionStatus(Message):
+    """A session's state after each change: started, paused, resumed, reconfigured, stopped, a circuit breaker
+    tripped or reset. `breakers` maps each tripped breaker to why; `config` is the session's whole config."""
+
+    kind: Literal["session"] = "session"
+    session: SessionId
+    status: Literal["running", "paused", "stopped"]
+    event: str = Field(max_length=200)  # what changed: started, paused, breaker tripped: daily_trades, ...
+    strategy: str = Field(max_length=200)
+    intel: int = Field(ge=1, le=10)
+    breakers: dict[str, str] = Field(default_factory=dict)
     config: dict[str, Any] = Field(default_factory=dict)
 
 

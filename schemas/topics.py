@@ -7,7 +7,7 @@ from typing import Annotated, Any, Union
 from pydantic import Field, TypeAdapter
 
 from .market import Mark, MarketBatch, MarketFrame, TickBatch, Watermark
-from .ops import Alert, Control, DeadLetter
+from .ops import Alert, Control, DeadLetter, SessionStatus
 from .trading import AmendOrder, CancelOrder, Decision, Equity, Fill, Funding, Order, OrderEvent, Position, Signal
 
 
@@ -39,7 +39,9 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec("signals", "session", "session", Signal, "external signals into a session"),
         TopicSpec("orders", "session", "session", _union(Order, CancelOrder, AmendOrder),
                   "external orders, cancels and amends into a session"),
-        TopicSpec("control", "session", "session", Control, "session start, stop, pause, config"),
+        TopicSpec("control", "session", "session", Control, "session start, stop, pause, resume, config"),
+        TopicSpec("sessions", "session", "session", SessionStatus,
+                  "a session's status after each change (started, paused, breaker tripped, stopped...)"),
         TopicSpec("order.events", "session", "session", OrderEvent, "every order state change"),
         TopicSpec("fills", "session", "session", Fill, "executions with fee and realized P&L"),
         TopicSpec("funding", "session", "session", Funding, "funding settlements of perpetual positions"),

@@ -186,11 +186,20 @@ class Equity(Message):
 
 
 class Decision(Message):
+    """A session's decision, trade or no-trade. `blocked`: a circuit breaker stopped a new entry; `hold`: no trade
+    (below the confidence threshold, above the risk tolerance, already positioned, stale data...); `reject`: the
+    order could not be made (lot, tick, shape). `risk_score` is the chance the position's stop-loss is hit within
+    the maximum hold time (from the symbol's recent volatility); `opportunity_score` is the confidence left after
+    costs (README "Decisions")."""
+
     kind: Literal["decision"] = "decision"
     session: SessionId
     symbol: Symbol
-    action: Literal["buy", "sell", "hold", "reject", "cancel", "amend"]
+    action: Literal["buy", "sell", "hold", "blocked", "reject", "cancel", "amend"]
     reasoning: str = Field(default="", max_length=2000)
     confidence: Ratio = 0.0
+    risk_score: Ratio | None = None
+    opportunity_score: Ratio | None = None
+    intel: Annotated[int, Field(ge=1, le=10)] | None = None
     features: dict[str, Any] = Field(default_factory=dict)
     order_id: str | None = None

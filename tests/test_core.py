@@ -11,7 +11,8 @@ from papertape.core.engine import Engine, TickMerger
 from papertape.core.fees import FeeSchedule
 from papertape.core.instruments import DEFAULT_INSTRUMENTS
 from papertape.core.session import SessionConfig
-from papertape.core.strategy import EmaCross
+from papertape.core.bars import BarBuilder
+from papertape.core.strategies.trend_following import TrendFollowing
 
 
 def tick(ts, bid, ask, trades=(), symbol="BTCUSDT", pos=0):
@@ -167,12 +168,14 @@ def test_checkpoint_restore_mid_tape_gives_identical_outputs():
     assert [m.model_dump_json() for m in head + tail] == [m.model_dump_json() for m in full]
 
 
-def test_ema_cross_matches_an_independent_ema():
-    strat = EmaCross(fast=2, slow=3, bar_ms=10, full_confidence_bps=1)
+def test_trend_following_matches_an_independent_ema():
+    strat = TrendFollowing(fast=2, slow=3, bar_ms=10, full_confidence_bps=1)
+    bars = BarBuilder(10)
     closes = [10.0, 11.0, 12.0, 11.0, 9.0, 8.0]
     intents = []
     for i, c in enumerate(closes + [0.0]):  # the last tick only closes the previous bar
-        intents += strat.on_tick(tick(i * 10, f"{c or 1:.1f}", f"{(c or 1) + 1:.1f}", [f"{c or 1:.1f}"]))
+        bar = bars.on_tick(tick(i * 10, f"{c or 1:.1f}", f"{(c or 1) + 1:.1f}", [f"{c or 1:.1f}"]))
+        intents += strat.on_bar(bar) if bar else []
     fast = slow = None
     expected = []
     for n, c in enumerate(closes, 1):

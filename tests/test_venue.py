@@ -11,6 +11,7 @@ from papertape.core.engine import Engine
 from papertape.core.instruments import Instrument
 from papertape.core.margin import maintenance_margin
 from papertape.core.margin_account import MarginRules
+from papertape.core.risk import RiskSettings
 from papertape.core.session import SessionConfig
 
 X = Instrument("XUSDT", D("0.1"), D("0.1"), D("0.1"), D("1"))  # tick 0.1, lot 0.1, max leverage 100
@@ -37,6 +38,7 @@ class Run:
 
     def __init__(self, orders=(), **cfg):
         cfg.setdefault("latency_ms", 0)
+        cfg.setdefault("risk", RiskSettings.off())  # the venue's rules alone (breakers: test_risk.py)
         self.cfg = SessionConfig(id="t", strategy="scripted", params={"orders": list(orders)}, **cfg)
         self.eng = Engine(0, 1, INSTRUMENTS, [self.cfg])
         self.out: list = []
@@ -387,7 +389,7 @@ def test_spot_has_no_short_and_no_leverage_and_its_own_fees():
 
 def test_a_dex_swap_pays_pool_impact_and_gas():
     # pool 1,000,000 USD a side at oracle 2,000: x = 500 WETH. Buying 5: USD in = y*5 / ((500 - 5) * 0.997)
-    r = Run([order(1000, "a", "buy", "5", symbol="WETH"), order(1000, "b", "buy", "5", symbol="WETH")],
+    r = Run([order(1000, "a", "buy", "5", symbol="WETH"), order(1000, "b", "buy", "5", symbol="WETH")], venue="dex",
             settle_coin="USD", balance="15000")  # the second no longer fits in the balance
     r.feed(tk(1000, mark="2000", symbol="WETH"), tk(1001, mark="2000", symbol="WETH"))
     (f,) = r.of("fill")

@@ -17,6 +17,7 @@ import schemas as s
 from papertape.core.book import Book, price_text
 from papertape.core.engine import Engine
 from papertape.core.instruments import Instrument
+from papertape.core.risk import RiskSettings
 from papertape.core.session import SessionConfig
 
 TICK = D("0.1")
@@ -264,6 +265,7 @@ class Sim:
     """One scripted session on an engine; records each before_tick/on_tick call with the books it met."""
 
     def __init__(self, script, cfg: dict, record: bool = False):
+        cfg.setdefault("risk", RiskSettings.off())  # the venue's rules alone (breakers: test_risk.py)
         self.cfg = SessionConfig(id="t", strategy="scripted", params={"orders": list(script)}, **cfg)
         self.eng = Engine(0, 1, INSTRUMENTS, [self.cfg])
         self.out: list = []

@@ -86,8 +86,7 @@ class Engine:
         self.merger = TickMerger(origins)
         self.books: dict[str, Book] = {}
         self.sessions = {cfg.id: Session(cfg, instruments) for cfg in sessions}
-        self._all = list(self.sessions.values())
-        self._trading: dict[str, list[Session]] = {}  # symbol -> the sessions that trade it
+        self._refresh()
         self._due_at = -1  # no session needs before_tick below this event time
         self.now = 0
         self.finished = False
@@ -107,7 +106,9 @@ class Engine:
         self.merger.add(batch)
         out: list = []
         released = self.merger.release()
-        if not self._all:  # no sessions here: nothing to simulate, only the clock moves
+        if not self._all:  # no sessions here yet: only the books move (a session may start at run time)
+            for tick in released:
+                self._book(tick.symbol).apply_tick(tick)
             self.now = released[-1].ts if released else self.now
             released = []
         for tick in released:
@@ -124,20 +125,29 @@ class Engine:
             for sess in self._all:
                 out += sess.before_tick(tick.ts, books)
             self._update_due()
-        book = books.get(tick.symbol)
-        if book is None:
-            book = books[tick.symbol] = Book()
-        book.apply_tick(tick)
+        self._book(tick.symbol).apply_tick(tick)
         if tick.funding is not None and tick.funding[1] < self._due_at:
             self._due_at = tick.funding[1]  # a funding time may now be due for a session holding the symbol
         trading = self._trading.get(tick.symbol)
         if trading is None:
-            trading = self._trading[tick.symbol] = [x for x in self._all if x.cfg.trades(tick.symbol)]
+            trading = self._trading[tick.symbol] = [x for x in self._all if x.trades(tick.symbol)]
         for sess in trading:
             out += sess.on_tick(tick, books)
         if out:
             self._update_due()
         return out
+
+    def _book(self, symbol: str) -> Book:
+        book = self.books.get(symbol)
+        if book is None:
+            book = self.books[symbol] = Book()
+        return book
+
+    def _refresh(self) -> None:
+        """After the set of sessions or their symbols changed."""
+        self._all = list(self.sessions.values())
+        self._trading: dict[str, list[Session]] = {}  # symbol -> the sessions that trade it, filled lazily
+        self._due_at = -1
 
     def _update_due(self) -> None:
         """Sessions change what is due only when they act, and every action has an output."""
@@ -159,6 +169,44 @@ class Engine:
         self._due_at = -1
         return sess._decide(intent, max(sig.ts, self.now), self.books)
 
+    def on_control(self, ctrl: s.Control) -> list:
+        """Start, pause, resume, stop or reconfigure a session at the engine's event time. Raises
+        s.InvalidMessage, changing nothing, when the command cannot apply."""
+        sess = self.sessions.get(ctrl.session)
+        now = self.now
+        if ctrl.command == "start" and sess is None:
+            return self._start(ctrl)
+        if sess is None:
+            raise s.InvalidMessage(f"{ctrl.command}: no session {ctrl.session!r} on this engine")
+        self._due_at = -1
+        if ctrl.command == "start":
+            if sess.status == "stopped":
+                raise s.InvalidMessage(f"start: session {ctrl.session!r} was stopped; start one with a new id")
+            return sess.resume(now) if sess.status == "paused" else [sess.status_message(now, "already running")]
+        if ctrl.command == "pause":
+            return sess.pause(now)
+        if ctrl.command == "resume":
+            return sess.resume(now)
+        if ctrl.command == "stop":
+            return sess.stop(now, self.books)
+        try:
+            out = sess.reconfigure(ctrl.config, now)
+        except ValueError as exc:  # pydantic's ValidationError is one
+            raise s.InvalidMessage(f"config of session {ctrl.session!r}: {exc}") from None
+        self._refresh()
+        return out
+
+    def _start(self, ctrl: s.Control) -> list:
+        if ctrl.config.get("id", ctrl.session) != ctrl.session:
+            raise s.InvalidMessage(f"start: the config's id {ctrl.config['id']!r} is not the session {ctrl.session!r}")
+        try:
+            sess = Session(SessionConfig.model_validate({**ctrl.config, "id": ctrl.session}), self.instruments)
+        except ValueError as exc:
+            raise s.InvalidMessage(f"start of session {ctrl.session!r}: {exc}") from None
+        self.sessions[ctrl.session] = sess
+        self._refresh()
+        return sess.before_tick(self.now, self.books) if self.now else []
+
     def _finish(self) -> list:
         self.finished = True
         out: list = [sess.equity_message(self.now, self.books) for sess in self.sessions.values()]
@@ -179,9 +227,10 @@ class Engine:
     def load(self, d: dict) -> None:
         self.merger.load(d["merger"])
         self.now, self.finished, self.offsets = d["now"], d["finished"], dict(d["offsets"])
-        for sid, st in d["sessions"].items():
-            if sid in self.sessions:
-                self.sessions[sid].load(st)
+        for sid, st in d["sessions"].items():  # with their configs: sessions started or changed at run time
+            sess = self.sessions[sid] = Session(SessionConfig.model_validate(st["cfg"]), self.instruments)
+            sess.load(st)
+        self._refresh()
         self.books = {sym: Book.from_dict(v) for sym, v in d["books"].items()}
         self._due_at = -1
 

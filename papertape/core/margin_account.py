@@ -26,7 +26,7 @@ class MarginRules:
 
     def leverage(self, symbol: str) -> Decimal:
         inst = self.instruments[symbol]
-        return min(self.cfg.leverage_by_symbol.get(symbol, self.cfg.leverage), inst.max_leverage)
+        return min(self.cfg.leverage_by_symbol.get(symbol, self.cfg.default_leverage), inst.max_leverage)
 
     def tiers(self, symbol: str) -> tuple[m.RiskTier, ...]:
         """The instrument's risk tiers; without a table, one tier whose maintenance rate is half the initial rate

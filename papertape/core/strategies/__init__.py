@@ -1,0 +1,1 @@
+"""The built-in strategies (see papertape.core.strategy for the interface)."""
