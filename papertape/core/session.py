@@ -157,20 +157,22 @@ class Session:
                 out += self._settle_funding(timer, books)
             elif kind == "day":
                 out += self._new_day(timer, books)
-            else:
+            elif kind == "hold":
                 out += self._max_hold(timer, books)
+            else:  # one snapshot for a gap without ticks, at its first due time
+                eq = self.equity_message(timer, books)
+                out += [eq, *self._watch(eq.equity, timer)]
+                self.next_equity_ts = now - now % self.cfg.equity_every_ms + self.cfg.equity_every_ms
         if self.next_equity_ts is None:
-            self.next_equity_ts = now - now % self.cfg.equity_every_ms + self.cfg.equity_every_ms
-        elif now >= self.next_equity_ts:
-            eq = self.equity_message(self.next_equity_ts, books)
-            out.append(eq)
-            out += self._watch(eq.equity, self.next_equity_ts)
             self.next_equity_ts = now - now % self.cfg.equity_every_ms + self.cfg.equity_every_ms
         return out
 
     def _next_timer(self, now: int) -> tuple[int | None, str]:
-        """The earliest timer at or before `now`: a funding time, the day's end, a position's max hold."""
+        """The earliest timer at or before `now`: a funding time, the day's end, a position's max hold, an equity
+        snapshot (in that order at the same time)."""
         timers = []
+        if self.next_equity_ts is not None and self.next_equity_ts <= now:
+            timers.append((self.next_equity_ts, 3, "equity"))
         if self.cfg.funding:
             funding = self._next_funding(now)
             if funding is not None:
