@@ -16,11 +16,11 @@ RECORDINGS = Path(__file__).resolve().parent.parent / "streams" / "recordings"
 BUNDLED_TAPE = [RECORDINGS / "binance_usdm" / "usdm_btcusdt_20240808.gz",
                 RECORDINGS / "binance_usdm" / "usdm_ethusdt_20240808.gz"]
 
-DEFAULT_SESSIONS = [
-    SessionConfig(id="trend-fast", strategy="trend_following",
+DEFAULT_SESSIONS = [  # two strategies at two intel levels, side by side on the same tape
+    SessionConfig(id="trend", strategy="trend_following", intel=5,
                   params={"fast": 3, "slow": 8, "bar_ms": 5_000, "full_confidence_bps": 1.0}),
-    SessionConfig(id="trend-slow", strategy="trend_following", balance=25_000,
-                  params={"fast": 5, "slow": 12, "bar_ms": 10_000, "full_confidence_bps": 2.0}),
+    SessionConfig(id="revert", strategy="mean_reversion", intel=8, balance=25_000,
+                  params={"window": 20, "bar_ms": 5_000}),
 ]
 
 

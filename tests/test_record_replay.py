@@ -141,7 +141,7 @@ def test_run_live_trades_on_the_feed_records_it_and_closes_the_books(tmp_path, r
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "live: 1 Bybit linear symbols on 1 connection(s), recording to" in printed
-    assert {"trend-fast", "trend-slow"} <= set(printed.split())  # both sessions reported their equity
+    assert {"trend", "revert"} <= set(printed.split())  # both sessions reported their equity
     assert [f.status for f in Tape([tape])].count("live") == 3
     assert main(["sql", "SELECT count() FROM dead_letters", "--data-dir", str(data), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rows"] == [[0]]

@@ -395,6 +395,9 @@ class Session:
         inst = self.instruments.get(sym)
         pos = self.account.position(sym).qty
         scores = self._scores(sym, conf, book, price)
+        features = {**intent.features, "mark": None if price is None else str(price),
+                    "volatility_per_bar": self.vol.per_bar(sym)}
+        intent = replace(intent, features=features)
         hold = ""
         if conf < self.cfg.confidence_threshold:
             hold = f"confidence {conf:.2f} below threshold {self.cfg.confidence_threshold:.2f}"
