@@ -35,6 +35,7 @@ import schemas as s  # noqa: E402
 from papertape.config import Settings  # noqa: E402
 from papertape.core.engine import Engine  # noqa: E402
 from papertape.core.market import MarketPartition  # noqa: E402
+from papertape.core.risk import RiskSettings  # noqa: E402
 from papertape.core.session import SessionConfig  # noqa: E402
 from schemas.topics import kafka_partition  # noqa: E402
 from streams.replay import ReplaySource  # noqa: E402
@@ -72,7 +73,8 @@ def scripted_session(frames) -> SessionConfig:
             orders.append({"at": f.ts, "symbol": "BTCUSDT", "side": side, "qty": "0.002", "type": "limit",
                            "price": str(price)})
         n += 1
-    return SessionConfig(id="scripted", strategy="scripted", params={"orders": orders})
+    return SessionConfig(id="scripted", strategy="scripted", params={"orders": orders},
+                         risk=RiskSettings.off())  # every order reaches the venue: this measures matching
 
 
 def new_market() -> list[MarketPartition]:

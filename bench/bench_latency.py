@@ -37,6 +37,7 @@ import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
 from papertape.config import Settings  # noqa: E402
+from papertape.core.risk import RiskSettings  # noqa: E402
 from papertape.core.session import SessionConfig  # noqa: E402
 from papertape.runtime import Pipeline  # noqa: E402
 from streams.replay import ReplaySource, kafka_partition  # noqa: E402
@@ -92,7 +93,7 @@ def scripted(first_ts: int, event_s: float, every_ms: int = 200) -> SessionConfi
     orders = [{"at": first_ts + k * every_ms, "symbol": "BTCUSDT", "side": ("buy", "sell")[k % 2], "qty": "0.001"}
               for k in range(1, int(event_s * 1000 / every_ms))]
     return SessionConfig(id="scripted", strategy="scripted", symbols=["BTCUSDT"], latency_ms=0,
-                         params={"orders": orders})
+                         params={"orders": orders}, risk=RiskSettings.off())  # every order is measured
 
 
 async def run_rate(rate: float, seconds: float, tape: list, n_ema: int, profile: bool, keep: bool,
