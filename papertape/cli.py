@@ -70,13 +70,50 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_argument("--json", action="store_true", help="print JSON instead of tables")
     audit.add_argument("--config", type=Path, help="TOML settings with the sessions' deposits (default: the run's)")
 
+    _session_args(sub)
+
     args = parser.parse_args(argv)
     try:
         return {"run": cmd_run, "worker": cmd_worker, "recorder": cmd_recorder, "sql": cmd_sql,
                 "status": cmd_status, "record": cmd_record, "instruments": cmd_instruments,
-                "audit": cmd_audit}[args.command](args)
+                "audit": cmd_audit, "session": cmd_session}[args.command](args)
     except KeyboardInterrupt:
         return 130
+
+
+def _session_args(sub) -> None:
+    """`papertape session ...` (papertape/session_cli.py)."""
+    session = sub.add_parser("session", help="start, stop, pause, resume, reconfigure, list and show sessions")
+    commands = session.add_subparsers(dest="session_command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, with_id: bool = True) -> argparse.ArgumentParser:
+        p = commands.add_parser(name, help=help, description=help)
+        if with_id:
+            p.add_argument("id", help="the session id")
+        p.add_argument("--data-dir", type=Path, help="the data directory (default: papertape-data, or PAPERTAPE_DATA)")
+        return p
+
+    start = command("start", "start a session in the running pipeline (validated here first)")
+    start.add_argument("--config", type=Path, help="TOML file of the session's fields, or a settings file with "
+                                                   "[[sessions]] (the entry with this id, or its only one)")
+    start.add_argument("--strategy", help="a built-in, or package.module:Class")
+    start.add_argument("--intel", type=int, help="1 (cautious) .. 10 (aggressive)")
+    start.add_argument("--balance", help="deposit in the settle coin")
+    start.add_argument("--symbols", nargs="+", help='symbols to trade ("*": every one)')
+    start.add_argument("--param", action="append", metavar="KEY=VALUE", help="a strategy parameter (repeatable)")
+    start.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="any config field, dotted for nested ones: risk.max_daily_trades=3 (repeatable)")
+    command("stop", "cancel the session's orders, close its positions at market, and end it")
+    command("pause", "no new entries (exits, stops and take-profits go on)")
+    command("resume", "undo pause")
+    config = command("config", "change settings of a running or paused session")
+    config.add_argument("changes", nargs="+", metavar="KEY=VALUE",
+                        help="values are JSON when they parse, else text: intel=7 risk.max_daily_trades=3 "
+                             "'symbols=[\"BTCUSDT\"]'")
+    for name, help in (("list", "every session with its status, equity, positions, fills and breakers"),
+                       ("show", "a session's status, config, positions and last decisions")):
+        p = command(name, help, with_id=name == "show")
+        p.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
 
 def _universe_args(p: argparse.ArgumentParser) -> None:
@@ -311,6 +348,12 @@ def cmd_status(args) -> int:
         SELECT (SELECT count() FROM fills) AS fills, (SELECT count() FROM order_events) AS order_events,
                (SELECT count() FROM md_trades) AS trades, (SELECT count() FROM dead_letters) AS dead_letters""")))
     return 0
+
+
+def cmd_session(args) -> int:
+    from papertape.session_cli import main as session
+
+    return session(args)
 
 
 def cmd_audit(args) -> int:

@@ -46,10 +46,11 @@ COLUMNS: dict[str, tuple[str, ...]] = {
                       "unrealized_pnl"),
     "equity_log": ("id", "ts", "session", "cash", "equity", "realized_pnl", "unrealized_pnl", "fees", "funding",
                    "open_positions"),
-    "decisions_log": ("id", "ts", "session", "symbol", "action", "reasoning", "confidence", "features",
-                      "order_id"),
+    "decisions_log": ("id", "ts", "session", "symbol", "action", "reasoning", "confidence", "risk_score",
+                      "opportunity_score", "intel", "features", "order_id"),
     "alerts_log": ("id", "ts", "severity", "source", "title", "text", "session"),
     "control_log": ("id", "ts", "session", "command", "config"),
+    "sessions_log": ("id", "ts", "session", "status", "event", "strategy", "intel", "breakers", "config"),
     "dead_letters_log": ("id", "ts", "topic", "partition", "offset", "key", "error", "payload"),
 }
 
@@ -140,9 +141,12 @@ _ROWS: dict[str, Callable[[Any], list[tuple[str, Row]]]] = {
         m.id, m.ts, m.session, _d(m.cash), _d(m.equity), _d(m.realized_pnl), _d(m.unrealized_pnl), _d(m.fees),
         _d(m.funding), _int(m.open_positions, 32, signed=False))),
     "decisions": _one("decisions_log", lambda m: (
-        m.id, m.ts, m.session, m.symbol, m.action, m.reasoning, m.confidence, _json(m.features), m.order_id)),
+        m.id, m.ts, m.session, m.symbol, m.action, m.reasoning, m.confidence, m.risk_score, m.opportunity_score,
+        m.intel, _json(m.features), m.order_id)),
     "alerts": _one("alerts_log", lambda m: (m.id, m.ts, m.severity, m.source, m.title, m.text, m.session)),
     "control": _one("control_log", lambda m: (m.id, m.ts, m.session, m.command, _json(m.config))),
+    "sessions": _one("sessions_log", lambda m: (m.id, m.ts, m.session, m.status, m.event, m.strategy, m.intel,
+                                                _json(m.breakers), _json(m.config))),
     "errors.dlq": _one("dead_letters_log", lambda m: (
         m.id, m.ts, m.topic, _int(m.partition, 32), _int(m.offset, 64), m.key, m.error, m.payload)),
 }

@@ -48,7 +48,7 @@ def count(client, table: str) -> int:
 def test_migrate_is_idempotent(ch):
     assert migrate(ch) == []
     assert ch.query("SELECT version, name FROM schema_migrations ORDER BY version").result_rows == [
-        (1, "001_init"), (2, "002_venue")]
+        (1, "001_init"), (2, "002_venue"), (3, "003_sessions")]
     tables = {r[0] for r in ch.query("SHOW TABLES").result_rows}
     for log_table in COLUMNS:
         assert {log_table, log_table.removesuffix("_log")} <= tables
@@ -65,7 +65,7 @@ def test_tables_match_recorder_columns(ch):
     money = ch.query("SELECT table, name, type FROM system.columns WHERE database = currentDatabase() "
                      "AND (type LIKE '%Float%' OR name = 'ts')").result_rows
     for table, name, type_ in money:
-        assert name in ("confidence", "ts"), (table, name, type_)  # floats only for ratios
+        assert name in ("confidence", "risk_score", "opportunity_score", "ts"), (table, name, type_)  # ratios only
         if name == "ts":
             assert type_ == "DateTime64(3, 'UTC')"
 
@@ -129,7 +129,7 @@ def test_migration_from_001_keeps_rows_and_adds_columns(tmp_path):
 
     client = connect(None, tmp_path)  # the existing data directory
     try:
-        assert migrate(client) == [2]
+        assert migrate(client) == [2, 3]
         for table, columns in COLUMNS.items():
             for name in (table, table.removesuffix("_log")):
                 assert tuple(r[0] for r in client.query(f"DESCRIBE TABLE {name}").result_rows) == columns, name

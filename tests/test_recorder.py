@@ -12,8 +12,8 @@ from infra.broker import EmbeddedBroker, ensure_topics
 from infra.clickhouse import connect, migrate
 from schemas import (
     Alert, AmendOrder, CancelOrder, Control, DeadLetter, Decision, Equity, Fill, Funding, InvalidMessage, Mark,
-    MarketBatch, MarketFrame, Order, OrderEvent, Position, Signal, TOPICS, TickBatch, Trade, Watermark, encode,
-    partition_counts,
+    MarketBatch, MarketFrame, Order, OrderEvent, Position, SessionStatus, Signal, TOPICS, TickBatch, Trade, Watermark,
+    encode, partition_counts,
 )
 from streams.recorder import (
     COLUMNS, INSERT_FORMAT, RECORDED_TOPICS, Recorder, encode_rows, md_events_rows, message_rows, rows_for,
@@ -50,6 +50,9 @@ def sample_messages(n: int = 0) -> list[tuple[str, object]]:
         ("orders", CancelOrder(id=f"cx{n}", order_id=f"o{n}", **common)),
         ("orders", AmendOrder(id=f"am{n}", order_id=f"o{n}", qty=D("0.02"), trigger_price=D("36200"), **common)),
         ("control", Control(id=f"c{n}", command="config", config={"b": [1, D("0.5")], "a": "x"}, **common)),
+        ("sessions", SessionStatus(id=f"st{n}", status="running", event="circuit breaker tripped: daily_trades",
+                                   strategy="mean_reversion", intel=8, breakers={"daily_trades": "50 orders today"},
+                                   config={"intel": 8}, **common)),
         ("order.events", OrderEvent(id=f"oe{n}", order_id=f"o{n}", symbol="BTCUSDT", side="sell", type="stop_limit",
                                     status="triggered", qty=D("0.01"), price=D("36000"), trigger_price=D("36100.5"),
                                     filled_qty=D("0"),

@@ -257,7 +257,7 @@ class Session:
 
     def status_message(self, ts: int, event: str) -> s.SessionStatus:
         self.changes += 1
-        return s.SessionStatus(id=f"{self.cfg.id}:status:{self.changes}", ts=ts, session=self.cfg.id,
+        return s.SessionStatus(id=f"{self.cfg.id}:status:{self.changes:08d}",  # ids sort in order ts=ts, session=self.cfg.id,
                                status=self.status, event=event[:200], strategy=self.cfg.strategy, intel=self.cfg.intel,
                                breakers=dict(self.guard.tripped), config=self.cfg.model_dump(mode="json"))
 
@@ -660,11 +660,12 @@ class Session:
 
 
 def _merged(base: dict, changes: dict) -> dict:
-    """`base` with `changes` applied; nested settings (risk, auto_close) change key by key."""
+    """`base` with `changes` applied; nested settings (risk, auto_close, params) change key by key, except a new
+    strategy's params, which replace the old strategy's."""
     out = dict(base)
     for k, v in changes.items():
-        out[k] = _merged(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "params" \
-            else v
+        whole = k == "params" and changes.get("strategy", base.get("strategy")) != base.get("strategy")
+        out[k] = _merged(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) and not whole else v
     return out
 
 
