@@ -257,7 +257,8 @@ class Session:
 
     def status_message(self, ts: int, event: str) -> s.SessionStatus:
         self.changes += 1
-        return s.SessionStatus(id=f"{self.cfg.id}:status:{self.changes:08d}",  # ids sort in order ts=ts, session=self.cfg.id,
+        # the counter is zero-padded so that ids sort in order
+        return s.SessionStatus(id=f"{self.cfg.id}:status:{self.changes:08d}", ts=ts, session=self.cfg.id,
                                status=self.status, event=event[:200], strategy=self.cfg.strategy, intel=self.cfg.intel,
                                breakers=dict(self.guard.tripped), config=self.cfg.model_dump(mode="json"))
 
