@@ -21,6 +21,7 @@ HERE = Path(__file__).parent
 MIN = 60_000
 ENTER = LEAN_START + 10 * MIN
 LATENCY = 50
+EVENT_NO = "toUInt32(splitByChar(':', id)[-1])"  # an order event's id ends in the order's event number
 
 
 def session(sid, auto_close, **extra):
@@ -133,12 +134,13 @@ def test_session_list_shows_every_session_with_its_equity(run):
 def test_stop_loss_is_a_real_child_order_triggered_by_the_first_trade_below_it(run):
     d, f = entry(run, "sl")
     mark = D(json.loads(d["features"])["mark"])
-    assert mark == [m for t, m in quote_mids() if t <= int(d["t"])][-1]  # the mid the session decided at
+    # the mid the session decided at: the bar closed at the minute's first frame (its trade bar, before its quote bar)
+    assert mark == [m for t, m in quote_mids() if t < int(d["t"])][-1]
     stop = (mark * D("0.996") / D("0.1")).to_integral_value(ROUND_FLOOR) * D("0.1")
     assert int(f["t"]) == int(d["t"]) + LATENCY
     first = next(t for t, c in trade_closes() if t > int(f["t"]) and c <= stop)
     events = sql(run, f"SELECT {ms('ts')} AS t, order_id, status, trigger_price FROM order_events "
-                      f"WHERE session = 'sl' AND order_id = '{d['order_id']}-sl' ORDER BY t, id")
+                      f"WHERE session = 'sl' AND order_id = '{d['order_id']}-sl' ORDER BY t, {EVENT_NO}")
     assert [e["status"] for e in events] == ["new", "triggered", "filled"]
     assert D(events[0]["trigger_price"]) == stop and int(events[1]["t"]) == first
     assert position_after(run, "sl") == 0
@@ -150,7 +152,7 @@ def test_take_profit_is_a_real_child_order_triggered_by_the_first_trade_above_it
     target = (mark * D("1.01") / D("0.1")).to_integral_value(ROUND_CEILING) * D("0.1")
     first = next(t for t, c in trade_closes() if t > int(f["t"]) and c >= target)
     events = sql(run, f"SELECT {ms('ts')} AS t, status, trigger_price FROM order_events "
-                      f"WHERE session = 'tp' AND order_id = '{d['order_id']}-tp' ORDER BY t, id")
+                      f"WHERE session = 'tp' AND order_id = '{d['order_id']}-tp' ORDER BY t, {EVENT_NO}")
     assert [e["status"] for e in events] == ["new", "triggered", "filled"]
     assert D(events[0]["trigger_price"]) == target and int(events[1]["t"]) == first
     assert position_after(run, "tp") == 0
