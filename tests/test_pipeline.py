@@ -5,6 +5,7 @@ venue's published rules, without any papertape code."""
 import asyncio
 import gzip
 import json
+import sys
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -186,3 +187,64 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_stream_goes_on(tmp_path
     assert [(f["order_id"], f["side"], D(str(f["qty"]))) for f in fills] == [("ext-x-o-1", "buy", D("0.002"))]
     assert [e["status"] for e in events] == ["new", "filled"]
     assert int(summary[0]["fills"]) == 1
+
+
+def test_sessions_are_started_paused_reconfigured_and_stopped_from_the_command_line(tmp_path):
+    """`papertape session ...` against a running pipeline: the controls travel through Kafka to the engine, and
+    their effects reach ClickHouse, where `session list` reads them."""
+    settings = Settings(data_dir=tmp_path, md_partitions=2, session_partitions=2, replay_seconds=SECONDS,
+                        sessions=[SessionConfig(id="trend", strategy="trend_following",
+                                                params={"fast": 3, "slow": 8, "bar_ms": 2000})])
+
+    async def cli(*args):
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "papertape.cli", "session", *args,
+                                                    "--data-dir", str(tmp_path), stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        return proc.returncode, out.decode(), err.decode()
+
+    async def statuses(pipe, want):
+        for _ in range(300):
+            got = rows(pipe.query("SELECT event, status, intel FROM sessions WHERE session = 'late' ORDER BY id"))
+            if len(got) >= want:
+                return got
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"session statuses: {got}")
+
+    async def go():
+        pipe = Pipeline(settings, console_alerts="critical")
+        await pipe.start()
+        try:
+            code, out, err = await cli("start", "late", "--strategy", "mean_reversion", "--intel", "8",
+                                       "--param", "window=10", "--param", "bar_ms=2000", "--balance", "5000")
+            assert code == 0, err
+            await pipe.replay(progress=False)
+            await pipe.wait_finished(timeout=300)
+            assert (await cli("pause", "late"))[0] == 0
+            await statuses(pipe, 2)
+            assert (await cli("config", "late", "intel=3", "risk.max_daily_trades=7"))[0] == 0
+            await statuses(pipe, 3)
+            refused = await cli("config", "late", "balance=1")  # refused before sending
+            assert (await cli("stop", "late"))[0] == 0
+            final = await statuses(pipe, 4)
+            listed = await cli("list", "--json")
+            decisions = rows(pipe.query("SELECT count() AS n, min(intel) AS lo, max(intel) AS hi FROM decisions "
+                                        "WHERE session = 'late'"))
+            equity = rows(pipe.query("SELECT count() AS n FROM equity WHERE session = 'late'"))
+            return refused, final, listed, decisions, equity
+        finally:
+            await pipe.stop()
+
+    refused, final, listed, decisions, equity = asyncio.run(go())
+    assert [(r["event"], r["status"], int(r["intel"])) for r in final] == [
+        ("started", "running", 8), ("paused: no new entries", "paused", 8),
+        ("reconfigured: intel, risk", "paused", 3), ("stopped", "stopped", 3)]
+    assert refused[0] == 1 and "balance" in refused[2]
+    assert int(decisions[0]["n"]) > 0 and int(decisions[0]["lo"]) == int(decisions[0]["hi"]) == 8
+    assert int(equity[0]["n"]) > 0
+    code, out, err = listed
+    assert code == 0, err
+    table = json.loads(out)
+    by_session = {row[table["columns"].index("session")]: dict(zip(table["columns"], row)) for row in table["rows"]}
+    assert by_session["late"]["status"] == "stopped" and by_session["trend"]["status"] == "running"
+    assert D(str(by_session["late"]["equity"])) > 0 and D(str(by_session["trend"]["equity"])) > 0
