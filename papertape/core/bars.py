@@ -23,15 +23,6 @@ class Bar:
     trades: int
 
 
-def tick_prices(tick) -> list[float]:
-    """The prices a tick shows, in order: its trades, else its mid; [] when it has neither."""
-    if tick.trades:
-        return [float(t.price) for t in tick.trades]
-    if tick.bid is not None and tick.ask is not None:
-        return [(float(tick.bid) + float(tick.ask)) / 2]
-    return []
-
-
 class BarBuilder:
     """Bars of `bar_ms` for every symbol it is fed."""
 
@@ -40,9 +31,15 @@ class BarBuilder:
         self.open: dict[str, list] = {}  # symbol -> [start, open, high, low, close, volume, trades]
 
     def on_tick(self, tick) -> Bar | None:
-        """The bar this tick closed, if any."""
-        prices = tick_prices(tick)
-        if not prices:
+        """The bar this tick closed, if any. (The engine's hot path: a tick inside the current bar with one price,
+        a quote, costs a few comparisons.)"""
+        trades = tick.trades
+        if trades:
+            prices = [float(t.price) for t in trades]
+            low, high, last = min(prices), max(prices), prices[-1]
+        elif tick.bid is not None and tick.ask is not None:
+            low = high = last = (float(tick.bid) + float(tick.ask)) / 2
+        else:
             return None
         start = tick.ts - tick.ts % self.bar_ms
         cur = self.open.get(tick.symbol)
@@ -50,11 +47,17 @@ class BarBuilder:
         if cur is None or start > cur[0]:
             if cur is not None:
                 done = Bar(tick.symbol, cur[0], tick.ts, *cur[1:])
-            cur = self.open[tick.symbol] = [start, prices[0], prices[0], prices[0], prices[0], 0.0, 0]
-        cur[2], cur[3], cur[4] = max(cur[2], *prices), min(cur[3], *prices), prices[-1]
-        if tick.trades:
-            cur[5] += sum(float(t.qty) for t in tick.trades)
-            cur[6] += len(tick.trades)
+            first = float(trades[0].price) if trades else last
+            cur = self.open[tick.symbol] = [start, first, high, low, last, 0.0, 0]
+        else:
+            if high > cur[2]:
+                cur[2] = high
+            if low < cur[3]:
+                cur[3] = low
+            cur[4] = last
+        if trades:
+            cur[5] += sum(float(t.qty) for t in trades)
+            cur[6] += len(trades)
         return done
 
     def to_dict(self) -> dict:
