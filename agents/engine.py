@@ -11,6 +11,7 @@ import schemas as s
 from papertape.core.engine import Engine, batch_of
 
 from .checkpoint import Checkpoints
+from .crash import die
 from .outputs import Outputs, dead_letter
 
 INPUTS = ("md.ticks", "orders", "signals", "control")
@@ -29,25 +30,28 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
 
     @app.agent(source, name="engine")
     async def engine(stream):
-        async for events in stream.noack_take(2000, within=0.02):
-            touched: set[int] = set()
-            for msg, eng in checkpoints.fresh(events):
-                touched.add(msg.partition)
-                eng.mark_seen(msg.topic, msg.offset)
-                try:
-                    item = decode(msg.topic, msg.value)
-                    symbol = getattr(item, "symbol", None)
-                    if symbol is not None and symbol not in instruments:
-                        raise s.InvalidMessage(f"unknown symbol {symbol}")
-                    out = dispatch(eng, item)  # a control that cannot apply raises before changing anything
-                except s.InvalidMessage as exc:
-                    await outputs.send(dead_letter("engine", msg.topic, msg.partition, msg.offset, msg.key,
-                                                   msg.value, str(exc), eng.now))
-                    continue
-                await outputs.send(out)
-            for p in sorted(touched):
-                if checkpoints.due(p) or checkpoints.state(p).finished:
-                    await checkpoints.save(p)
+        try:
+            async for events in stream.noack_take(2000, within=0.02):
+                touched: set[int] = set()
+                for msg, eng in checkpoints.fresh(events):
+                    touched.add(msg.partition)
+                    eng.mark_seen(msg.topic, msg.offset)
+                    try:
+                        item = decode(msg.topic, msg.value)
+                        symbol = getattr(item, "symbol", None)
+                        if symbol is not None and symbol not in instruments:
+                            raise s.InvalidMessage(f"unknown symbol {symbol}")
+                        out = dispatch(eng, item)  # a control that cannot apply raises before changing anything
+                    except s.InvalidMessage as exc:
+                        await outputs.send(dead_letter("engine", msg.topic, msg.partition, msg.offset, msg.key,
+                                                       msg.value, str(exc), eng.now))
+                        continue
+                    await outputs.send(out)
+                for p in sorted(touched):
+                    if checkpoints.due(p) or checkpoints.state(p).finished:
+                        await checkpoints.save(p)
+        except Exception as exc:  # a bug, not bad input: see agents/crash.py
+            die("engine", exc)
 
 
 _recent_batches: OrderedDict[bytes, s.TickBatch] = OrderedDict()

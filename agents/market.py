@@ -11,6 +11,7 @@ from papertape.core.market import MarketPartition
 from schemas.codec import reason_of, split_batch
 
 from .checkpoint import Checkpoints
+from .crash import die
 from .outputs import Outputs, dead_letter
 
 
@@ -22,29 +23,32 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
 
     @app.agent(source, name="market")
     async def market(stream):
-        async for events in stream.noack_take(5000, within=0.02):
-            touched: set[int] = set()
-            for msg, mp in checkpoints.fresh(events):
-                touched.add(msg.partition)
-                item, refused = decode_leniently(msg.value)
-                if item is not None:
-                    refused += [(i, orjson.dumps(f.model_dump(mode="json")), reason)
-                                for i, f, reason in mp.on_message(item, msg.offset)]
-                else:
-                    mp.last_offset = msg.offset
-                for index, payload, reason in refused:
-                    where = "" if index is None else f"frame {index}: "
-                    await outputs.send(dead_letter("market", msg.topic, msg.partition, msg.offset, msg.key,
-                                                   payload, where + reason, mp.wm))
-            for p in sorted(touched):
-                mp = checkpoints.state(p)
-                batches, marks = mp.flush()
-                for batch in batches:
-                    for q in range(settings.session_partitions):
-                        await outputs.send_to("md.ticks", batch, q)
-                await outputs.send(marks)
-                if checkpoints.due(p) or mp.ended:
-                    await checkpoints.save(p)
+        try:
+            async for events in stream.noack_take(5000, within=0.02):
+                touched: set[int] = set()
+                for msg, mp in checkpoints.fresh(events):
+                    touched.add(msg.partition)
+                    item, refused = decode_leniently(msg.value)
+                    if item is not None:
+                        refused += [(i, orjson.dumps(f.model_dump(mode="json")), reason)
+                                    for i, f, reason in mp.on_message(item, msg.offset)]
+                    else:
+                        mp.last_offset = msg.offset
+                    for index, payload, reason in refused:
+                        where = "" if index is None else f"frame {index}: "
+                        await outputs.send(dead_letter("market", msg.topic, msg.partition, msg.offset, msg.key,
+                                                       payload, where + reason, mp.wm))
+                for p in sorted(touched):
+                    mp = checkpoints.state(p)
+                    batches, marks = mp.flush()
+                    for batch in batches:
+                        for q in range(settings.session_partitions):
+                            await outputs.send_to("md.ticks", batch, q)
+                    await outputs.send(marks)
+                    if checkpoints.due(p) or mp.ended:
+                        await checkpoints.save(p)
+        except Exception as exc:  # a bug, not bad input: see agents/crash.py
+            die("market", exc)
 
 
 def decode_leniently(value: bytes | None):

@@ -13,6 +13,7 @@ from papertape.core.engine import Engine
 from papertape.core.instruments import Instrument
 from papertape.core.session import SessionConfig
 from papertape.core.strategies.mean_reversion import MeanReversion
+from papertape.core.strategy import Strategy
 from tape_engine import play, tick_batches
 
 TREND = SessionConfig(id="trend", strategy="trend_following", intel=7, params={"fast": 5, "slow": 20})
@@ -197,3 +198,28 @@ def test_mean_reversion_matches_an_independent_z_score():
             expected.append((i, target, round(min(1.0, abs(z) / 3), 9)))
     assert got == expected and {t for _, t, _ in got} == {"long", "short", "flat"}
 
+
+
+
+class Buggy(Strategy):
+    """A user's strategy with a bug: it raises on its fifth bar."""
+
+    def __init__(self):
+        self.bars = 0
+
+    def on_bar(self, bar):
+        self.bars += 1
+        if self.bars == 5:
+            raise ZeroDivisionError("division by zero")
+        return []
+
+
+def test_a_strategy_that_raises_pauses_its_own_session_only(tape):
+    instruments, batches = tape
+    buggy = SessionConfig(id="buggy", strategy="test_sessions:Buggy")  # by dotted path, as a user's
+    out = play(Engine(0, 1, instruments, [TREND, buggy]), batches)
+    assert dumps(of(out, "trend")) == dumps(of(play(Engine(0, 1, instruments, [TREND]), batches), "trend"))
+    (alert,) = [a for a in out if a.kind == "alert" and a.session == "buggy"]
+    assert alert.severity == "error" and "ZeroDivisionError: division by zero" in alert.text
+    assert [m.status for m in of(out, "buggy", "session")] == ["running", "paused"]
+    assert of(out, "buggy", "equity")  # its account goes on being marked

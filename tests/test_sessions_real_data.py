@@ -111,7 +111,8 @@ def test_every_decision_is_in_clickhouse_with_its_reasoning_and_scores(run):
                     "countIf(risk_score IS NULL) AS no_risk, min(intel) AS lo, max(intel) AS hi "
                     "FROM decisions GROUP BY session, action ORDER BY session, action")
     seen = {(r["session"], r["action"]): r for r in rows}
-    assert {("trend", "buy"), ("trend", "hold"), ("trend", "blocked"), ("revert", "buy"), ("revert", "hold")} <= set(seen)
+    assert {("trend", "buy"), ("trend", "hold"), ("trend", "blocked"), ("revert", "buy"),
+            ("revert", "hold")} <= set(seen)
     assert all(int(r["empty"]) == 0 for r in rows)
     assert (seen[("trend", "buy")]["lo"], seen[("revert", "buy")]["hi"]) == (7, 8)
     assert int(seen[("revert", "buy")]["no_risk"]) == 0  # every entry was scored

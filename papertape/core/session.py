@@ -197,16 +197,28 @@ class Session:
         if self.status == "stopped":
             return out
         bar = self.bars.on_tick(tick)
-        intents = []
-        if bar is not None:
-            self.vol.on_bar(bar)
-            if self.status == "running":
-                intents = self.strategy.on_bar(bar)
-        if self._tick_strategy and self.status == "running":
-            intents = intents + self.strategy.on_tick(tick)
+        intents: list = []
+        try:
+            if bar is not None:
+                self.vol.on_bar(bar)
+                if self.status == "running":
+                    intents = list(self.strategy.on_bar(bar))
+            if self._tick_strategy and self.status == "running":
+                intents += self.strategy.on_tick(tick)
+        except Exception as exc:  # the strategy's bug pauses its session only, the same way on every replay
+            return out + self._strategy_failed(exc, tick.ts)
         for intent in intents:
             out += self._decide(intent, tick.ts, books)
         return out
+
+    def _strategy_failed(self, exc: Exception, ts: int) -> list:
+        self.status = "paused"
+        why = f"strategy {self.cfg.strategy} raised {type(exc).__name__}: {exc}"[:1000]
+        return [s.Alert(id=f"alert:{self.cfg.id}:strategy:{ts}", ts=ts, severity="error", source="strategy",
+                        session=self.cfg.id, title="strategy failed: session paused",
+                        text=f"{self.cfg.id}: {why}; resume it once fixed (`papertape session config` a new "
+                             f"strategy or params, then `papertape session resume`)"),
+                self.status_message(ts, f"paused: {why}")]
 
     # --- control ---------------------------------------------------------------------------------------------
     def pause(self, ts: int) -> list:
@@ -655,7 +667,8 @@ class Session:
         self.bars.load(d["bars"])
         self.vol.load(d["vol"])
         self.guard.load(d["guard"])
-        self.seq, self.changes, self.next_equity_ts, self.fills = d["seq"], d["changes"], d["next_equity_ts"], d["fills"]
+        self.seq, self.changes, self.next_equity_ts = d["seq"], d["changes"], d["next_equity_ts"]
+        self.fills = d["fills"]
         self.funded = dict(d["funded"])
         self.hold_until = dict(d["hold_until"])
 
