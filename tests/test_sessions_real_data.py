@@ -132,31 +132,24 @@ def test_session_list_shows_every_session_with_its_equity(run):
     assert "daily_trades" in str(listed["trend"]["breakers"])
 
 
-def test_stop_loss_is_a_real_child_order_triggered_by_the_first_trade_below_it(run):
-    d, f = entry(run, "sl")
+@pytest.mark.parametrize("sid, move, rounding, crossed", [
+    ("sl", D("0.996"), ROUND_FLOOR, lambda close, trigger: close <= trigger),  # -0.4%: the first trade below it
+    ("tp", D("1.01"), ROUND_CEILING, lambda close, trigger: close >= trigger),  # +1%: the first trade above it
+])
+def test_stop_loss_and_take_profit_are_real_child_orders_triggered_by_the_first_trade_through(run, sid, move,
+                                                                                           rounding, crossed):
+    d, f = entry(run, sid)
     mark = D(json.loads(d["features"])["mark"])
     # the mid the session decided at: the bar closed at the minute's first frame (its trade bar, before its quote bar)
     assert mark == [m for t, m in quote_mids() if t < int(d["t"])][-1]
-    stop = (mark * D("0.996") / D("0.1")).to_integral_value(ROUND_FLOOR) * D("0.1")
     assert int(f["t"]) == int(d["t"]) + LATENCY
-    first = next(t for t, c in trade_closes() if t > int(f["t"]) and c <= stop)
-    events = sql(run, f"SELECT {ms('ts')} AS t, order_id, status, trigger_price FROM order_events "
-                      f"WHERE session = 'sl' AND order_id = '{d['order_id']}-sl' ORDER BY t, {EVENT_NO}")
-    assert [e["status"] for e in events] == ["new", "triggered", "filled"]
-    assert D(events[0]["trigger_price"]) == stop and int(events[1]["t"]) == first
-    assert position_after(run, "sl") == 0
-
-
-def test_take_profit_is_a_real_child_order_triggered_by_the_first_trade_above_it(run):
-    d, f = entry(run, "tp")
-    mark = D(json.loads(d["features"])["mark"])
-    target = (mark * D("1.01") / D("0.1")).to_integral_value(ROUND_CEILING) * D("0.1")
-    first = next(t for t, c in trade_closes() if t > int(f["t"]) and c >= target)
+    trigger = (mark * move / D("0.1")).to_integral_value(rounding) * D("0.1")  # the tick is 0.1
+    first = next(t for t, c in trade_closes() if t > int(f["t"]) and crossed(c, trigger))
     events = sql(run, f"SELECT {ms('ts')} AS t, status, trigger_price FROM order_events "
-                      f"WHERE session = 'tp' AND order_id = '{d['order_id']}-tp' ORDER BY t, {EVENT_NO}")
+                      f"WHERE session = '{sid}' AND order_id = '{d['order_id']}-{sid}' ORDER BY t, {EVENT_NO}")
     assert [e["status"] for e in events] == ["new", "triggered", "filled"]
-    assert D(events[0]["trigger_price"]) == target and int(events[1]["t"]) == first
-    assert position_after(run, "tp") == 0
+    assert D(events[0]["trigger_price"]) == trigger and int(events[1]["t"]) == first
+    assert position_after(run, sid) == 0
 
 
 def test_max_hold_closes_the_position_two_hours_of_event_time_after_it_opened(run):

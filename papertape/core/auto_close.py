@@ -8,22 +8,13 @@ from __future__ import annotations
 
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
 from .instruments import Instrument
+from .risk import Rules
 
 
-class AutoCloseSettings(BaseModel):
-    """Each rule is off when None (false in TOML)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _false_is_off(cls, data):
-        """TOML has no null: `false` turns a rule off."""
-        return {k: None if v is False else v for k, v in data.items()} if isinstance(data, dict) else data
-
+class AutoCloseSettings(Rules):
     stop_loss: Decimal | None = Field(default=Decimal("0.05"), gt=0, lt=1)  # loss from the entry price
     take_profit: Decimal | None = Field(default=Decimal("0.10"), gt=0)  # gain from the entry price
     max_hold_ms: int | None = Field(default=86_400_000, gt=0)  # 24 h

@@ -13,17 +13,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 DAY_MS = 86_400_000
 
 
-class RiskSettings(BaseModel):
-    """Each limit is off when None (false in TOML)."""
+class Rules(BaseModel):
+    """Settings whose rules are each off when None; `false` says None in TOML, which has no null."""
 
     model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="before")
     @classmethod
     def _false_is_off(cls, data):
-        """TOML has no null: `false` turns a rule off."""
         return {k: None if v is False else v for k, v in data.items()} if isinstance(data, dict) else data
 
+
+class RiskSettings(Rules):
     max_daily_trades: int | None = Field(default=50, ge=1)  # orders sent per day; the last one trips the breaker
     daily_loss_limit: Decimal | None = Field(default=Decimal("0.05"), gt=0, le=1)  # of the equity at day start
     portfolio_loss_limit: Decimal | None = Field(default=Decimal("0.20"), gt=0, le=1)  # of the starting balance
