@@ -23,10 +23,11 @@ def sell(at, qty="1", symbol="XUSDT", **kw):
 
 
 class Run:
-    def __init__(self, orders, balance="10000", **risk):
+    def __init__(self, orders, balance="10000", session=None, **risk):
         self.cfg = SessionConfig(id="t", strategy="scripted", params={"orders": orders}, balance=balance, latency_ms=0,
                                  risk=RiskSettings.model_validate({**RiskSettings.off().model_dump(), **risk}),
-                                 auto_close={"stop_loss": None, "take_profit": None, "max_hold_ms": None})
+                                 auto_close={"stop_loss": None, "take_profit": None, "max_hold_ms": None},
+                                 **(session or {}))
         self.eng = Engine(0, 1, {"XUSDT": X, "YUSDT": Y}, [self.cfg])
         self.out: list = []
         self.n = 0
@@ -146,3 +147,15 @@ def test_an_external_entry_is_rejected_while_a_breaker_is_tripped_and_an_exit_pa
     assert r.eng.on_order(exit_) == []  # on its way to the venue
     r.at(T0 + 3000)
     assert [f.order_id for f in r.of("fill")] == ["t-1", "t-x-e2"]
+
+
+def test_an_account_in_the_red_may_still_close_what_it_holds():
+    # 10 bought at 100.1, 6 sold at 79.9: realized 6 x -20.2 = -121.2, so cash is below 0 with 4 still held
+    r = Run([buy(T0 + 1000, "10"), sell(T0 + 2000, "6"), buy(T0 + 3000), sell(T0 + 4000, "4", reduce_only=True)],
+            balance="100", session={"liquidation": False, "leverage": "20"})
+    for i, mid in enumerate(("100", "100", "80", "80", "80", "80")):
+        r.at(T0 + i * 1000, mid)
+    assert r.eng.sessions["t"].account.cash < 0
+    assert r.actions() == ["buy", "sell", "reject", "sell"]
+    assert "no cash left" in r.of("decision")[2].reasoning
+    assert [f.qty for f in r.of("fill")] == [D(10), D(6), D(4)]

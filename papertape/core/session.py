@@ -491,7 +491,7 @@ class Session:
                problem: str = "", scores: tuple[float | None, float | None] = (None, None)) -> list:
         self.seq += 1
         oid = self._client_oid(o.client_id) if o.client_id else f"{self.cfg.id}-{self.seq}"
-        problem = problem or order_shape_problem(o) or self._check(o.symbol, o.qty, o.price)
+        problem = problem or order_shape_problem(o) or self._check(o.symbol, o.qty, o.price, o.reduce_only)
         if problem:
             return [s.Decision(id=f"{oid}:d", ts=ts, session=self.cfg.id, symbol=o.symbol, action="reject",
                                reasoning=f"{reasoning}; {problem}", confidence=confidence, risk_score=scores[0],
@@ -521,7 +521,7 @@ class Session:
         if msg.kind == "amend":
             self.venue.amend(oid, _amend_changes(msg), arrival, self.seq)
             return []
-        problem = self._check(msg.symbol, msg.qty, msg.price)
+        problem = self._check(msg.symbol, msg.qty, msg.price, msg.reduce_only)
         if not problem and feed_status != "live":
             problem = _stale_reason(msg.symbol, feed_status)
         out: list = []
@@ -537,7 +537,7 @@ class Session:
         self.venue.submit(self._venue_order(oid, msg, arrival, self.seq))
         return self._tripped(self.guard.order_sent(), now)
 
-    def _check(self, symbol: str, qty: Decimal, price: Decimal | None) -> str:
+    def _check(self, symbol: str, qty: Decimal, price: Decimal | None, reduce_only: bool = False) -> str:
         inst = self.instruments.get(symbol)
         if inst is None:
             return f"unknown symbol {symbol}"
@@ -547,7 +547,7 @@ class Session:
             return f"quantity {qty} is above the instrument's maximum {inst.max_qty}"
         if price is not None and not inst.on_tick(price):
             return f"price {price} is not on the tick size {inst.tick_size}"
-        if self.account.cash <= 0:
+        if self.account.cash <= 0 and not reduce_only:  # an account in the red may still close what it holds
             return "no cash left in the account"
         return ""
 
