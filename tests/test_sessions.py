@@ -120,6 +120,20 @@ def test_a_control_that_cannot_apply_is_refused_and_changes_nothing(tape, ctrl, 
     assert orjson.dumps(eng.to_dict(), default=list) == before
 
 
+def test_a_session_stopped_after_the_tape_closes_at_the_last_book(tape):
+    instruments, batches = tape
+    holder = SessionConfig(id="holder", strategy="user_strategies:EnterAt", params={"at": batches[10].ts},
+                           auto_close={"stop_loss": False, "take_profit": False, "max_hold_ms": False})
+    eng = Engine(0, 1, instruments, [holder])
+    play(eng, batches)
+    held = eng.sessions["holder"].account.position("BTCUSDT").qty
+    assert eng.finished and held > 0
+    out = eng.on_control(control("holder", "stop"))
+    (fill,) = of(out, "holder", "fill")
+    assert (fill.side, fill.qty, fill.price) == ("sell", held, eng.books["BTCUSDT"].best_bid())
+    assert of(out, "holder", "equity")[-1].open_positions == 0
+
+
 def test_a_stopped_session_cannot_start_again(tape):
     instruments, batches = tape
     eng = Engine(0, 1, instruments, [TREND])

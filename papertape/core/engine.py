@@ -188,7 +188,11 @@ class Engine:
         if ctrl.command == "resume":
             return sess.resume(now)
         if ctrl.command == "stop":
-            return sess.stop(now, self.books)
+            out = sess.stop(now, self.books)
+            if self.finished:  # after the tape the market stands still: the closes meet the last books
+                at = now + sess.cfg.latency_ms
+                out += sess.before_tick(at, self.books) + [sess.equity_message(at, self.books)]
+            return out
         try:
             out = sess.reconfigure(ctrl.config, now)
         except ValueError as exc:  # pydantic's ValidationError is one
