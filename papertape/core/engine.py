@@ -87,7 +87,6 @@ class Engine:
         self.books: dict[str, Book] = {}
         self.sessions = {cfg.id: Session(cfg, instruments) for cfg in sessions}
         self._refresh()
-        self._due_at = -1  # no session needs before_tick below this event time
         self.now = 0
         self.finished = False
         self.offsets: dict[str, int] = {}  # last applied offset per input topic of this partition
@@ -147,7 +146,7 @@ class Engine:
         """After the set of sessions or their symbols changed."""
         self._all = list(self.sessions.values())
         self._trading: dict[str, list[Session]] = {}  # symbol -> the sessions that trade it, filled lazily
-        self._due_at = -1
+        self._due_at = -1  # no session needs before_tick below this event time
 
     def _update_due(self) -> None:
         """Sessions change what is due only when they act, and every action has an output."""
@@ -236,5 +235,4 @@ class Engine:
             sess.load(st)
         self._refresh()
         self.books = {sym: Book.from_dict(v) for sym, v in d["books"].items()}
-        self._due_at = -1
 
