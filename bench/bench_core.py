@@ -36,7 +36,7 @@ from papertape.config import Settings  # noqa: E402
 from papertape.core.engine import Engine  # noqa: E402
 from papertape.core.market import MarketPartition  # noqa: E402
 from papertape.core.risk import RiskSettings  # noqa: E402
-from papertape.core.session import SessionConfig  # noqa: E402
+from papertape.core.session_config import SessionConfig  # noqa: E402
 from schemas.topics import kafka_partition  # noqa: E402
 from streams.replay import ReplaySource  # noqa: E402
 

@@ -38,7 +38,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa:
 
 from papertape.config import Settings  # noqa: E402
 from papertape.core.risk import RiskSettings  # noqa: E402
-from papertape.core.session import SessionConfig  # noqa: E402
+from papertape.core.session_config import SessionConfig  # noqa: E402
 from papertape.runtime import Pipeline  # noqa: E402
 from streams.replay import ReplaySource, kafka_partition  # noqa: E402
 

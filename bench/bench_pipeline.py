@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
 from infra.broker import ensure_topics  # noqa: E402
 from papertape.config import BUNDLED_TAPE, Settings  # noqa: E402
-from papertape.core.session import SessionConfig  # noqa: E402
+from papertape.core.session_config import SessionConfig  # noqa: E402
 from papertape.runtime import Pipeline  # noqa: E402
 from schemas.topics import kafka_partition  # noqa: E402
 from streams.replay import iter_tape  # noqa: E402

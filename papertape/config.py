@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from papertape.core.instruments import DEFAULT_INSTRUMENTS, Instrument
-from papertape.core.session import SessionConfig
+from papertape.core.session_config import SessionConfig
 
 RECORDINGS = Path(__file__).resolve().parent.parent / "streams" / "recordings"
 BUNDLED_TAPE = [RECORDINGS / "binance_usdm" / "usdm_btcusdt_20240808.gz",

@@ -132,7 +132,7 @@ def start_config(session: str, config_file: Path | None = None, strategy: str | 
 
 def validate_start(session: str, config: dict[str, Any], known_symbols: set[str] | None = None):
     """The SessionConfig `config` makes, with its strategy built once; CliError saying what is wrong."""
-    from papertape.core.session import SessionConfig
+    from papertape.core.session_config import SessionConfig
     from papertape.core.strategy import make_strategy
 
     try:
@@ -155,7 +155,7 @@ def validate_start(session: str, config: dict[str, Any], known_symbols: set[str]
 def validate_changes(session: str, changes: dict[str, Any]) -> None:
     """A `config` command's changes: only keys a running session may change, with values of the right type
     (checked against a default config: the session's own is the engine's to check)."""
-    from papertape.core.session import RECONFIGURABLE, SessionConfig
+    from papertape.core.session_config import RECONFIGURABLE, SessionConfig
     from papertape.core.strategy import make_strategy
 
     if not changes:

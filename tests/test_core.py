@@ -10,7 +10,7 @@ from papertape.core.account import Account
 from papertape.core.engine import Engine, TickMerger
 from papertape.core.fees import FeeSchedule
 from papertape.core.instruments import DEFAULT_INSTRUMENTS
-from papertape.core.session import SessionConfig
+from papertape.core.session_config import SessionConfig
 from papertape.core.bars import BarBuilder
 from papertape.core.strategies.trend_following import TrendFollowing
 

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from papertape.config import Settings
-from papertape.core.session import SessionConfig
+from papertape.core.session_config import SessionConfig
 from papertape.runtime import Pipeline
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]

@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from papertape.config import BUNDLED_TAPE, Settings
-from papertape.core.session import SessionConfig
+from papertape.core.session_config import SessionConfig
 from papertape.runtime import Pipeline
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

@@ -15,7 +15,7 @@ import schemas as s
 from agents.checkpoint import Checkpoints, join_snapshot
 from papertape.core.engine import Engine
 from papertape.core.instruments import DEFAULT_INSTRUMENTS
-from papertape.core.session import SessionConfig
+from papertape.core.session_config import SessionConfig
 
 # min_confidence 1 with an unreachable full confidence: every bar close after the warm-up is a "hold"
 # decision carrying the EMA gap, so any difference in the prices the strategy saw shows

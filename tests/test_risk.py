@@ -6,7 +6,7 @@ import schemas as s
 from papertape.core.engine import Engine
 from papertape.core.instruments import Instrument
 from papertape.core.risk import RiskSettings
-from papertape.core.session import SessionConfig
+from papertape.core.session_config import SessionConfig
 
 X = Instrument("XUSDT", D("0.1"), D("0.1"), D("0.1"), D("1"))
 Y = Instrument("YUSDT", D("0.1"), D("0.1"), D("0.1"), D("1"))

@@ -12,7 +12,7 @@ from papertape.core.instruments import Instrument
 from papertape.core.margin import maintenance_margin
 from papertape.core.margin_account import MarginRules
 from papertape.core.risk import RiskSettings
-from papertape.core.session import SessionConfig
+from papertape.core.session_config import SessionConfig
 
 X = Instrument("XUSDT", D("0.1"), D("0.1"), D("0.1"), D("1"))  # tick 0.1, lot 0.1, max leverage 100
 SPOT = Instrument("XSPOT", D("0.1"), D("0.1"), D("0.1"), D("1"), category="spot", funding_interval_min=0,

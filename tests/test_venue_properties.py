@@ -18,7 +18,7 @@ from papertape.core.book import Book, price_text
 from papertape.core.engine import Engine
 from papertape.core.instruments import Instrument
 from papertape.core.risk import RiskSettings
-from papertape.core.session import SessionConfig
+from papertape.core.session_config import SessionConfig
 
 TICK = D("0.1")
 LOT = D("0.001")  # finer than the book's sizes, so fees and realized P&L need their rounding

@@ -12,7 +12,8 @@ import schemas as s
 
 from .book import Book
 from .instruments import Instrument
-from .session import Session, SessionConfig
+from .session import Session
+from .session_config import SessionConfig
 from .strategy import Target
 
 END = 1 << 62

@@ -3,91 +3,21 @@ from __future__ import annotations
 
 from dataclasses import replace
 from decimal import Decimal
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 
 import schemas as s
 from schemas.trading import order_shape_problem
 
 from .account import Account
-from .auto_close import AutoCloseSettings
 from .bars import BarBuilder, Volatility
 from .book import Book
-from .dex import DexSettings
-from .fees import FeeSchedule, to_settle_unit
-from .fill_model import FillSettings
+from .fees import to_settle_unit
 from .instruments import Instrument
-from .intel import INTEL_LEVELS, IntelLevel
 from .margin_account import MarginRules
-from .risk import RiskGuard, RiskSettings
+from .risk import RiskGuard
 from .scores import opportunity_score, risk_score
+from .session_config import RECONFIGURABLE, SessionConfig, merged
 from .strategy import AmendIntent, CancelIntent, PlaceOrder, Strategy, Target, make_strategy
 from .venue import REQUEST_FIELDS, Execution, PaperVenue, Refusal, StatusChange, VenueOrder, VenueRules
-
-
-class SessionConfig(BaseModel):
-    """A session: an isolated paper account with its own money, strategy and risk limits. `position_fraction`,
-    `min_confidence` and `leverage` default to the intel level's (papertape/core/intel.py)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    balance: Decimal = Field(default=Decimal(10_000), gt=0)
-    settle_coin: str = "USDT"
-    venue: Literal["paper", "dex"] = "paper"  # paper: Bybit perpetuals and spot; dex: DEX tokens (Bybit demo: later)
-    symbols: list[str] = Field(default_factory=lambda: ["*"])  # "*" = every symbol of the venue on the tape
-    strategy: str = "trend_following"  # a built-in, or a user's class by dotted path (package.module:Class)
-    params: dict[str, Any] = Field(default_factory=dict)
-    intel: int = Field(default=5, ge=1, le=10)
-    position_fraction: Decimal | None = Field(default=None, gt=0, le=1)  # of equity per position
-    min_confidence: float | None = Field(default=None, ge=0, le=1)
-    risk: RiskSettings = Field(default_factory=RiskSettings)
-    auto_close: AutoCloseSettings = Field(default_factory=AutoCloseSettings)
-    latency_ms: int = Field(default=50, ge=0)  # decision to venue (orders, cancels, amends), in event time
-    maker_fee: Decimal = Decimal("0.0002")  # Bybit VIP0 perpetuals
-    taker_fee: Decimal = Decimal("0.00055")
-    spot_maker_fee: Decimal = Decimal("0.001")  # Bybit VIP0 spot
-    spot_taker_fee: Decimal = Decimal("0.001")
-    fee_overrides: dict[str, tuple[Decimal, Decimal]] = Field(default_factory=dict)  # symbol -> (maker, taker)
-    leverage: Decimal | None = Field(default=None, gt=0)  # perpetuals; capped by each instrument's maximum
-    leverage_by_symbol: dict[str, Decimal] = Field(default_factory=dict)
-    margin_mode: Literal["cross", "isolated"] = "cross"
-    funding: bool = True  # settle perpetual funding at each funding time
-    liquidation: bool = True
-    fill: FillSettings = Field(default_factory=FillSettings)
-    dex: DexSettings = Field(default_factory=DexSettings)
-    equity_every_ms: int = Field(default=60_000, gt=0)
-
-    @property
-    def level(self) -> IntelLevel:
-        return INTEL_LEVELS[self.intel]
-
-    @property
-    def sizing_fraction(self) -> Decimal:
-        return self.level.position_fraction if self.position_fraction is None else self.position_fraction
-
-    @property
-    def confidence_threshold(self) -> float:
-        return self.level.min_confidence if self.min_confidence is None else self.min_confidence
-
-    @property
-    def default_leverage(self) -> Decimal:
-        return self.level.leverage if self.leverage is None else self.leverage
-
-    def trades(self, symbol: str, category: str) -> bool:
-        return (category == "dex") == (self.venue == "dex") and ("*" in self.symbols or symbol in self.symbols)
-
-    def fee_schedule(self, instruments: dict[str, Instrument]) -> FeeSchedule:
-        spot = {sym: (self.spot_maker_fee, self.spot_taker_fee) for sym, i in instruments.items()
-                if i.category == "spot"}
-        dex = {sym: (Decimal(0), Decimal(0)) for sym, i in instruments.items() if i.category == "dex"}
-        return FeeSchedule(self.maker_fee, self.taker_fee, {**spot, **dex, **self.fee_overrides})
-
-
-# What a running session may change (control `config`); the rest makes a new session.
-RECONFIGURABLE = {"symbols", "strategy", "params", "intel", "position_fraction", "min_confidence", "risk",
-                  "auto_close", "latency_ms", "leverage", "leverage_by_symbol", "equity_every_ms"}
 
 
 class Session:
@@ -254,7 +184,7 @@ class Session:
         if fixed:
             raise ValueError(f"a running session cannot change {', '.join(fixed)}: start a new session for that "
                              f"(changeable: {', '.join(sorted(RECONFIGURABLE))})")
-        cfg = SessionConfig.model_validate(_merged(self.cfg.model_dump(), changes))
+        cfg = SessionConfig.model_validate(merged(self.cfg.model_dump(), changes))
         strategy = None
         if cfg.strategy != self.cfg.strategy or cfg.params != self.cfg.params:
             strategy = make_strategy(cfg.strategy, cfg.params)  # raises before anything changed
@@ -671,16 +601,6 @@ class Session:
         self.fills = d["fills"]
         self.funded = dict(d["funded"])
         self.hold_until = dict(d["hold_until"])
-
-
-def _merged(base: dict, changes: dict) -> dict:
-    """`base` with `changes` applied; nested settings (risk, auto_close, params) change key by key, except a new
-    strategy's params, which replace the old strategy's."""
-    out = dict(base)
-    for k, v in changes.items():
-        whole = k == "params" and changes.get("strategy", base.get("strategy")) != base.get("strategy")
-        out[k] = _merged(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) and not whole else v
-    return out
 
 
 def _amend_changes(x) -> dict[str, str | None]:
