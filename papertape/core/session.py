@@ -237,7 +237,7 @@ class Session:
     def _entry_block(self, symbol: str, side: str, qty: Decimal, reduce_only: bool, price: Decimal | None,
                      ts: int) -> tuple[str, list]:
         """Why an order may not be sent (a new entry while paused, stopped or a breaker is tripped), and the
-        messages of breakers tripping now."""
+        messages of breakers tripping now. `price`: the order's limit price; None values it at the mark."""
         if not self._adds_exposure(symbol, side, qty, reduce_only):
             return "", []
         if self.status != "running":
@@ -245,6 +245,8 @@ class Session:
         msgs = self._watch(self.account.equity(self._marks(self._books)), ts)
         entries = {o.symbol for o in self.venue.open_orders() if not o.reduce_only}
         held = {sym for sym, p in self.account.positions.items() if p.qty}
+        book = self._books.get(symbol)
+        price = price or (book.mark() if book is not None else None)
         notional = qty * price if price is not None else Decimal(0)
         new_symbol = symbol not in held and symbol not in entries
         return self.guard.entry_block(notional, new_symbol, len(held | entries)), msgs
@@ -321,9 +323,8 @@ class Session:
             return self._change(intent, ts)
         if isinstance(intent, PlaceOrder):
             stale = _not_live(intent.symbol, books)
-            book = books.get(intent.symbol)
             block, out = ("", []) if stale else self._entry_block(
-                intent.symbol, intent.side, intent.qty, intent.reduce_only, intent.price or (book and book.mark()), ts)
+                intent.symbol, intent.side, intent.qty, intent.reduce_only, intent.price, ts)
             if block:
                 return out + [self._decision(intent.symbol, ts, "blocked", f"{intent.reasoning}; {block}", 1.0, {})]
             return out + self._place(intent, ts, intent.reasoning, 1.0, {}, problem=stale)
@@ -340,29 +341,29 @@ class Session:
         scores = self._scores(sym, conf, book, price)
         features = {**intent.features, "mark": None if price is None else str(price),
                     "volatility_per_bar": self.vol.per_bar(sym)}
-        intent = replace(intent, features=features)
+        stale = _not_live(sym, books)
         hold = ""
         if conf < self.cfg.confidence_threshold:
             hold = f"confidence {conf:.2f} below threshold {self.cfg.confidence_threshold:.2f}"
         elif price is None or inst is None:
             hold = "no price or instrument for the symbol"
-        elif _not_live(sym, books):
-            hold = _not_live(sym, books)
+        elif stale:
+            hold = stale
         elif any(not o.reduce_only for o in self.venue.open_orders(sym)):
             hold = "an order for the symbol is still open"
         if hold:
-            return [self._decision(sym, ts, "hold", f"{intent.reasoning}; {hold}", conf, intent.features, scores)]
+            return [self._decision(sym, ts, "hold", f"{intent.reasoning}; {hold}", conf, features, scores)]
         want = Decimal(0)
         if intent.target != "flat":
             size = inst.round_qty_down(self.account.equity(self._marks(books)) * self.cfg.sizing_fraction / price)
             want = size if intent.target == "long" else -size
         if want == pos or (want and pos and (want > 0) == (pos > 0)):  # no resizing while the view holds
             held = "flat" if not pos else ("long" if pos > 0 else "short")
-            return [self._decision(sym, ts, "hold", f"{intent.reasoning}; already {held}", conf, intent.features,
+            return [self._decision(sym, ts, "hold", f"{intent.reasoning}; already {held}", conf, features,
                                    scores)]
         if not want:  # an exit: always allowed
             order = PlaceOrder(sym, "sell" if pos > 0 else "buy", abs(pos), reduce_only=True)
-            return self._place(order, ts, intent.reasoning, conf, intent.features, scores=scores)
+            return self._place(order, ts, intent.reasoning, conf, features, scores=scores)
         side = "buy" if want > 0 else "sell"
         risk, _ = scores
         if risk is None:
@@ -372,18 +373,18 @@ class Session:
             hold = f"risk score {risk:.3f} above the tolerance {self.cfg.level.risk_tolerance:.2f} of intel level " \
                    f"{self.cfg.intel}"
         if hold:
-            return [self._decision(sym, ts, "hold", f"{intent.reasoning}; {hold}", conf, intent.features, scores)]
+            return [self._decision(sym, ts, "hold", f"{intent.reasoning}; {hold}", conf, features, scores)]
         block, out = self._entry_block(sym, side, abs(want), False, price, ts)
         if block:
-            return out + [self._decision(sym, ts, "blocked", f"{intent.reasoning}; {block}", conf, intent.features,
+            return out + [self._decision(sym, ts, "blocked", f"{intent.reasoning}; {block}", conf, features,
                                          scores)]
         if pos:  # a reversal: close first (its bracket goes with it), then enter
             out += self._place(PlaceOrder(sym, side, abs(pos), reduce_only=True), ts,
                                f"{intent.reasoning}; closing the {'long' if pos > 0 else 'short'} first", conf,
-                               intent.features, scores=scores)
+                               features, scores=scores)
         sl, tp = self.cfg.auto_close.bracket(side, price, inst)
         entry = PlaceOrder(sym, side, abs(want), stop_loss=sl, take_profit=tp)
-        return out + self._place(entry, ts, intent.reasoning, conf, intent.features, scores=scores)
+        return out + self._place(entry, ts, intent.reasoning, conf, features, scores=scores)
 
     def _scores(self, symbol: str, confidence: float, book: Book | None,
                 price: Decimal | None) -> tuple[float | None, float | None]:
@@ -456,9 +457,7 @@ class Session:
             problem = _stale_reason(msg.symbol, feed_status)
         out: list = []
         if not problem:
-            book = self._books.get(msg.symbol)
-            problem, out = self._entry_block(msg.symbol, msg.side, msg.qty, msg.reduce_only,
-                                             msg.price or (book and book.mark()), now)
+            problem, out = self._entry_block(msg.symbol, msg.side, msg.qty, msg.reduce_only, msg.price, now)
         if problem:
             rejected = self._venue_order(oid, msg, now, 0)
             return out + [self._order_event(StatusChange(rejected, now, "rejected", problem, 1, msg.qty, msg.price,
