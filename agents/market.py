@@ -41,9 +41,8 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
                 for p in sorted(touched):
                     mp = checkpoints.state(p)
                     batches, marks = mp.flush()
-                    for batch in batches:
-                        for q in range(settings.session_partitions):
-                            await outputs.send_to("md.ticks", batch, q)
+                    for batch in batches:  # a broadcast: every engine partition sees the whole market
+                        await outputs.send_to("md.ticks", batch, range(settings.session_partitions))
                     await outputs.send(marks)
                     if checkpoints.due(p) or mp.ended:
                         await checkpoints.save(p)

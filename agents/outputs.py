@@ -25,13 +25,17 @@ class Outputs:
     def __init__(self, app: faust.App) -> None:
         self.topics = {name: app.topic(name, key_serializer="raw", value_serializer="papertape")
                        for name in s.TOPICS}
+        self.raw_topics = {name: app.topic(name, key_serializer="raw", value_serializer="raw") for name in s.TOPICS}
 
     async def send(self, msgs) -> None:
         for msg in msgs:
             await self.topics[TOPIC_OF_KIND[msg.kind]].send(key=key_of(msg), value=msg)
 
-    async def send_to(self, topic: str, msg, partition: int) -> None:
-        await self.topics[topic].send(value=msg, partition=partition)
+    async def send_to(self, topic: str, msg, partitions: range) -> None:
+        """One message to several partitions of `topic`, encoded once."""
+        value = s.encode(msg)
+        for p in partitions:
+            await self.raw_topics[topic].send(value=value, partition=p)
 
 
 def dead_letter(agent: str, topic: str, partition: int, offset: int, key: bytes | None, payload: bytes | None,

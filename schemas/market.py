@@ -1,7 +1,7 @@
 """Market data: exchange frames (a batch of trades and/or a book update), packed into batches per partition."""
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -9,6 +9,7 @@ from .base import EventTime, Message, PriceStr, QtyStr, SignedStr, Symbol
 
 # A book level: [price, quantity], both decimal strings; quantity "0" removes the level.
 Level = tuple[PriceStr, QtyStr]
+BookChange = tuple[Annotated[float, Field(gt=0, allow_inf_nan=False)], QtyStr]  # md.ticks: see Tick.depth
 
 
 class Trade(BaseModel):
@@ -120,7 +121,9 @@ class Tick(NamedTuple):
     mark: PriceStr | None = None  # the venue's mark price, when it sends one
     status: FeedStatus = "live"
     last: PriceStr | None = None  # a last price from a ticker or bar, when the frame has no trades
-    depth: tuple[list[Level], list[Level], bool] | None = None  # the frame's level changes: bids, asks, snapshot
+    # the frame's level changes (bids, asks, snapshot) as [price key, size]: the price as a float, exact for an
+    # exchange price (papertape/core/book.py); a removal's size is "0", and the book's trims are removals too
+    depth: tuple[list[BookChange], list[BookChange], bool] | None = None
     funding: tuple[SignedStr, EventTime] | None = None  # the venue's funding rate and the time it settles
 
 

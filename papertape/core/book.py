@@ -18,18 +18,34 @@ def price_text(key: float) -> str:
 
 
 MAX_LEVELS = 500  # per side: a diff feed (Binance) never removes far levels, and snapshots would grow forever
+MAX_QUEUED = 2 * MAX_LEVELS  # level changes a lazy book holds before it applies them unasked
+
+
+def _settle(side: dict[float, str], changes: dict[float, str]) -> None:
+    side.update(changes)
+    for key in [k for k, qty in changes.items() if qty == "0"]:  # the market actor writes every removal as "0"
+        del side[key]
+    changes.clear()
 
 
 class Book:
     """Level-2 book plus the top of book. Frames that carry a top (bid/ask) set it directly;
-    frames that carry only levels update the book, whose best levels become the top."""
+    frames that carry only levels update the book, whose best levels become the top.
 
-    __slots__ = ("bids", "asks", "bid", "ask", "bid_qty", "ask_qty", "last", "ts", "synced", "top_feed",
+    The market actor applies a frame's levels at once (it trims and derives the top). An engine's copy only
+    queues a tick's level changes, the last per price winning, and applies them when `bids` or `asks` is read:
+    most books are never walked between two ticks, and a queue costs one dict update per tick instead of a
+    Python step per level. Both hold the same levels: the market actor sends its changes keyed as the book
+    keys them, its trims included (`apply` returns them)."""
+
+    __slots__ = ("_bids", "_asks", "_new_bids", "_new_asks", "bid", "ask", "bid_qty", "ask_qty", "last", "ts", "synced", "top_feed",
                  "mark_price", "status", "funding_rate", "next_funding_ts")
 
     def __init__(self) -> None:
-        self.bids: dict[float, str] = {}
-        self.asks: dict[float, str] = {}
+        self._bids: dict[float, str] = {}
+        self._asks: dict[float, str] = {}
+        self._new_bids: dict[float, str] = {}  # queued changes (engine copies only)
+        self._new_asks: dict[float, str] = {}
         self.bid: str | None = None
         self.ask: str | None = None
         self.bid_qty: str | None = None
@@ -43,10 +59,25 @@ class Book:
         self.funding_rate: str | None = None  # the venue's funding rate, settled at next_funding_ts
         self.next_funding_ts: int | None = None
 
-    def apply(self, frame) -> None:
-        """A market frame: its levels, then its trades and top of book, which win over the levels."""
+    @property
+    def bids(self) -> dict[float, str]:
+        """Bid levels: price key -> size, in no order."""
+        if self._new_bids:
+            _settle(self._bids, self._new_bids)
+        return self._bids
+
+    @property
+    def asks(self) -> dict[float, str]:
+        if self._new_asks:
+            _settle(self._asks, self._new_asks)
+        return self._asks
+
+    def apply(self, frame) -> tuple[list, list]:
+        """A market frame: its levels, then its trades and top of book, which win over the levels. Returns the
+        level changes for the engines (see _apply_levels), or None when the frame has no levels."""
+        changes = None
         if frame.bids or frame.asks:
-            self._apply_levels(frame.bids, frame.asks, frame.snapshot)
+            changes = self._apply_levels(frame.bids, frame.asks, frame.snapshot)
             self._top_from_levels()
         if frame.bid is not None or frame.ask is not None:
             self.top_feed = True
@@ -59,11 +90,12 @@ class Book:
         if frame.bar is not None and not frame.trades:
             self.last = frame.bar.close
         self._top(frame)
+        return changes
 
     def apply_tick(self, tick) -> None:
         """A tick carries the market actor's top of book, mark and the frame's level changes: no feed rules."""
         if tick.depth is not None:
-            self._apply_levels(*tick.depth)
+            self._queue_levels(*tick.depth)
         if tick.funding is not None:
             self.funding_rate, self.next_funding_ts = tick.funding
         if tick.mark is not None:
@@ -82,29 +114,50 @@ class Book:
         if x.ask is not None:
             self.ask, self.ask_qty = x.ask, x.ask_qty
 
-    def _apply_levels(self, bids, asks, snapshot: bool) -> None:
+    def _apply_levels(self, bids, asks, snapshot: bool) -> tuple[list, list]:
+        """Returns each side's changes as the engines' copies take them: [price key, size], a removal's size "0",
+        the levels trimmed off the far end included."""
         if snapshot:
-            self.bids.clear()
-            self.asks.clear()
-            self.synced = True
-        for side, levels in ((self.bids, bids), (self.asks, asks)):
+            self._clear()
+        changes: tuple[list, list] = ([], [])
+        for side, levels, best_first, out in ((self._bids, bids, True, changes[0]),
+                                              (self._asks, asks, False, changes[1])):
+            pop, add = side.pop, out.append
             for price, qty in levels:
-                if qty == "0" or float(qty) == 0:
-                    side.pop(float(price), None)
+                key = float(price)
+                if float(qty):
+                    side[key] = qty
+                    add((key, qty))
                 else:
-                    side[float(price)] = qty
-        for side, best_first in ((self.bids, True), (self.asks, False)):
+                    pop(key, None)
+                    add((key, "0"))
             if len(side) > MAX_LEVELS * 5 // 4:  # trim the far end, now and then
-                keep = sorted(side, reverse=best_first)[:MAX_LEVELS]
-                kept = {p: side[p] for p in keep}
-                side.clear()
-                side.update(kept)
+                for key in sorted(side, reverse=best_first)[MAX_LEVELS:]:
+                    del side[key]
+                    out.append((key, "0"))
+        return changes
+
+    def _queue_levels(self, bids, asks, snapshot: bool) -> None:
+        """[price key, size] changes from the market actor (see _apply_levels): the last per key wins."""
+        if snapshot:
+            self._clear()
+        self._new_bids.update(bids)
+        self._new_asks.update(asks)
+        if len(self._new_bids) + len(self._new_asks) > MAX_QUEUED:  # a book nobody reads: keep memory bounded
+            _settle(self._bids, self._new_bids)
+            _settle(self._asks, self._new_asks)
+
+    def _clear(self) -> None:
+        for side in (self._bids, self._asks, self._new_bids, self._new_asks):
+            side.clear()
+        self.synced = True
 
     def _top_from_levels(self) -> None:
-        if self.synced and not self.top_feed and self.bids and self.asks:
-            bid, ask = max(self.bids), min(self.asks)
+        bids, asks = self._bids, self._asks  # the market actor's book: nothing queued
+        if self.synced and not self.top_feed and bids and asks:
+            bid, ask = max(bids), min(asks)
             self.bid, self.ask = price_text(bid), price_text(ask)
-            self.bid_qty, self.ask_qty = self.bids[bid], self.asks[ask]
+            self.bid_qty, self.ask_qty = bids[bid], asks[ask]
 
     def to_dict(self) -> dict:
         return {"top": [self.bid, self.bid_qty, self.ask, self.ask_qty, self.last, self.mark_price, self.status],
@@ -119,8 +172,8 @@ class Book:
         b.bid, b.bid_qty, b.ask, b.ask_qty, b.last, b.mark_price, b.status = d["top"]
         b.ts, b.synced, b.top_feed = d["ts"], d["synced"], d["top_feed"]
         b.funding_rate, b.next_funding_ts = d.get("funding", (None, None))
-        b.bids = {float(p): q for p, q in d["bids"]}
-        b.asks = {float(p): q for p, q in d["asks"]}
+        b._bids = {float(p): q for p, q in d["bids"]}
+        b._asks = {float(p): q for p, q in d["asks"]}
         return b
 
     def best_bid(self) -> Decimal | None:

@@ -34,6 +34,14 @@ def batch_of(raw: dict) -> s.TickBatch:
         end=bool(raw.get("end", False)), ticks=[tick_of(t) for t in raw["ticks"]])
 
 
+def _float_keyed(tick: s.Tick) -> s.Tick:
+    """A tick saved before depth changes were keyed by float (prices were strings then)."""
+    if tick.depth is None or not any(isinstance(lv[0], str) for side in tick.depth[:2] for lv in side):
+        return tick
+    bids, asks, snapshot = tick.depth
+    return tick._replace(depth=([(float(p), q) for p, q in bids], [(float(p), q) for p, q in asks], snapshot))
+
+
 class TickMerger:
     """Ticks of every origin, released in (ts, origin, position) order once every origin's watermark passed
     them. An origin's ticks arrive in its own order, so each waits in its origin's queue and a release merges
@@ -76,7 +84,7 @@ class TickMerger:
 
     def load(self, d: dict) -> None:
         self.wm, self.last_pos = list(d["wm"]), list(d["last_pos"])
-        self.queues = [[(t.ts, t.pos, t) for t in map(tick_of, q)] for q in d["queues"]]
+        self.queues = [[(t.ts, t.pos, t) for t in map(_float_keyed, map(tick_of, q))] for q in d["queues"]]
 
 
 class Engine:

@@ -76,12 +76,12 @@ class MarketPartition:
             book = books.get(frame.symbol)
             if book is None:
                 book = books[frame.symbol] = Book()
-            book.apply(frame)
+            changes = book.apply(frame)
             if frame.ts > self.wm:
                 self.wm = frame.ts
             trades = [TickTrade(t.ts, t.price, t.qty, t.side) for t in frame.trades]
             last = book.last if not trades and (frame.ticker is not None or frame.bar is not None) else None
-            depth = (frame.bids, frame.asks, frame.snapshot) if frame.bids or frame.asks else None
+            depth = None if changes is None else (*changes, frame.snapshot)
             tk = frame.ticker
             funding = None
             if tk is not None and tk.funding_rate is not None and tk.next_funding_ts is not None:
