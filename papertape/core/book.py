@@ -22,8 +22,9 @@ MAX_QUEUED = 2 * MAX_LEVELS  # level changes a lazy book holds before it applies
 
 
 def _settle(side: dict[float, str], changes: dict[float, str]) -> None:
+    """Applies [price key -> size] changes, the last per key already won; a removal's size is "0"."""
     side.update(changes)
-    for key in [k for k, qty in changes.items() if qty == "0"]:  # the market actor writes every removal as "0"
+    for key in [k for k, qty in changes.items() if qty == "0"]:
         del side[key]
     changes.clear()
 
@@ -122,15 +123,8 @@ class Book:
         changes: tuple[list, list] = ([], [])
         for side, levels, best_first, out in ((self._bids, bids, True, changes[0]),
                                               (self._asks, asks, False, changes[1])):
-            pop, add = side.pop, out.append
-            for price, qty in levels:
-                key = float(price)
-                if float(qty):
-                    side[key] = qty
-                    add((key, qty))
-                else:
-                    pop(key, None)
-                    add((key, "0"))
+            out += [(float(p), q if float(q) else "0") for p, q in levels]
+            _settle(side, dict(out))
             if len(side) > MAX_LEVELS * 5 // 4:  # trim the far end, now and then
                 for key in sorted(side, reverse=best_first)[MAX_LEVELS:]:
                     del side[key]

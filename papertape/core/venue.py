@@ -338,18 +338,24 @@ class PaperVenue:
     def on_tick(self, tick, book: Book) -> list[Outcome]:
         """After the tick moved `book`: makers fill from its trades and quotes, then triggers fire."""
         symbol = tick.symbol
-        mine = [o for o in self.orders.values() if o.symbol == symbol and o.status != "pending"]
-        if not mine:
+        resting, triggers = [], []  # triggers: dicts keep insertion order, so by seq, as placed
+        for o in self.orders.values():  # (the engine's hot path: each order's type is looked at once)
+            if o.symbol != symbol or o.status == "pending":
+                continue
+            if o.type in TRIGGER_TYPES and not o.triggered:
+                triggers.append(o)
+            elif o.type in LIMIT_TYPES:
+                resting.append(o)
+        if not resting and not triggers:
             return []
         out: list[Outcome] = []
-        resting = [o for o in mine if not o.waiting_trigger and o.is_limit]
         if len(resting) > 1:  # price, then time priority
             resting.sort(key=lambda o: (-o.price if o.side == "buy" else o.price, o.seq))
         if resting:
             if tick.trades:
                 out += self._maker_trades(resting, tick.trades)
             out += self._maker_quotes(resting, tick.ts, book)
-        for order in [o for o in mine if o.waiting_trigger]:  # dicts keep insertion order: by seq, as placed
+        for order in triggers:  # only a trigger sets `triggered`: the makers above did not change this list
             if order.id in self.orders:  # an OCO partner may have cancelled it
                 out += self._check_trigger(order, tick, book)
         return out
