@@ -47,9 +47,8 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
                                                        msg.value, str(exc), eng.now))
                         continue
                     await outputs.send(out)
-                for p in sorted(touched):
-                    if checkpoints.due(p) or checkpoints.state(p).finished:
-                        await checkpoints.save(p)
+                await checkpoints.save(*(p for p in sorted(touched)
+                                         if checkpoints.due(p) or checkpoints.state(p).finished))
         except Exception as exc:  # a bug, not bad input: see agents/crash.py
             die("engine", exc)
 

@@ -38,6 +38,7 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
                         where = "" if index is None else f"frame {index}: "
                         await outputs.send(dead_letter("market", msg.topic, msg.partition, msg.offset, msg.key,
                                                        payload, where + reason, mp.wm))
+                due = []
                 for p in sorted(touched):
                     mp = checkpoints.state(p)
                     batches, marks = mp.flush()
@@ -45,7 +46,8 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
                         await outputs.send_to("md.ticks", batch, range(settings.session_partitions))
                     await outputs.send(marks)
                     if checkpoints.due(p) or mp.ended:
-                        await checkpoints.save(p)
+                        due.append(p)
+                await checkpoints.save(*due)
         except Exception as exc:  # a bug, not bad input: see agents/crash.py
             die("market", exc)
 

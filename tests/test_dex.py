@@ -171,9 +171,12 @@ def test_property_spread_and_no_free_round_trip(oracle, depth, frac, fee):
     assert b.impact_bps > 0 and s.impact_bps > 0
     # Round trip on fresh pools: selling back never returns more than the buy cost.
     assert s.quote_amount <= b.quote_amount
-    # Round trip on the same pool (sell into the reserves the buy left): still no profit.
+    # Round trip on the same pool (sell into the reserves the buy left): still no profit; a loss with a fee
+    # (without one the pool gives back exactly what it took, hypothesis found: fee 0, 99% of the pool)
     back = amount_out(x - qty, depth + b.quote_amount, qty, fee)
-    assert back < b.quote_amount
+    assert back <= b.quote_amount
+    if fee:
+        assert back < b.quote_amount
     # k never decreases.
     for side in ("buy", "sell"):
         k, after = _k_after(side, qty, oracle, depth, fee)
