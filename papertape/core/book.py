@@ -39,8 +39,8 @@ class Book:
     Python step per level. Both hold the same levels: the market actor sends its changes keyed as the book
     keys them, its trims included (`apply` returns them)."""
 
-    __slots__ = ("_bids", "_asks", "_new_bids", "_new_asks", "bid", "ask", "bid_qty", "ask_qty", "last", "ts", "synced", "top_feed",
-                 "mark_price", "status", "funding_rate", "next_funding_ts")
+    __slots__ = ("_bids", "_asks", "_new_bids", "_new_asks", "bid", "ask", "bid_qty", "ask_qty", "last", "ts",
+                 "synced", "top_feed", "mark_price", "status", "funding_rate", "next_funding_ts")
 
     def __init__(self) -> None:
         self._bids: dict[float, str] = {}
@@ -73,7 +73,7 @@ class Book:
             _settle(self._asks, self._new_asks)
         return self._asks
 
-    def apply(self, frame) -> tuple[list, list]:
+    def apply(self, frame) -> tuple[list, list] | None:
         """A market frame: its levels, then its trades and top of book, which win over the levels. Returns the
         level changes for the engines (see _apply_levels), or None when the frame has no levels."""
         changes = None
@@ -154,12 +154,13 @@ class Book:
             self.bid_qty, self.ask_qty = bids[bid], asks[ask]
 
     def to_dict(self) -> dict:
+        bids, asks = self.bids, self.asks
         return {"top": [self.bid, self.bid_qty, self.ask, self.ask_qty, self.last, self.mark_price, self.status],
                 "funding": [self.funding_rate, self.next_funding_ts],
                 "ts": self.ts, "synced": self.synced, "top_feed": self.top_feed,
                 # price keys as JSON numbers (a float's shortest form reads back as the same float), sizes apart:
                 # no Python step per level, which made checkpoints most of the worker's time at 700 symbols
-                "levels": [list(self.bids), list(self._bids.values()), list(self.asks), list(self._asks.values())]}
+                "levels": [list(bids), list(bids.values()), list(asks), list(asks.values())]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Book":
