@@ -1,6 +1,7 @@
 """The local Bybit v5 public WebSocket server, driven by plain `websockets` and by pybit."""
 
 import json
+import time
 import uuid
 
 import pytest
@@ -222,6 +223,15 @@ def local_pybit(server: BybitWsServer, **options) -> WebSocket:
     class LocalWebSocket(WebSocket):
         def _connect(self, url):
             super()._connect(server.url)
+
+        def _get_callback(self, topic):
+            # pybit registers a topic's callback only after sending its subscribe. A server on loopback may
+            # answer first: pybit's thread then raises KeyError, pybit exits for good and the next subscribe
+            # waits forever (seen once in CI). A real Bybit is a network away; give pybit that moment.
+            deadline = time.monotonic() + 2
+            while topic not in self.callback_directory and time.monotonic() < deadline:
+                time.sleep(0.001)
+            return super()._get_callback(topic)
 
     return LocalWebSocket(testnet=False, channel_type="linear", **options)
 
