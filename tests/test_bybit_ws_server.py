@@ -224,14 +224,22 @@ def local_pybit(server: BybitWsServer, **options) -> WebSocket:
         def _connect(self, url):
             super()._connect(server.url)
 
+        # pybit records a subscribe's req_id and registers its callback only after sending it. A server on
+        # loopback may answer first: pybit's thread then raises KeyError (the req_id, seen in CI), pybit exits for
+        # good and the next subscribe waits forever. A real Bybit is a network away; give pybit that moment.
+        def _process_subscription_message(self, message):
+            req_id = message.get("req_id")
+            registered(lambda: not req_id or req_id in self.subscriptions)
+            super()._process_subscription_message(message)
+
         def _get_callback(self, topic):
-            # pybit registers a topic's callback only after sending its subscribe. A server on loopback may
-            # answer first: pybit's thread then raises KeyError, pybit exits for good and the next subscribe
-            # waits forever (seen once in CI). A real Bybit is a network away; give pybit that moment.
-            deadline = time.monotonic() + 2
-            while topic not in self.callback_directory and time.monotonic() < deadline:
-                time.sleep(0.001)
+            registered(lambda: topic in self.callback_directory)
             return super()._get_callback(topic)
+
+    def registered(done) -> None:
+        deadline = time.monotonic() + 2
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.001)
 
     return LocalWebSocket(testnet=False, channel_type="linear", **options)
 
