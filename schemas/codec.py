@@ -24,8 +24,7 @@ def encode(model: BaseModel) -> bytes:
 def _tick_batch_json(batch) -> bytes:
     """A TickBatch as model_dump_json writes it, 3x faster: orjson writes the ticks (named tuples, as arrays)
     without pydantic checking every level of every tick against its declared type."""
-    return orjson.dumps({"v": batch.v, "id": batch.id, "ts": batch.ts, "kind": batch.kind, "origin": batch.origin,
-                         "seq": batch.seq, "wm": batch.wm, "end": batch.end, "ticks": batch.ticks}, default=list)
+    return orjson.dumps({name: getattr(batch, name) for name in type(batch).model_fields}, default=list)
 
 
 def decode(topic: str, data: bytes | None) -> Any:

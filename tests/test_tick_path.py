@@ -36,16 +36,16 @@ def market_run():
 
 def test_engine_books_are_the_market_actors_books_trims_included(market_run):
     books: dict[str, Book] = {}
-    trims = 0  # level changes in ticks
+    changes = 0  # level changes the ticks carried
     for i, (tb, market_books) in enumerate(market_run):
         for t in tb.ticks:
             books.setdefault(t.symbol, Book()).apply_tick(t)
-        trims += sum(len(t.depth[0]) + len(t.depth[1]) for t in tb.ticks if t.depth)
+        changes += sum(len(t.depth[0]) + len(t.depth[1]) for t in tb.ticks if t.depth)
         if i % 7 == 0 or i == len(market_run) - 1:  # reading a lazy book applies what it queued
             for sym, (bids, asks) in market_books.items():
                 assert (books[sym].bids, books[sym].asks) == (bids, asks), f"batch {i} {sym}"
     frame_levels = sum(len(f.bids) + len(f.asks) for f in iter_tape(BUNDLED_TAPE))
-    assert trims > frame_levels  # the diff feed grows books past MAX_LEVELS: the trims reached the engine
+    assert changes > frame_levels  # the diff feed grows books past MAX_LEVELS: the trims reached the engine
     assert max(len(b.bids) for b in books.values()) <= MAX_LEVELS * 5 // 4
 
 
