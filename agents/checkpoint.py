@@ -1,10 +1,11 @@
 """Exactly-once effects on an at-least-once broker.
 
 An agent's state for a partition is saved in a changelogged Faust table together with the offsets it has
-consumed; only after that write (and every output sent before it) reached the broker are the input events
-acked, so Kafka's committed offset never passes the saved state. After a crash the worker restores the last
-snapshot, skips the inputs it already holds, and recomputes the rest: the outputs come out again with the
-same ids, and every consumer drops repeats by id.
+consumed. The snapshot is written only once every output sent before it is on the broker, and the input events
+it covers are acked only once it is too, so Kafka's committed offset never passes a stored snapshot and a stored
+snapshot never claims an output the broker lacks. After a crash the worker restores the last snapshot, skips the
+inputs it already holds, and recomputes the rest: the outputs come out again with the same ids, and every consumer
+drops repeats by id.
 """
 from __future__ import annotations
 
@@ -17,23 +18,38 @@ from typing import Callable, Generic, TypeVar
 import faust
 import orjson
 
+from schemas.topics import Namespace
+
+from .outputs import Outputs
+
 
 S = TypeVar("S")
 log = logging.getLogger(__name__)
+REWIND_TRIES = 3  # seeks back to an offset before it counts as deleted by the broker
+MAX_STORING = 4  # saves on their way to the broker before the agent waits
 SAVE_SHARE = 20  # a partition's next save waits 20x what saving every partition costs: saves take <= 5% of the time
 
 
 class Checkpoints(Generic[S]):
-    """The state objects of an agent's partitions (each with `to_dict()`, `load(dict)`, `seen(topic, offset)` and
+    """The state objects of an agent's partitions (each with `to_dict()`, `load(dict)`, `next_offset(topic)` and
     `progress()`, a number that grows with every input consumed), restored from the table on first use.
 
-    A rebalance does not drop a state: Faust keeps its fetch position for a partition that stays on this worker,
-    so reloading an older snapshot would lose the inputs consumed since. After an assignment the table's
-    snapshot replaces the state only if it is further ahead (another worker had the partition meanwhile)."""
+    A state knows how far it read, and takes its inputs in order only: an event past its state's next offset
+    means inputs were skipped on the way here, so the partition is sought back to where the state goes on and
+    the events read meanwhile are dropped (they come again). Kafka's committed offset is only a hint: Faust
+    drops the records of a partition it resumes while a fetch is under way (Consumer.getmany filters them by
+    the partitions active when the fetch began, after the consumer moved past them), acks on its own the events
+    a rebalance made it skip, and commits a run of acks past a single unacked offset (Consumer._new_offset).
+
+    A rebalance does not drop a state: reloading an older snapshot would recompute what this worker did since.
+    After an assignment the table's snapshot replaces the state only if it is further ahead (another worker had
+    the partition meanwhile)."""
 
     def __init__(self, app: faust.App, name: str, partitions: int, every_s: float, topics: tuple[str, ...],
-                 make: Callable[[int], S]) -> None:
+                 make: Callable[[int], S], outputs: Outputs, names: Namespace = Namespace()) -> None:
         self.app = app
+        self.names = names
+        self.outputs = outputs  # the agent's own: a save waits for what it sent
         self.make = make
         self.states: dict[int, S] = {}
         self.reassigned: set[int] = set()
@@ -43,13 +59,13 @@ class Checkpoints(Generic[S]):
         self.held: dict[int, list] = defaultdict(list)  # events consumed but not yet covered by a snapshot
         self.saved_at: dict[int, float] = {}
         self.save_cost: dict[int, float] = {}  # seconds the partition's last snapshot took to make and send
-        self.resumed: set[tuple[int, str]] = set()  # (partition, topic) whose first fresh input was checked
-        self.confirming: set[asyncio.Task] = set()  # saves whose writes are on their way to the broker
-        self.failed: BaseException | None = None  # a save whose write failed: nothing it covers was acked
+        self.storing: list[asyncio.Future] = []  # saves on their way to the broker, oldest first
+        self.failed: BaseException | None = None  # a save whose outputs or writes failed: nothing after it was acked
+        self.rewinding: dict = {}  # input partition -> (offset its state goes on from, when sought, seeks so far)
 
         @app.on_partitions_assigned.connect
         async def check_later(app, assigned, **kwargs):
-            self.reassigned.update(tp.partition for tp in assigned if tp.topic in topics)
+            self.reassigned.update(tp.partition for tp in assigned if names.name_of(tp.topic) in topics)
 
     def state(self, partition: int) -> S:
         if partition not in self.states or partition in self.reassigned:
@@ -58,7 +74,6 @@ class Checkpoints(Generic[S]):
             saved = self._saved(partition)
             if current is None or (saved is not None and saved.progress() > current.progress()):
                 self.states[partition] = saved or self.make(partition)
-                self.resumed = {k for k in self.resumed if k[0] != partition}
         return self.states[partition]
 
     def _saved(self, partition: int) -> S | None:
@@ -70,20 +85,42 @@ class Checkpoints(Generic[S]):
         return state
 
     def fresh(self, events):
-        """(message, partition state) of each event the state does not hold yet. Every event is kept unacked
-        until its partition's next save."""
+        """(message, its topic's name in schemas.TOPICS, partition state) of each event the state does not hold
+        yet, in offset order. Every event taken is kept unacked until its partition's next save."""
         for event in events:
             msg = event.message
+            topic = self.names.name_of(msg.topic)
             state = self.state(msg.partition)
+            expected = state.next_offset(topic)
+            if msg.offset > expected and not self._rewind(msg.tp, expected, msg.offset):
+                continue
+            self.rewinding.pop(msg.tp, None)
             self.held[msg.partition].append(event)
-            if not state.seen(msg.topic, msg.offset):
-                key = (msg.partition, msg.topic)
-                if key not in self.resumed:
-                    self.resumed.add(key)
-                    if msg.offset > 0 and not state.seen(msg.topic, msg.offset - 1):
-                        log.error("%s partition %d resumes %s at offset %d, past its snapshot: inputs were skipped",
-                                  self.table.name, msg.partition, msg.topic, msg.offset)
-                yield msg, state
+            if msg.offset >= expected:  # past it only when the inputs between are gone from the broker
+                yield msg, topic, state
+
+    def _rewind(self, tp, offset: int, got: int) -> bool:
+        """Seek `tp` back to `offset`, once until it comes (again after a second: a seek of Faust's own, to the
+        committed offset, may have overtaken it). True when the broker no longer has it (retention deleted it):
+        the state goes on from `got`."""
+        target, at, tries = self.rewinding.get(tp, (None, 0.0, 0))
+        if target == offset and time.monotonic() - at < 1.0:
+            return False
+        if target == offset and tries >= REWIND_TRIES:
+            log.error("%s: %s[%d] offsets %d to %d are not on the broker any more: they are lost", self.table.name,
+                      tp.topic, tp.partition, offset, got - 1)
+            return True
+        log.warning("%s: %s[%d] read at offset %d, but its state goes on from %d: inputs were skipped on the way "
+                    "here; reading them again", self.table.name, tp.topic, tp.partition, got, offset)
+        self.rewinding[tp] = (offset, time.monotonic(), tries + 1 if target == offset else 1)
+        task = asyncio.ensure_future(self.app.consumer.seek(tp, offset))
+        task.add_done_callback(self._sought)
+        return False
+
+    def _sought(self, task: asyncio.Future) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: a seek back failed: %r", self.table.name, task.exception())
+
 
     def due(self, partition: int) -> bool:
         """`every_s` after the last save, or later for large states: the agent's saves take at most 1/SAVE_SHARE of
@@ -93,18 +130,20 @@ class Checkpoints(Generic[S]):
         return time.monotonic() - self.saved_at.get(partition, 0.0) >= wait
 
     async def save(self, *partitions: int) -> None:
-        """Write the partitions' snapshots; ack the events they cover only once the broker holds all of it.
+        """Snapshot the partitions; store the snapshots once every message the agent sent since its last save is
+        on the broker, and ack the events they cover once the snapshots are.
 
-        `producer.flush()` alone is no such barrier: table writes go through Faust's send buffer, whose flush
-        gives up after 0.1 s without progress (ProducerBuffer.flush_atmost), and a snapshot's header waits
-        behind its chunk in the same changelog partition, so flush routinely returned with the header unsent.
-        The acks then let Kafka commit offsets past a snapshot the broker did not have: a worker killed in that
-        window came back with the previous snapshot, resumed at the committed offsets and silently skipped
-        every input in between. So each write's own future is awaited before the acks.
+        Both orders matter. A snapshot stored before the outputs it covers says they were sent: a worker killed
+        while they still waited in the producer came back past them, and they were never sent (the producer
+        sends one batch per partition per request, so a snapshot's single changelog batch overtook a backlog
+        of md.ticks batches; tests/test_worker_kill.py lost ticks that way). Acks sent before the snapshot let
+        Kafka commit offsets past a snapshot the broker did not have: the restarted worker skipped those inputs.
+        (`producer.flush()` is no barrier for either: Faust's send buffer gives up after 0.1 s without progress.)
 
-        That wait runs beside the agent, which goes on with its next events: waiting in the agent cost a round
-        trip to the broker per save, and at 7k paced events/s the worker sat idle while it fell behind. Only the
-        acks wait; a write that fails is raised by the next save."""
+        The waiting runs beside the agent, which goes on with its next events (waiting in the agent cost a round
+        trip per save; at 7k paced events/s the worker sat idle while it fell behind). Saves are stored in the
+        order they were made; a save whose outputs or writes failed stores and acks nothing after it, and the
+        next call raises why."""
         if self.failed is not None:
             raise self.failed
         if not partitions:
@@ -115,26 +154,32 @@ class Checkpoints(Generic[S]):
             # default=list writes named tuples (ticks) as the JSON arrays they travel as
             value = orjson.dumps(self.states[partition].to_dict(), default=list)
             for key, part in split_snapshot(value, partition, join_snapshot(self.table.get, partition, header=True)):
-                self.table.data[key] = part
-                writes.append(self.table.send_changelog(partition, key, part))
+                self.table.data[key] = part  # what this worker reads back after a rebalance
+                writes.append((partition, key, part))
             self.save_cost[partition] = time.perf_counter() - started
         events = [event for partition in partitions for event in self.held.pop(partition, [])]
         now = time.monotonic()
         for partition in partitions:
             self.saved_at[partition] = now
-        task = asyncio.ensure_future(self._ack_when_delivered(writes, events))
-        self.confirming.add(task)
-        task.add_done_callback(self._confirmed)
+        previous = self.storing[-1] if self.storing else None
+        task = asyncio.ensure_future(self._store(previous, self.outputs.take_unconfirmed(), writes, events))
+        self.storing.append(task)
+        task.add_done_callback(self._stored)
+        while len(self.storing) > MAX_STORING:  # the broker is slower than the agent: wait rather than pile up
+            await asyncio.wait([self.storing[0]])
 
-    async def _ack_when_delivered(self, writes: list, events: list) -> None:
-        await self.app.producer.flush()  # the outputs sent before this save, and the writes
-        for write in writes:
-            await write  # delivered (raises if the write failed: nothing is acked then)
+    async def _store(self, previous: asyncio.Future | None, outputs: list, writes: list, events: list) -> None:
+        if previous is not None:
+            await previous  # raises if an earlier save failed: this one must not be stored after a gap
+        for delivered in outputs:
+            await delivered  # raises if a send failed
+        for write in [self.table.send_changelog(p, key, part) for p, key, part in writes]:
+            await write
         for event in events:
             event.ack()
 
-    def _confirmed(self, task: asyncio.Task) -> None:
-        self.confirming.discard(task)
+    def _stored(self, task: asyncio.Future) -> None:
+        self.storing.remove(task)
         if not task.cancelled() and task.exception() is not None and self.failed is None:
             self.failed = task.exception()
 

@@ -1,6 +1,8 @@
 """Where each kind of message goes, and the one way bad input is reported (dead letter + alert)."""
 from __future__ import annotations
 
+import asyncio
+
 import faust
 
 import schemas as s
@@ -20,22 +22,30 @@ def key_of(msg) -> bytes | None:
 
 
 class Outputs:
-    """Sends messages to their topics through the Faust producer (buffered; flushed at checkpoints)."""
+    """An agent's sends to their topics through the Faust producer, with the delivery of each kept until the
+    agent's next checkpoint takes them (a snapshot is stored only once what its inputs produced is delivered)."""
 
-    def __init__(self, app: faust.App) -> None:
-        self.topics = {name: app.topic(name, key_serializer="raw", value_serializer="papertape")
+    def __init__(self, app: faust.App, names: s.Namespace) -> None:
+        self.topics = {name: app.topic(names.topic(name), key_serializer="raw", value_serializer="papertape")
                        for name in s.TOPICS}
-        self.raw_topics = {name: app.topic(name, key_serializer="raw", value_serializer="raw") for name in s.TOPICS}
+        self.raw_topics = {name: app.topic(names.topic(name), key_serializer="raw", value_serializer="raw")
+                           for name in s.TOPICS}
+        self.unconfirmed: list[asyncio.Future] = []
 
     async def send(self, msgs) -> None:
         for msg in msgs:
-            await self.topics[TOPIC_OF_KIND[msg.kind]].send(key=key_of(msg), value=msg)
+            self.unconfirmed.append(await self.topics[TOPIC_OF_KIND[msg.kind]].send(key=key_of(msg), value=msg))
 
     async def send_to(self, topic: str, msg, partitions: range) -> None:
         """One message to several partitions of `topic`, encoded once."""
         value = s.encode(msg)
         for p in partitions:
-            await self.raw_topics[topic].send(value=value, partition=p)
+            self.unconfirmed.append(await self.raw_topics[topic].send(value=value, partition=p))
+
+    def take_unconfirmed(self) -> list[asyncio.Future]:
+        """The deliveries of what was sent since the last call."""
+        taken, self.unconfirmed = self.unconfirmed, []
+        return taken
 
 
 def dead_letter(agent: str, topic: str, partition: int, offset: int, key: bytes | None, payload: bytes | None,

@@ -100,8 +100,8 @@ class Engine:
         self.finished = False
         self.offsets: dict[str, int] = {}  # last applied offset per input topic of this partition
 
-    def seen(self, topic: str, offset: int) -> bool:
-        return offset <= self.offsets.get(topic, -1)
+    def next_offset(self, topic: str) -> int:
+        return self.offsets.get(topic, -1) + 1
 
     def mark_seen(self, topic: str, offset: int) -> None:
         self.offsets[topic] = offset

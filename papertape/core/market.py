@@ -121,8 +121,8 @@ class MarketPartition:
         self._ticks, self._touched = [], {}
         return batches, marks
 
-    def seen(self, topic: str, offset: int) -> bool:
-        return offset <= self.last_offset
+    def next_offset(self, topic: str) -> int:
+        return self.last_offset + 1
 
     def progress(self) -> int:
         return self.last_offset
