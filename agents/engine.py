@@ -18,7 +18,7 @@ INPUTS = ("md.ticks", "orders", "signals", "control")
 
 
 def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
-    source = app.topic(*INPUTS, key_serializer="raw", value_serializer="raw",
+    source = app.topic(*map(settings.names.topic, INPUTS), key_serializer="raw", value_serializer="raw",
                        partitions=settings.session_partitions)
 
     def new_engine(p: int) -> Engine:
@@ -26,24 +26,24 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
         return Engine(p, settings.md_partitions, instruments, mine)
 
     checkpoints = Checkpoints(app, "engine-state", settings.session_partitions, settings.checkpoint_every_s,
-                              INPUTS, new_engine)
+                              INPUTS, new_engine, outputs, settings.names)
 
     @app.agent(source, name="engine")
     async def engine(stream):
         try:
             async for events in stream.noack_take(2000, within=0.02):
                 touched: set[int] = set()
-                for msg, eng in checkpoints.fresh(events):
+                for msg, topic, eng in checkpoints.fresh(events):
                     touched.add(msg.partition)
-                    eng.mark_seen(msg.topic, msg.offset)
+                    eng.mark_seen(topic, msg.offset)
                     try:
-                        item = decode(msg.topic, msg.value)
+                        item = decode(topic, msg.value)
                         symbol = getattr(item, "symbol", None)
                         if symbol is not None and symbol not in instruments:
                             raise s.InvalidMessage(f"unknown symbol {symbol}")
                         out = dispatch(eng, item)  # a control that cannot apply raises before changing anything
                     except s.InvalidMessage as exc:
-                        await outputs.send(dead_letter("engine", msg.topic, msg.partition, msg.offset, msg.key,
+                        await outputs.send(dead_letter("engine", topic, msg.partition, msg.offset, msg.key,
                                                        msg.value, str(exc), eng.now))
                         continue
                     await outputs.send(out)

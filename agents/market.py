@@ -16,17 +16,18 @@ from .outputs import Outputs, dead_letter
 
 
 def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
-    source = app.topic("md.events", key_serializer="raw", value_serializer="raw",
+    source = app.topic(settings.names.topic("md.events"), key_serializer="raw", value_serializer="raw",
                        partitions=settings.md_partitions)
     checkpoints = Checkpoints(app, "market-state", settings.md_partitions, settings.checkpoint_every_s,
-                              ("md.events",), lambda p: MarketPartition(p, instruments, settings.md_partitions))
+                              ("md.events",), lambda p: MarketPartition(p, instruments, settings.md_partitions), outputs,
+                              settings.names)
 
     @app.agent(source, name="market")
     async def market(stream):
         try:
             async for events in stream.noack_take(5000, within=0.02):
                 touched: set[int] = set()
-                for msg, mp in checkpoints.fresh(events):
+                for msg, _, mp in checkpoints.fresh(events):
                     touched.add(msg.partition)
                     item, refused = decode_leniently(msg.value)
                     if item is not None:
@@ -36,7 +37,7 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
                         mp.last_offset = msg.offset
                     for index, payload, reason in refused:
                         where = "" if index is None else f"frame {index}: "
-                        await outputs.send(dead_letter("market", msg.topic, msg.partition, msg.offset, msg.key,
+                        await outputs.send(dead_letter("market", "md.events", msg.partition, msg.offset, msg.key,
                                                        payload, where + reason, mp.wm))
                 due = []
                 for p in sorted(touched):

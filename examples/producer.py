@@ -26,12 +26,13 @@ from infra.sql_endpoint import running
 from schemas import CancelOrder, Order, Signal, encode
 
 
-def bootstrap(data_dir: Path) -> str:
-    info = running(data_dir)  # run.json of `papertape run`, if that process is alive
-    servers = (info or {}).get("bootstrap") or os.environ.get("KAFKA_BOOTSTRAP")
+def broker(data_dir: Path) -> tuple[str, str]:
+    """The broker and the topics' namespace (their name prefix) of the run in progress, else the environment's."""
+    info = running(data_dir) or {}  # run.json of `papertape run`, if that process is alive
+    servers = info.get("bootstrap") or os.environ.get("KAFKA_BOOTSTRAP")
     if not servers:
         sys.exit(f"no run in progress in {data_dir} and KAFKA_BOOTSTRAP is not set")
-    return servers
+    return servers, info.get("namespace", os.environ.get("PAPERTAPE_NAMESPACE", ""))
 
 
 async def main() -> None:
@@ -62,16 +63,17 @@ async def main() -> None:
     # Cancel it by its id (if it has not filled by the time the cancel reaches the venue).
     cancel = CancelOrder(id=f"cancel-{tag}", order_id=order.id, **common)
 
-    # Tansu (the embedded broker) has no idempotent producer: turn it off.
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(args.data_dir), enable_idempotence=False)
+    # Tansu (the fallback embedded broker) has no idempotent producer: turn it off.
+    servers, namespace = broker(args.data_dir)
+    producer = AIOKafkaProducer(bootstrap_servers=servers, enable_idempotence=False)
     await producer.start()
     try:
         # keyed by session: the engine partition that owns the session reads them; the order and its cancel share
         # a partition of `orders`, so the cancel is read after the order
         key = args.session.encode()
-        await producer.send_and_wait("signals", encode(signal), key=key)
-        await producer.send_and_wait("orders", encode(order), key=key)
-        await producer.send_and_wait("orders", encode(cancel), key=key)
+        await producer.send_and_wait(namespace + "signals", encode(signal), key=key)
+        await producer.send_and_wait(namespace + "orders", encode(order), key=key)
+        await producer.send_and_wait(namespace + "orders", encode(cancel), key=key)
     finally:
         await producer.stop()
     for m in (signal, order, cancel):

@@ -196,21 +196,23 @@ def control(session: str, command: str, config: dict[str, Any] | None = None) ->
                      config=config or {})
 
 
-def bootstrap_servers(data_dir: Path) -> str:
-    """The broker of the run in progress in `data_dir`, else KAFKA_BOOTSTRAP; CliError (exit 2) without either."""
+def bootstrap_servers(data_dir: Path) -> tuple[str, s.Namespace]:
+    """The broker and namespace of the run in progress in `data_dir`, else KAFKA_BOOTSTRAP and PAPERTAPE_NAMESPACE;
+    CliError (exit 2) without either."""
     from infra.sql_endpoint import running
 
     info = running(data_dir)
     if info and info.get("bootstrap"):
-        return info["bootstrap"]
+        return info["bootstrap"], s.Namespace(info.get("namespace", ""))
     env = os.environ.get("KAFKA_BOOTSTRAP")
     if env:
-        return env
+        return env, s.Namespace(os.environ.get("PAPERTAPE_NAMESPACE", ""))
     raise CliError(f"no run in progress in {data_dir} and KAFKA_BOOTSTRAP is not set: start one with "
                    "`papertape run` (or `--data-dir` its directory), or set KAFKA_BOOTSTRAP", code=2)
 
 
-async def send_control(bootstrap: str, ctrl: s.Control, timeout: float = SEND_TIMEOUT_S) -> None:
+async def send_control(bootstrap: str, ctrl: s.Control, timeout: float = SEND_TIMEOUT_S,
+                       names: s.Namespace = s.Namespace()) -> None:
     """Produce `ctrl` to `control`, keyed by its session, and wait for the broker's ack."""
     from aiokafka import AIOKafkaProducer
 
@@ -221,7 +223,7 @@ async def send_control(bootstrap: str, ctrl: s.Control, timeout: float = SEND_TI
 
     async def go() -> None:
         await producer.start()
-        await producer.send_and_wait("control", s.encode(ctrl), key=ctrl.session.encode())
+        await producer.send_and_wait(names.topic("control"), s.encode(ctrl), key=ctrl.session.encode())
 
     try:
         await asyncio.wait_for(go(), timeout)
@@ -230,10 +232,10 @@ async def send_control(bootstrap: str, ctrl: s.Control, timeout: float = SEND_TI
 
 
 def _send(data_dir: Path, ctrl: s.Control) -> int:
-    bootstrap = bootstrap_servers(data_dir)
+    bootstrap, names = bootstrap_servers(data_dir)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its connection errors: the one below says it
     try:
-        asyncio.run(send_control(bootstrap, ctrl))
+        asyncio.run(send_control(bootstrap, ctrl, names=names))
     except asyncio.TimeoutError:
         raise CliError(f"could not send to Kafka at {bootstrap}: no answer within {SEND_TIMEOUT_S:g} s") from None
     except Exception as exc:

@@ -3,12 +3,12 @@ from .base import SCHEMA_VERSION, Message
 from .codec import InvalidMessage, decode, encode
 from .market import Bar, Level, Mark, MarketBatch, MarketFrame, Tick, TickBatch, Ticker, TickTrade, Trade, Watermark
 from .ops import Alert, Control, DeadLetter, SessionStatus
-from .topics import TOPICS, TopicSpec, partition_counts
+from .topics import TOPICS, Namespace, TopicSpec, partition_counts
 from .trading import AmendOrder, CancelOrder, Decision, Equity, Fill, Funding, Order, OrderEvent, Position, Signal
 
 __all__ = [
     "SCHEMA_VERSION", "Message", "InvalidMessage", "decode", "encode", "Bar", "Level", "Mark", "MarketBatch", "MarketFrame",
     "Tick", "TickBatch", "Ticker", "TickTrade", "Trade", "Watermark", "Alert", "Control", "DeadLetter", "SessionStatus", "TOPICS", "TopicSpec",
-    "partition_counts", "AmendOrder", "CancelOrder", "Decision", "Equity", "Fill", "Funding", "Order", "OrderEvent",
+    "partition_counts", "Namespace", "AmendOrder", "CancelOrder", "Decision", "Equity", "Fill", "Funding", "Order", "OrderEvent",
     "Position", "Signal",
 ]

@@ -53,6 +53,26 @@ TOPICS: dict[str, TopicSpec] = {
     ]
 }
 
+
+@dataclass(frozen=True)
+class Namespace:
+    """One deployment's names on the broker: every topic and consumer group behind one prefix, so several
+    deployments (teams, or the test suite's runs on its one broker) share a cluster without seeing each other's
+    messages. The code speaks of topics by their names in TOPICS; only the Kafka clients see the prefixed ones."""
+
+    prefix: str = ""
+
+    def topic(self, name: str) -> str:
+        return self.prefix + name
+
+    def name_of(self, kafka_topic: str) -> str:
+        """The TOPICS name of a topic as Kafka calls it."""
+        return kafka_topic[len(self.prefix):]
+
+    def group(self, group_id: str) -> str:
+        return self.prefix + group_id
+
+
 _ADAPTERS: dict[str, TypeAdapter] = {}
 
 
@@ -62,9 +82,10 @@ def _adapter(name: str) -> TypeAdapter:
     return _ADAPTERS[name]
 
 
-def partition_counts(md_partitions: int, session_partitions: int) -> dict[str, int]:
+def partition_counts(md_partitions: int, session_partitions: int, names: Namespace = Namespace()) -> dict[str, int]:
+    """Partitions per topic, by the topics' Kafka names."""
     sizes = {"md": md_partitions, "session": session_partitions, "one": 1}
-    return {name: sizes[spec.partitions] for name, spec in TOPICS.items()}
+    return {names.topic(name): sizes[spec.partitions] for name, spec in TOPICS.items()}
 
 
 def murmur2(data: bytes) -> int:

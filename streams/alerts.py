@@ -81,9 +81,11 @@ class AlertFanout:
 class AlertRelay:
     """Consumes `alerts` (its own consumer group) and hands each alert to the fan-out."""
 
-    def __init__(self, bootstrap: str, fanout: AlertFanout, group_id: str = "papertape-alert-relay") -> None:
+    def __init__(self, bootstrap: str, fanout: AlertFanout, group_id: str = "papertape-alert-relay",
+                 names: s.Namespace = s.Namespace()) -> None:
         self.fanout = fanout
-        self.consumer = AIOKafkaConsumer("alerts", bootstrap_servers=bootstrap, group_id=group_id,
+        self.consumer = AIOKafkaConsumer(names.topic("alerts"), bootstrap_servers=bootstrap,
+                                         group_id=names.group(group_id),
                                          auto_offset_reset="earliest", enable_auto_commit=True,
                                          fetch_max_wait_ms=100, session_timeout_ms=6000,
                                          heartbeat_interval_ms=1000)

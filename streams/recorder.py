@@ -21,7 +21,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from typing_extensions import NotRequired, TypedDict
 
 from infra.clickhouse import call
-from schemas import InvalidMessage, MarketBatch, MarketFrame, decode
+from schemas import InvalidMessage, MarketBatch, MarketFrame, Namespace, decode
 from schemas.codec import MAX_MESSAGE_BYTES, reason_of, split_batch
 
 log = logging.getLogger(__name__)
@@ -299,6 +299,7 @@ class Recorder:
         topics: Iterable[str] = RECORDED_TOPICS,
         group_id: str = "papertape-recorder",
         *,
+        names: Namespace = Namespace(),
         max_records: int = 20_000,
         max_rows: int = 100_000,
         min_write_interval_s: float = 0.5,
@@ -312,7 +313,8 @@ class Recorder:
         unknown = [t for t in self.topics if t not in _ROWS]
         if unknown:
             raise ValueError(f"not recordable topics: {unknown}")
-        self.group_id = group_id
+        self.names = names
+        self.group_id = names.group(group_id)
         self.max_records = max_records
         self.max_rows = max_rows
         self.min_write_interval_s = min_write_interval_s
@@ -332,7 +334,7 @@ class Recorder:
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
-            *self.topics,
+            *map(self.names.topic, self.topics),
             bootstrap_servers=self.bootstrap_servers,
             group_id=self.group_id,
             enable_auto_commit=False,
@@ -414,7 +416,7 @@ class Recorder:
         for tp, records in batch.items():
             for record in records:
                 try:
-                    got, refused = message_rows(tp.topic, record.value)
+                    got, refused = message_rows(self.names.name_of(tp.topic), record.value)
                 except (InvalidMessage, ValueError) as exc:
                     self.invalid += 1
                     if self.invalid <= 10 or self.invalid % 1000 == 0:

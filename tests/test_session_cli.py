@@ -31,7 +31,7 @@ def sent(monkeypatch, no_env):
     """Controls the CLI would send, with the broker it would send them to (nothing is sent)."""
     calls: list[tuple[str, s.Control]] = []
 
-    async def fake(bootstrap, ctrl, timeout=30.0):
+    async def fake(bootstrap, ctrl, timeout=30.0, names=s.Namespace()):
         calls.append((bootstrap, ctrl))
 
     monkeypatch.setattr(session_cli, "send_control", fake)
