@@ -1,4 +1,5 @@
-# Two commands for a fresh machine: `make run` and `make test`. Both install everything first.
+# Two commands for a fresh machine: `make run` and `make test`. Both install everything first (the Python
+# packages, and Apache Kafka's jars through Maven where Java is found).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,6 +10,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m infra.kafka
 	touch $@
 
 install: $(BIN)/.installed

@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from aiokafka import AIOKafkaClient
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
@@ -152,8 +153,9 @@ class EmbeddedBroker:
 
 async def ensure_topics(
     bootstrap: str, topics: dict[str, int], *, timeout: float = 30.0
-) -> None:
-    """Create topics with the given partition counts (replication 1); existing ones are fine.
+) -> int:
+    """Create topics with the given partition counts; existing ones are fine. Returns the replication factor new
+    topics get: 3, or every broker of a smaller cluster (Faust's tables take the same).
 
     Returns once metadata shows every requested partition. Raises ValueError if a
     topic already exists with another partition count: Tansu auto-creates any topic
@@ -162,8 +164,9 @@ async def ensure_topics(
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
     await admin.start()
     try:
+        replication = min(3, len((await admin.describe_cluster())["brokers"]))
         existing = set(await admin.list_topics())
-        new = [NewTopic(t, n, 1) for t, n in topics.items() if t not in existing]
+        new = [NewTopic(t, n, replication) for t, n in topics.items() if t not in existing]
         if new:
             resp = await admin.create_topics(new, timeout_ms=int(timeout * 1000))
             for topic, code, *msg in resp.topic_errors:
@@ -180,12 +183,31 @@ async def ensure_topics(
                 raise ValueError(f"topics exist with other partition counts (have, want): {wrong}")
             missing = {t: (have.get(t, 0), n) for t, n in topics.items() if have.get(t, 0) < n}
             if not missing:
-                return
+                return replication
             if time.monotonic() > deadline:
                 raise KafkaError(f"topics not ready after {timeout}s (have, want): {missing}")
             await asyncio.sleep(0.1)
     finally:
         await admin.close()
+
+
+async def wait_group_coordinator(bootstrap: str, timeout: float = 30.0) -> None:
+    """Until the cluster can coordinate consumer groups. A new Kafka cluster creates its offsets topic on the first
+    group lookup; clients that join meanwhile log errors and retry."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, client_id="papertape-probe")
+    await client.bootstrap()
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await client.coordinator_lookup(0, "papertape-probe")  # 0: a group coordinator
+                return
+            except KafkaError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+    finally:
+        await client.close()
 
 
 def broker_from_env(

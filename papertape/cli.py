@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--speed", type=float, help="0 = as fast as possible (default), N = N x real time")
     run.add_argument("--seconds", type=float, dest="replay_seconds", help="replay only the first N seconds")
     run.add_argument("--fresh", action="store_true", help="delete the data directory first")
+    run.add_argument("--broker", choices=["kafka", "tansu"],
+                     help="the embedded broker: Apache Kafka (default; needs Java 17+) or Tansu")
     run.add_argument("--live", action="store_true", help="trade on Bybit's live public streams instead of a tape")
     run.add_argument("--record", type=Path, help="with --live: also record what arrives to this tape")
     run.add_argument("--for", type=float, dest="live_seconds", help="with --live: stop after N seconds")
@@ -127,7 +129,7 @@ def _universe_args(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args) -> Settings:
-    overrides = {k: getattr(args, k, None) for k in ("data_dir", "replay", "speed", "replay_seconds")}
+    overrides = {k: getattr(args, k, None) for k in ("data_dir", "replay", "speed", "replay_seconds", "broker")}
     settings = load_settings(getattr(args, "config", None), **overrides)
     bybit = {k: getattr(args, k, None) for k in ("symbols", "exclude", "min_turnover_24h", "category", "settle_coin",
                                                   "ws_url", "rest_url")}
@@ -267,9 +269,9 @@ def cmd_worker(args) -> int:
     from infra.broker import ensure_topics
     from schemas import partition_counts
 
-    asyncio.run(ensure_topics(settings.kafka_bootstrap,
-                              partition_counts(settings.md_partitions, settings.session_partitions)))
-    app = create_app(settings, tansu=args.tansu)
+    replication = asyncio.run(ensure_topics(
+        settings.kafka_bootstrap, partition_counts(settings.md_partitions, settings.session_partitions, settings.names)))
+    app = create_app(settings, tansu=args.tansu, replication=replication)
     from faust import Worker
 
     # The code and the app's objects live as long as the process: keep the collector from rescanning them,

@@ -1,4 +1,5 @@
-"""Settings: embedded defaults, overridable by a TOML file and the environment (KAFKA_BOOTSTRAP, CLICKHOUSE_URL)."""
+"""Settings: embedded defaults, overridable by a TOML file and the environment (KAFKA_BOOTSTRAP, CLICKHOUSE_URL,
+PAPERTAPE_NAMESPACE, PAPERTAPE_WEBHOOK_URL, PAPERTAPE_DATA)."""
 from __future__ import annotations
 
 import os
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from papertape.core.instruments import DEFAULT_INSTRUMENTS, Instrument
 from papertape.core.session_config import SessionConfig
+from schemas.topics import Namespace
 
 RECORDINGS = Path(__file__).resolve().parent.parent / "streams" / "recordings"
 BUNDLED_TAPE = [RECORDINGS / "binance_usdm" / "usdm_btcusdt_20240808.gz",
@@ -66,6 +68,9 @@ class Settings(BaseModel):
     app_id: str = "papertape"
     data_dir: Path = Path("papertape-data")
     kafka_bootstrap: str | None = None  # None: start the embedded broker
+    broker: Literal["kafka", "tansu"] = "kafka"  # the embedded one (without Java, Tansu)
+    # a prefix of every topic and consumer group: deployments sharing a cluster
+    namespace: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", max_length=100)
     clickhouse_url: str | None = None  # None: embedded ClickHouse (chdb) in data_dir
     md_partitions: int = Field(default=4, ge=1, le=256)
     session_partitions: int = Field(default=4, ge=1, le=256)
@@ -75,6 +80,7 @@ class Settings(BaseModel):
     speed: float = Field(default=0.0, ge=0)  # 0: as fast as possible; N: N x real time
     replay_seconds: float | None = None  # play only the first N seconds of event time
     checkpoint_every_s: float = Field(default=1.0, gt=0)
+    workers: int = Field(default=1, ge=1, le=32)  # worker processes of `papertape run`; they share the partitions
     bybit: BybitSettings = Field(default_factory=BybitSettings)
     coingecko: CoinGeckoSettings = Field(default_factory=CoinGeckoSettings)
     webhook_url: str | None = None
@@ -84,8 +90,14 @@ class Settings(BaseModel):
         env = {k: v for k, v in {"kafka_bootstrap": os.environ.get("KAFKA_BOOTSTRAP"),
                                  "clickhouse_url": os.environ.get("CLICKHOUSE_URL"),
                                  "webhook_url": os.environ.get("PAPERTAPE_WEBHOOK_URL"),
+                                 "namespace": os.environ.get("PAPERTAPE_NAMESPACE"),
+                                 "broker": os.environ.get("PAPERTAPE_BROKER"),
                                  "data_dir": os.environ.get("PAPERTAPE_DATA")}.items() if v}
         return self.model_copy(update=env) if env else self
+
+    @property
+    def names(self) -> Namespace:
+        return Namespace(self.namespace)
 
     def instrument_map(self) -> dict[str, Instrument]:
         return {i.symbol: i for i in self.instruments}

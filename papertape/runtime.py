@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,9 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 import schemas as s
-from infra.broker import EmbeddedBroker, die_with_parent, ensure_topics
+from infra.broker import EmbeddedBroker, die_with_parent, ensure_topics, wait_group_coordinator
+from infra.kafka import EmbeddedKafka, kafka_jars_cached, kafka_version
+from infra.kafka import unavailable_reason as kafka_unavailable_reason
 from infra.clickhouse import connect, migrate
 from infra.sql_endpoint import RUN_FILE, query_local, serve
 from papertape.config import Settings
@@ -43,8 +46,9 @@ class Pipeline:
         self.settings = settings
         self.out = out or sys.stdout  # looked up now: a caller may have redirected it
         self.console_alerts = console_alerts
-        self.broker: EmbeddedBroker | None = None
-        self.worker: subprocess.Popen | None = None
+        self.broker: EmbeddedKafka | EmbeddedBroker | None = None
+        self.tansu = False
+        self.workers: list[subprocess.Popen | None] = [None] * settings.workers
         self.finish = FinishWatch()
         self.workers_started = 0
         self.max_worker_restarts = 3
@@ -59,41 +63,74 @@ class Pipeline:
 
     async def start(self, worker: bool = True) -> "Pipeline":
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.tansu = self.settings.kafka_bootstrap is None
-        if self.tansu:
-            self.broker = EmbeddedBroker(self.data_dir / "broker.log")
+        if self.settings.kafka_bootstrap is None:
+            self.broker = self._start_embedded_broker()
             self.settings = self.settings.model_copy(update={"kafka_bootstrap": self.broker.bootstrap})
-            self.say(f"broker: embedded Tansu on {self.broker.bootstrap}")
         else:
-            self.say(f"broker: {self.settings.kafka_bootstrap}")
+            self.say(f"broker: {self.settings.kafka_bootstrap}"
+                     + (f" (namespace {self.settings.namespace!r})" if self.settings.namespace else ""))
+        names = self.settings.names
+        if isinstance(self.broker, EmbeddedKafka):
+            await wait_group_coordinator(self.settings.kafka_bootstrap)  # a new cluster: before any group joins
         await ensure_topics(self.settings.kafka_bootstrap,
-                            s.partition_counts(self.settings.md_partitions, self.settings.session_partitions))
+                            s.partition_counts(self.settings.md_partitions, self.settings.session_partitions, names))
         self.ch = connect(self.settings.clickhouse_url, self.data_dir)
         migrate(self.ch)
         self.say("clickhouse: " + (self.settings.clickhouse_url or f"embedded (chdb) in {self.data_dir / 'clickhouse'}"))
         self.sql_runner, port = await serve(self.ch)
         (self.data_dir / RUN_FILE).write_text(json.dumps({"pid": os.getpid(), "sql_port": port,
-                                                          "bootstrap": self.settings.kafka_bootstrap}))
-        self.recorder = Recorder(self.settings.kafka_bootstrap, self.ch)
+                                                          "bootstrap": self.settings.kafka_bootstrap,
+                                                          "namespace": self.settings.namespace}))
+        self.recorder = Recorder(self.settings.kafka_bootstrap, self.ch, names=names)
         await self.recorder.start()
         channels = [ConsoleChannel(self.console_alerts, self.out), self.finish]
         if self.settings.webhook_url:
             channels.append(WebhookChannel(self.settings.webhook_url))
-        self.alerts = AlertRelay(self.settings.kafka_bootstrap, AlertFanout(channels))
+        self.alerts = AlertRelay(self.settings.kafka_bootstrap, AlertFanout(channels), names=names)
         await self.alerts.start()
         if worker:
-            self.start_worker()
-            self._watchdog = asyncio.create_task(self._watch_worker())
+            for i in range(len(self.workers)):
+                self.start_worker(i)
+            self._watchdog = asyncio.create_task(self._watch())
         return self
 
-    async def _watch_worker(self) -> None:
+    def _start_embedded_broker(self) -> EmbeddedKafka | EmbeddedBroker:
+        """Apache Kafka in the data directory (a new one each run, as a run starts from its tape), or Tansu where
+        it was asked for or Java is missing."""
+        if self.settings.broker == "kafka":
+            reason = kafka_unavailable_reason()
+            if reason is None:
+                shutil.rmtree(self.data_dir / "kafka", ignore_errors=True)
+                if not kafka_jars_cached():
+                    self.say(f"broker: resolving Apache Kafka {kafka_version()}'s jars with Maven (once)")
+                broker = EmbeddedKafka(self.data_dir / "kafka")
+                self.say(f"broker: embedded Apache Kafka {kafka_version()} on {broker.bootstrap}")
+                return broker
+            self.say(f"broker: Apache Kafka cannot run here ({reason}); the embedded Tansu instead")
+        self.tansu = True
+        broker = EmbeddedBroker(self.data_dir / "broker.log")
+        self.say(f"broker: embedded Tansu on {broker.bootstrap}")
+        return broker
+
+    async def _watch(self) -> None:
+        """Replace a worker that died; restart an embedded Kafka broker that died, on its log directory."""
         while True:
             await asyncio.sleep(0.2)
-            if self.worker is not None and self.worker.poll() is not None:
-                self._revive_worker()
+            for i, worker in enumerate(self.workers):
+                if worker is not None and worker.poll() is not None:
+                    self._revive_worker(i)
+            if isinstance(self.broker, EmbeddedKafka):
+                for node in range(self.broker.n):
+                    if not self.broker.node_running(node):
+                        self.say(f"broker node {node} died; restarting it on its log directory")
+                        self.broker.start_node(node)  # from this (the main) thread: it must die with this process
 
-    # --- the worker process ---------------------------------------------------------------------------------
-    def start_worker(self) -> subprocess.Popen:
+    # --- the worker processes -------------------------------------------------------------------------------
+    @property
+    def worker(self) -> subprocess.Popen | None:
+        return self.workers[0]
+
+    def start_worker(self, i: int = 0) -> subprocess.Popen:
         self.workers_started += 1
         cfg = self.data_dir / "worker-settings.json"
         cfg.write_text(self.settings.model_dump_json())
@@ -102,34 +139,39 @@ class Pipeline:
         if self.tansu:
             cmd.append("--tansu")
         # the worker dies with the supervisor (as the embedded broker does), however the supervisor ends
-        self.worker = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                       preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
-        (self.data_dir / "worker.pid").write_text(str(self.worker.pid))
-        return self.worker
+        worker = self.workers[i] = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
+        if i == 0:
+            (self.data_dir / "worker.pid").write_text(str(worker.pid))
+        return worker
 
-    def _revive_worker(self) -> None:
-        """A worker that died is replaced; it resumes from the last checkpoint of each partition."""
-        code = self.worker.returncode
-        if self.workers_started > self.max_worker_restarts:
-            raise RuntimeError(f"the worker exited with code {code} {self.workers_started} times; "
+    def _revive_worker(self, i: int) -> None:
+        """A worker that died is replaced; it resumes from the last checkpoint of each partition it gets."""
+        code = self.workers[i].returncode
+        if self.workers_started > self.max_worker_restarts + len(self.workers) - 1:
+            raise RuntimeError(f"a worker exited with code {code}, after {self.workers_started} worker starts; "
                                f"see {self.data_dir}/worker-{self.workers_started}.log")
         self.say(f"worker exited with code {code}; starting a new one (it resumes from its checkpoints)")
-        self.start_worker()
+        self.start_worker(i)
 
-    def kill_worker(self, sig: int = signal.SIGKILL) -> None:
-        if self.worker and self.worker.poll() is None:
-            self.worker.send_signal(sig)
-            self.worker.wait(timeout=60)
+    def kill_worker(self, sig: int = signal.SIGKILL, i: int = 0) -> None:
+        worker = self.workers[i]
+        if worker and worker.poll() is None:
+            worker.send_signal(sig)
+            worker.wait(timeout=60)
 
     # --- the source ------------------------------------------------------------------------------------------
     async def _source_producer(self):
         """A started producer for md.events and the `send(topic, key, value, partition)` sources call."""
+        # idempotent (no repeats when a request is retried) and acks=all, except on Tansu, which has neither
         producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, linger_ms=5,
-                                    max_batch_size=1 << 20, enable_idempotence=False)
+                                    max_batch_size=1 << 20, enable_idempotence=not self.tansu)
         await producer.start()
+        names = self.settings.names
 
         async def send(topic, key, value, partition):
-            await producer.send(topic, value=value, key=key, partition=partition)
+            await producer.send(names.topic(topic), value=value, key=key, partition=partition)
 
         return producer, send
 
@@ -250,13 +292,15 @@ class Pipeline:
     async def stop(self) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()
-        if self.worker and self.worker.poll() is None:
-            self.worker.terminate()
+        running = [w for w in self.workers if w is not None and w.poll() is None]
+        for worker in running:
+            worker.terminate()
+        for worker in running:
             try:
-                self.worker.wait(timeout=15)
+                worker.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                self.worker.kill()
-                self.worker.wait()
+                worker.kill()
+                worker.wait()
         for part in ("alerts", "recorder"):
             if hasattr(self, part):
                 await getattr(self, part).stop()

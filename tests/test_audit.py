@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from builders import papertape
+
 from papertape.audit import (AverageCost, EquityRow, Fill, Funding, audit, audit_session, booking_order,
                              expected_fee, expected_funding, fill_number)
 
@@ -183,10 +185,6 @@ params = { orders = [
   { at = 1723161285000, symbol = "BTCUSDT", side = "buy", qty = "0.003", reduce_only = true },
 ] }
 """
-
-
-def papertape(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "papertape.cli", *args], capture_output=True, text=True, **kw)
 
 
 @pytest.mark.slow  # ~30 s: a 32 s replay through the real broker, worker and chdb, then four audits

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from papertape.config import BUNDLED_TAPE, Settings
+from builders import run_settings
+from papertape.config import BUNDLED_TAPE
 from papertape.core.session_config import SessionConfig
 from papertape.runtime import Pipeline
 
@@ -65,8 +66,8 @@ def fee(price, qty, rate):
 async def run_pipeline(tmp_path, sessions, queries, during=None):
     """Replay, wait until everything is in ClickHouse, and return (replay summary, session summary, rows of
     each query)."""
-    settings = Settings(data_dir=tmp_path, md_partitions=2, session_partitions=2, sessions=sessions,
-                        replay_seconds=SECONDS)
+    settings = run_settings(data_dir=tmp_path, md_partitions=2, session_partitions=2, sessions=sessions,
+                            replay_seconds=SECONDS)
     pipe = Pipeline(settings, console_alerts="critical")
     await pipe.start()
     try:
@@ -164,8 +165,10 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_stream_goes_on(tmp_path
         try:
             for topic, payloads in bad.items():
                 for p in payloads:
-                    await producer.send_and_wait(topic, p, key=b"ext" if topic == "orders" else b"BTCUSDT")
-            await producer.send_and_wait("orders", json.dumps(good_order).encode(), key=b"ext")
+                    await producer.send_and_wait(pipe.settings.names.topic(topic), p,
+                                                 key=b"ext" if topic == "orders" else b"BTCUSDT")
+            await producer.send_and_wait(pipe.settings.names.topic("orders"), json.dumps(good_order).encode(),
+                                         key=b"ext")
         finally:
             await producer.stop()
 
@@ -192,9 +195,9 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_stream_goes_on(tmp_path
 def test_sessions_are_started_paused_reconfigured_and_stopped_from_the_command_line(tmp_path):
     """`papertape session ...` against a running pipeline: the controls travel through Kafka to the engine, and
     their effects reach ClickHouse, where `session list` reads them."""
-    settings = Settings(data_dir=tmp_path, md_partitions=2, session_partitions=2, replay_seconds=SECONDS,
-                        sessions=[SessionConfig(id="trend", strategy="trend_following",
-                                                params={"fast": 3, "slow": 8, "bar_ms": 2000})])
+    settings = run_settings(data_dir=tmp_path, md_partitions=2, session_partitions=2, replay_seconds=SECONDS,
+                            sessions=[SessionConfig(id="trend", strategy="trend_following",
+                                                    params={"fast": 3, "slow": 8, "bar_ms": 2000})])
 
     async def cli(*args):
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "papertape.cli", "session", *args,

@@ -4,9 +4,6 @@ circuit breaker and is blocked while the other trades on; stop-loss, take-profit
 user's strategy is loaded by dotted path; every decision is in ClickHouse with its reasoning. Trigger times are
 worked out here from the raw files."""
 import json
-import os
-import subprocess
-import sys
 import zipfile
 from decimal import ROUND_CEILING, ROUND_FLOOR
 from decimal import Decimal as D
@@ -14,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from builders import papertape
 from tape_engine import LEAN_DAY, LEAN_START
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
-HERE = Path(__file__).parent
 MIN = 60_000
 ENTER = LEAN_START + 10 * MIN
 LATENCY = 50
@@ -40,12 +37,6 @@ CONFIG = "\n\n".join([
     session("tp", {"stop_loss": False, "take_profit": "0.01", "max_hold_ms": False}),
     session("hold", {"stop_loss": False, "take_profit": False, "max_hold_ms": 2 * 3_600_000}),
 ])
-
-
-def papertape(*args):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "papertape.cli", *args], capture_output=True, text=True, timeout=500,
-                          env=env)
 
 
 def sql(data_dir, query):

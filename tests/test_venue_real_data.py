@@ -2,14 +2,14 @@
 2022-12-13 00:00-12:00 UTC and that day's real funding rates), with fees, funding and the liquidation worked out
 here from the raw files and Bybit's published rules, without any papertape code."""
 import json
-import subprocess
-import sys
 import zipfile
 from decimal import ROUND_HALF_UP
 from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
+
+from builders import papertape
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 DATA = Path(__file__).parent / "data" / "replay"
@@ -71,10 +71,6 @@ leverage = 100
 margin_mode = "isolated"
 params = {{ orders = {inline_tables([dict(at=at(402), symbol="BTCUSDT", side="buy", qty="0.5")])} }}
 """
-
-
-def papertape(*args):
-    return subprocess.run([sys.executable, "-m", "papertape.cli", *args], capture_output=True, text=True, timeout=500)
 
 
 def sql(data_dir, query):

@@ -1,16 +1,17 @@
-"""A worker killed with SIGKILL mid-replay (broker still up) is replaced and the run ends with exactly the
-fills, orders, positions and equity of an uninterrupted run. The uninterrupted run goes as fast as possible,
-the killed one is paced, so this also shows pacing does not change the fills."""
+"""A worker killed with SIGKILL at a random moment mid-replay (broker still up) is replaced and the run ends with
+exactly the fills, orders, positions, equity and decisions of an uninterrupted run. The uninterrupted run goes as
+fast as possible, the killed one is paced, so this also shows pacing does not change the fills."""
 import json
 import os
+import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from builders import papertape, papertape_cmd, run_env
 from infra.sql_endpoint import query_remote
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -57,10 +58,6 @@ QUERIES = {
 }
 
 
-def papertape(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "papertape.cli", *args], capture_output=True, text=True, **kw)
-
-
 def results(data_dir: Path) -> dict:
     out = {}
     for name, sql in QUERIES.items():
@@ -87,31 +84,33 @@ def test_sigkilled_worker_ends_with_the_results_of_an_uninterrupted_run(tmp_path
         "gtd": "expired"}, ends
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "papertape.cli", "run", "--config", str(cfg), "--data-dir",
-                             str(killed), "--speed", "4"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(papertape_cmd("run", "--config", str(cfg), "--data-dir", str(killed), "--speed", "4"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=run_env())
+    # a random moment of the paced tape (~22 s), from the first decision on: any point of the agents' work
+    delay = random.uniform(0.0, 10.0)
     try:
-        # kill once the worker has published fills, while it is still in the middle of the tape (paced: ~22 s)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
                 port = json.loads((killed / "run.json").read_text())["sql_port"]
-                if query_remote(port, "SELECT count() FROM fills")["rows"][0][0] >= 2:
+                if query_remote(port, "SELECT count() FROM decisions")["rows"][0][0] >= 1:
                     break
             except (OSError, ValueError, KeyError, RuntimeError):
                 pass
-            time.sleep(0.2)
+            time.sleep(0.1)
         else:
-            pytest.fail("no fills before the deadline")
+            pytest.fail("no decisions before the deadline")
+        time.sleep(delay)
         finished = query_remote(port, "SELECT count() FROM alerts WHERE title = 'tape finished'")["rows"][0][0]
-        assert finished == 0, "the kill must land while the worker is mid-tape"
+        assert finished == 0, f"the kill must land while the worker is mid-tape ({delay:.2f} s after the first decision)"
         status = papertape("status", "--data-dir", str(killed))
         assert status.returncode == 0 and "run in progress" in status.stdout, status.stdout + status.stderr
         os.kill(int((killed / "worker.pid").read_text()), signal.SIGKILL)
         output, _ = proc.communicate(timeout=600)
     finally:
-        proc.kill()
+        proc.kill()  # the supervisor; its broker and worker die with it
     assert proc.returncode == 0, output
     assert "worker exited with code -9; starting a new one" in output
     got = results(killed)
     for name in QUERIES:
-        assert got[name] == expected[name], name
+        assert got[name] == expected[name], f"{name} (killed {delay:.2f} s after the first decision)"

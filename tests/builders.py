@@ -1,0 +1,38 @@
+"""Helpers the tests share: running the command line, and giving each run its own topics on the shared broker."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from papertape.config import Settings
+
+HERE = Path(__file__).resolve().parent
+
+
+def fresh_namespace() -> str:
+    """A topic and consumer-group prefix no other run uses."""
+    return f"t{uuid.uuid4().hex[:12]}-"
+
+
+def run_env() -> dict[str, str]:
+    """The environment of a `papertape run`: a namespace of its own, and this folder importable (user strategies)."""
+    return {**os.environ, "PAPERTAPE_NAMESPACE": fresh_namespace(),
+            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+
+
+def papertape_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "papertape.cli", *args]
+
+
+def papertape(*args: str, timeout: float = 500, **kw) -> subprocess.CompletedProcess:
+    """The command line, as a user runs it; a `run` gets a namespace of its own."""
+    env = run_env() if args[:1] == ("run",) else None
+    return subprocess.run(papertape_cmd(*args), capture_output=True, text=True, timeout=timeout, env=env, **kw)
+
+
+def run_settings(**fields) -> Settings:
+    """Settings of an in-process Pipeline: the environment's broker (the suite's), a namespace of its own."""
+    return Settings(**fields).with_env().model_copy(update={"namespace": fresh_namespace()})
