@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from aiokafka import AIOKafkaProducer  # noqa: E402
 
-from infra.broker import EmbeddedBroker, ensure_topics  # noqa: E402
+from infra.broker import ensure_topics  # noqa: E402
+from infra.tansu import EmbeddedTansu  # noqa: E402
 from infra.clickhouse import connect, migrate  # noqa: E402
 from papertape.config import BUNDLED_TAPE  # noqa: E402
 from schemas import decode, partition_counts  # noqa: E402
@@ -127,7 +128,7 @@ def own_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def end_to_end(broker: EmbeddedBroker, run: int, expected: dict[str, int], n_messages: int) -> float:
+async def end_to_end(broker: EmbeddedTansu, run: int, expected: dict[str, int], n_messages: int) -> float:
     data_dir = Path(tempfile.mkdtemp(prefix="bench-recorder-"))
     client = connect(None, data_dir)
     n_rows = sum(expected.values())
@@ -172,7 +173,7 @@ async def main(runs: int) -> None:
     del rows
 
     with tempfile.TemporaryDirectory(prefix="bench-recorder-") as tmp, \
-            EmbeddedBroker(Path(tmp) / "tansu.log") as broker:
+            EmbeddedTansu(Path(tmp) / "tansu.log") as broker:
         await ensure_topics(broker.bootstrap, partition_counts(MD_PARTITIONS, 4))
         await produce(broker.bootstrap, messages)
         best = min([await end_to_end(broker, run, expected, len(messages)) for run in range(1, runs + 1)])

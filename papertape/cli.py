@@ -271,7 +271,7 @@ def cmd_worker(args) -> int:
 
     replication = asyncio.run(ensure_topics(
         settings.kafka_bootstrap, partition_counts(settings.md_partitions, settings.session_partitions, settings.names)))
-    app = create_app(settings, tansu=args.tansu, replication=replication)
+    app = create_app(settings, use_tansu=args.tansu, replication=replication)
     from faust import Worker
 
     # The code and the app's objects live as long as the process: keep the collector from rescanning them,

@@ -18,7 +18,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 import schemas as s
-from infra.broker import EmbeddedBroker, die_with_parent, ensure_topics, wait_group_coordinator
+from infra import tansu
+from infra.broker import die_with_parent, ensure_topics, wait_group_coordinator
 from infra.kafka import EmbeddedKafka, kafka_jars_cached, kafka_version
 from infra.kafka import unavailable_reason as kafka_unavailable_reason
 from infra.clickhouse import connect, migrate
@@ -46,7 +47,7 @@ class Pipeline:
         self.settings = settings
         self.out = out or sys.stdout  # looked up now: a caller may have redirected it
         self.console_alerts = console_alerts
-        self.broker: EmbeddedKafka | EmbeddedBroker | None = None
+        self.broker: EmbeddedKafka | tansu.EmbeddedTansu | None = None
         self.tansu = False
         self.workers: list[subprocess.Popen | None] = [None] * settings.workers
         self.finish = FinishWatch()
@@ -81,12 +82,13 @@ class Pipeline:
         (self.data_dir / RUN_FILE).write_text(json.dumps({"pid": os.getpid(), "sql_port": port,
                                                           "bootstrap": self.settings.kafka_bootstrap,
                                                           "namespace": self.settings.namespace}))
-        self.recorder = Recorder(self.settings.kafka_bootstrap, self.ch, names=names)
+        consumer = tansu.CONSUMER_SETTINGS if self.tansu else {}
+        self.recorder = Recorder(self.settings.kafka_bootstrap, self.ch, names=names, **consumer)
         await self.recorder.start()
         channels = [ConsoleChannel(self.console_alerts, self.out), self.finish]
         if self.settings.webhook_url:
             channels.append(WebhookChannel(self.settings.webhook_url))
-        self.alerts = AlertRelay(self.settings.kafka_bootstrap, AlertFanout(channels), names=names)
+        self.alerts = AlertRelay(self.settings.kafka_bootstrap, AlertFanout(channels), names=names, **consumer)
         await self.alerts.start()
         if worker:
             for i in range(len(self.workers)):
@@ -94,7 +96,7 @@ class Pipeline:
             self._watchdog = asyncio.create_task(self._watch())
         return self
 
-    def _start_embedded_broker(self) -> EmbeddedKafka | EmbeddedBroker:
+    def _start_embedded_broker(self) -> EmbeddedKafka | tansu.EmbeddedTansu:
         """Apache Kafka in the data directory (a new one each run, as a run starts from its tape), or Tansu where
         it was asked for or Java is missing."""
         if self.settings.broker == "kafka":
@@ -108,7 +110,8 @@ class Pipeline:
                 return broker
             self.say(f"broker: Apache Kafka cannot run here ({reason}); the embedded Tansu instead")
         self.tansu = True
-        broker = EmbeddedBroker(self.data_dir / "broker.log")
+        tansu.apply_to_clients(tansu=True)  # the recorder's and relay's consumers
+        broker = tansu.EmbeddedTansu(self.data_dir / "broker.log")
         self.say(f"broker: embedded Tansu on {broker.bootstrap}")
         return broker
 

@@ -82,13 +82,13 @@ class AlertRelay:
     """Consumes `alerts` (its own consumer group) and hands each alert to the fan-out."""
 
     def __init__(self, bootstrap: str, fanout: AlertFanout, group_id: str = "papertape-alert-relay",
-                 names: s.Namespace = s.Namespace()) -> None:
+                 names: s.Namespace = s.Namespace(), **consumer_options) -> None:
         self.fanout = fanout
         self.consumer = AIOKafkaConsumer(names.topic("alerts"), bootstrap_servers=bootstrap,
                                          group_id=names.group(group_id),
                                          auto_offset_reset="earliest", enable_auto_commit=True,
-                                         fetch_max_wait_ms=100, session_timeout_ms=6000,
-                                         heartbeat_interval_ms=1000)
+                                         **({"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
+                                            | consumer_options))
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:

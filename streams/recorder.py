@@ -258,24 +258,7 @@ _TIME_COLUMNS: dict[str, tuple[int, ...]] = {
 }
 
 
-# Tansu: a parked fetch is not woken by new data (so wait little), and a join takes ~session timeout / 2.
-CONSUMER_DEFAULTS = {"fetch_max_wait_ms": 100, "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
-
-
-def _leave_group_also_in_generation_0(consumer: AIOKafkaConsumer) -> None:
-    """Tansu numbers the first generation 0 and aiokafka sends LeaveGroup on stop only for generation > 0,
-    so a restarted recorder would wait a session timeout for the old member to expire. Best effort."""
-    coordinator = getattr(consumer, "_coordinator", None)
-    original = getattr(coordinator, "_maybe_leave_group", None)
-    if original is None:
-        return
-
-    async def leave() -> None:
-        if coordinator.generation == 0:
-            coordinator.generation = 1
-        await original()
-
-    coordinator._maybe_leave_group = leave
+CONSUMER_DEFAULTS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 
 
 def _log_crash(task: asyncio.Task) -> None:
@@ -342,7 +325,6 @@ class Recorder:
             **(CONSUMER_DEFAULTS | self.consumer_options),
         )
         await self._consumer.start()
-        _leave_group_also_in_generation_0(self._consumer)
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="recorder")
         self._task.add_done_callback(_log_crash)

@@ -17,10 +17,14 @@ def fresh_namespace() -> str:
     return f"t{uuid.uuid4().hex[:12]}-"
 
 
-def run_env() -> dict[str, str]:
-    """The environment of a `papertape run`: a namespace of its own, and this folder importable (user strategies)."""
-    return {**os.environ, "PAPERTAPE_NAMESPACE": fresh_namespace(),
-            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+def run_env(own_broker: bool = False, **extra: str) -> dict[str, str]:
+    """The environment of a `papertape run`: a namespace of its own on the suite's broker (or, with `own_broker`,
+    a broker the run starts itself), and this folder importable (user strategies)."""
+    env = {**os.environ, "PAPERTAPE_NAMESPACE": fresh_namespace(),
+           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]), **extra}
+    if own_broker:
+        env.pop("KAFKA_BOOTSTRAP", None)
+    return env
 
 
 def papertape_cmd(*args: str) -> list[str]:

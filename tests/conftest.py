@@ -13,6 +13,7 @@ import os
 
 import pytest
 
+from builders import fresh_namespace
 from infra.kafka import EmbeddedKafka, unavailable_reason
 
 
@@ -33,3 +34,9 @@ def kafka_bootstrap(tmp_path_factory):
             yield kafka.bootstrap
         finally:
             os.environ.pop("KAFKA_BOOTSTRAP", None)
+
+
+@pytest.fixture(autouse=True)
+def own_namespace(monkeypatch):
+    """A test's runs in this process (`main(["run", ...])`) get a namespace of their own too."""
+    monkeypatch.setenv("PAPERTAPE_NAMESPACE", fresh_namespace())

@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import faust  # noqa: E402
 
-from agents.tansu_compat import apply, faust_settings  # noqa: E402
+from agents.app import faust_settings  # noqa: E402
+from infra.tansu import apply  # noqa: E402
 
 WRITES_PER_EVENT = int(os.environ.get("WRITES_PER_EVENT", "5"))
 APP_ID = os.environ.get("APP_ID", "recovery-test")

@@ -21,15 +21,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the repo is not installed in the test venv
 
-from agents import tansu_compat  # noqa: E402
-from infra.broker import EmbeddedBroker, broker_from_env, ensure_topics  # noqa: E402
+from infra import tansu  # noqa: E402
+from infra.broker import ensure_topics  # noqa: E402
+from infra.tansu import EmbeddedTansu  # noqa: E402
 
 APP_SCRIPT = ROOT / "tests" / "faust_recovery_app.py"
 
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    with EmbeddedBroker(tmp_path_factory.mktemp("tansu") / "broker.log") as b:
+    with EmbeddedTansu(tmp_path_factory.mktemp("tansu") / "broker.log") as b:
         yield b
 
 
@@ -61,8 +62,8 @@ async def _partition_counts(bootstrap: str, topics) -> dict:
 
 
 @pytest.mark.timeout(30)
-def test_broker_lifecycle(tmp_path, monkeypatch):
-    b = EmbeddedBroker(tmp_path / "b.log")
+def test_broker_lifecycle(tmp_path):
+    b = EmbeddedTansu(tmp_path / "b.log")
     pid = b.proc.pid
     try:
         assert b.bootstrap.startswith("127.0.0.1:")
@@ -77,22 +78,13 @@ def test_broker_lifecycle(tmp_path, monkeypatch):
     assert not b.running
     assert not Path(f"/proc/{pid}").exists()  # gone and reaped
 
-    monkeypatch.setenv("KAFKA_BOOTSTRAP", "kafka.example:9092")
-    assert broker_from_env() == ("kafka.example:9092", None)
-    monkeypatch.delenv("KAFKA_BOOTSTRAP")
-    bs, b2 = broker_from_env(tmp_path / "b2.log")
-    try:
-        assert b2 is not None and b2.running and bs == b2.bootstrap
-    finally:
-        b2.stop()
-
 
 @pytest.mark.timeout(30)
 def test_broker_dies_with_parent(tmp_path):
     code = (
         f"import sys, time; sys.path.insert(0, {str(ROOT)!r})\n"
-        "from infra.broker import EmbeddedBroker\n"
-        f"b = EmbeddedBroker({str(tmp_path / 'b.log')!r}); print(b.proc.pid, flush=True)\n"
+        "from infra.tansu import EmbeddedTansu\n"
+        f"b = EmbeddedTansu({str(tmp_path / 'b.log')!r}); print(b.proc.pid, flush=True)\n"
         "time.sleep(60)\n"
     )
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -133,7 +125,7 @@ def test_list_offsets_bug_and_fix(broker):
             await c.getmany(timeout_ms=2000)
             fetched = {tp: c.highwater(tp) for tp in (p0, p1)}
 
-            verified = await tansu_compat.verified_end_offsets(
+            verified = await tansu.verified_end_offsets(
                 listed, bootstrap_servers=broker.bootstrap
             )
 
@@ -141,8 +133,8 @@ def test_list_offsets_bug_and_fix(broker):
             import faust
             from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-            saved = dict(tansu_compat._state)  # apply() is process-global
-            tansu_compat.apply(tansu=True)
+            saved = dict(tansu._state)  # apply() is process-global
+            tansu.apply(tansu=True)
             try:
                 app = faust.App("hw-probe", broker=f"kafka://{broker.bootstrap}")
                 thread = SimpleNamespace(
@@ -153,7 +145,7 @@ def test_list_offsets_bug_and_fix(broker):
                 )
                 patched = await AIOKafkaConsumerThread._highwaters(thread, [p0, p1])
             finally:
-                tansu_compat._state.update(saved)
+                tansu._state.update(saved)
             return listed, fetched, verified, patched
         finally:
             await c.stop()
@@ -196,7 +188,7 @@ async def _progress(bootstrap: str, group: str, input_tp, changelog_tp):
     try:
         committed = await c.committed(input_tp)
         listed = await c.end_offsets([changelog_tp])
-        true = await tansu_compat.verified_end_offsets(listed, bootstrap_servers=bootstrap)
+        true = await tansu.verified_end_offsets(listed, bootstrap_servers=bootstrap)
         return committed, listed[changelog_tp], true[changelog_tp]
     finally:
         await c.stop()

@@ -8,7 +8,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from infra.broker import EmbeddedBroker, ensure_topics
+from infra.broker import ensure_topics
+from infra.tansu import EmbeddedTansu
 from infra.clickhouse import connect, migrate
 from schemas import (
     Alert, AmendOrder, CancelOrder, Control, DeadLetter, Decision, Equity, Fill, Funding, InvalidMessage, Mark,
@@ -241,7 +242,7 @@ def test_rows_round_trip_through_clickhouse(tmp_path):
 
 @pytest.fixture
 def broker(tmp_path):
-    with EmbeddedBroker(tmp_path / "tansu.log") as b:
+    with EmbeddedTansu(tmp_path / "tansu.log") as b:
         yield b
 
 

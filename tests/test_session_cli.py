@@ -10,7 +10,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 import schemas as s
-from infra.broker import EmbeddedBroker, ensure_topics
+from infra.broker import ensure_topics
+from infra.tansu import EmbeddedTansu
 from infra.clickhouse import MIGRATIONS_DIR, connect, migrate, split_statements
 from papertape import session_cli
 from papertape.cli import main
@@ -22,7 +23,7 @@ TS = 1_723_161_600_000  # 2024-08-09 00:00:00 UTC
 
 @pytest.fixture
 def no_env(monkeypatch):
-    for name in ("KAFKA_BOOTSTRAP", "CLICKHOUSE_URL", "PAPERTAPE_DATA"):
+    for name in ("KAFKA_BOOTSTRAP", "CLICKHOUSE_URL", "PAPERTAPE_DATA", "PAPERTAPE_NAMESPACE"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -221,7 +222,7 @@ def test_start_reaches_the_embedded_broker(no_env, tmp_path, monkeypatch, capsys
         finally:
             await consumer.stop()
 
-    with EmbeddedBroker(tmp_path / "tansu.log") as broker:
+    with EmbeddedTansu(tmp_path / "tansu.log") as broker:
         asyncio.run(ensure_topics(broker.bootstrap, s.partition_counts(1, 2)))
         monkeypatch.setenv("KAFKA_BOOTSTRAP", broker.bootstrap)
         assert main(["session", "start", "rt", "--data-dir", str(tmp_path), "--intel", "2"]) == 0
