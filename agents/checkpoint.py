@@ -93,6 +93,7 @@ class Checkpoints(Generic[S]):
             state = self.state(msg.partition)
             expected = state.next_offset(topic)
             if msg.offset > expected and not self._rewind(msg.tp, expected, msg.offset):
+                event.ack()  # read again after the seek; a commit past it only makes the next worker seek too
                 continue
             self.rewinding.pop(msg.tp, None)
             self.held[msg.partition].append(event)
@@ -121,7 +122,6 @@ class Checkpoints(Generic[S]):
         if not task.cancelled() and task.exception() is not None:
             log.error("%s: a seek back failed: %r", self.table.name, task.exception())
 
-
     def due(self, partition: int) -> bool:
         """`every_s` after the last save, or later for large states: the agent's saves take at most 1/SAVE_SHARE of
         its time (700 symbols' books, serialized every second, were most of the worker's time). A later save only
@@ -136,7 +136,7 @@ class Checkpoints(Generic[S]):
         Both orders matter. A snapshot stored before the outputs it covers says they were sent: a worker killed
         while they still waited in the producer came back past them, and they were never sent (the producer
         sends one batch per partition per request, so a snapshot's single changelog batch overtook a backlog
-        of md.ticks batches; tests/test_worker_kill.py lost ticks that way). Acks sent before the snapshot let
+        of md.ticks batches; tests/test_crash.py lost ticks that way). Acks sent before the snapshot let
         Kafka commit offsets past a snapshot the broker did not have: the restarted worker skipped those inputs.
         (`producer.flush()` is no barrier for either: Faust's send buffer gives up after 0.1 s without progress.)
 

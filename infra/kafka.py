@@ -497,6 +497,11 @@ class EmbeddedKafka:
     def node_running(self, i: int) -> bool:
         return self.nodes[i].running
 
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the running nodes' JVMs."""
+        return [n.proc.pid for n in self.nodes if n.running]
+
     def node_bootstrap(self, i: int) -> str:
         return f"127.0.0.1:{self.nodes[i].broker_port}"
 

@@ -284,6 +284,11 @@ class EmbeddedTansu:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def pids(self) -> list[int]:
+        """The broker's process id, if it is running."""
+        return [self.proc.pid] if self.running else []
+
     def __enter__(self) -> "EmbeddedTansu":
         return self.start()
 
