@@ -1,10 +1,12 @@
-"""Issue 3 (c): tick-to-fill latency at fixed offered rates (default 1k and 7k events/s), paced in real time.
+"""Issue 3 (c): tick-to-fill latency at fixed offered rates (default 1k and 7k events/s), paced in real time, on
+each embedded broker of --brokers (default kafka,tansu: Apache Kafka, then Tansu), and a table of all of it.
 
-For each rate a fresh `papertape.runtime.Pipeline` (embedded broker, recorder, worker) runs; the source is a
-ReplaySource built here (as Pipeline.replay builds it) whose send() notes the wall time of every md.events batch
-and the event times of its frames. The bundled tape (~490 frames/s of event time) is paced at speed = rate / its
-event rate, looped (shifted in event time) when one pass is too short. A scripted session (latency_ms=0, BTCUSDT
-only) places a market order every 200 ms of event time, sides alternating; EMA-cross sessions run beside it.
+For each broker and rate a fresh `papertape.runtime.Pipeline` (that embedded broker, recorder, worker) runs; the
+source is a ReplaySource built here (as Pipeline.replay builds it) whose send() notes the wall time of every
+md.events batch and the event times of its frames. The bundled tape (~490 frames/s of event time) is paced at
+speed = rate / its event rate, looped (shifted in event time) when one pass is too short. A scripted session
+(latency_ms=0, BTCUSDT only) places a market order every 200 ms of event time, sides alternating; EMA-cross
+sessions run beside it.
 
 Latency of a fill = wall time a plain aiokafka consumer of `fills` receives it - wall time the source sent the
 first frame whose event time is >= fill.ts (fill.ts is the event time of the tick it filled on). The breakdown
@@ -13,8 +15,8 @@ measures the same way the arrival of md.events batches (source -> broker -> cons
 consumers use fetch_max_wait_ms=10 (--no-breakdown: only the fills consumer, less load on the broker).
 --coalesce-ms N is an experiment: event times rounded up so the paced source flushes at most once per N wall ms.
 
-Run on demand: python bench/bench_latency.py [--rates 1000,7000] [--seconds 45] [--sessions 2] [--timeline]
-               [--no-breakdown] [--coalesce-ms N] [--profile]
+Run on demand: python bench/bench_latency.py [--brokers kafka,tansu] [--rates 1000,7000] [--seconds 45]
+               [--sessions 2] [--timeline] [--no-breakdown] [--coalesce-ms N] [--profile]
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ from papertape.core.session_config import SessionConfig  # noqa: E402
 from papertape.runtime import Pipeline  # noqa: E402
 from streams.replay import ReplaySource, kafka_partition  # noqa: E402
 
+from per_broker import Figures, add_arguments, describe, producer_options, run  # noqa: E402
 from proc_stats import ProcStats  # noqa: E402
 from pyspy import Profiler  # noqa: E402
 from synthetic import (MachineBusy, coalesced, ema_sessions, event_rate, load_tape, looped,  # noqa: E402
@@ -96,24 +99,31 @@ def scripted(first_ts: int, event_s: float, every_ms: int = 200) -> SessionConfi
                          params={"orders": orders}, risk=RiskSettings.off())  # every order is measured
 
 
-async def run_rate(rate: float, seconds: float, tape: list, n_ema: int, profile: bool, keep: bool,
-                   timeline: bool, coalesce_ms: float, breakdown: bool) -> None:
+def pcts_ms(values) -> list[float] | None:
+    """p50, p99 and max of `values` (seconds), in ms; None without samples."""
+    v = sorted(values)
+    return [1000 * percentile(v, 50), 1000 * percentile(v, 99), 1000 * v[-1]] if v else None
+
+
+async def run_rate(broker: str, fig: Figures, rate: float, seconds: float, tape: list, n_ema: int, profile: bool,
+                   keep: bool, timeline: bool, coalesce_ms: float, breakdown: bool) -> None:
     speed = rate / event_rate(tape)
     frames = looped(tape, seconds * speed)
     if coalesce_ms:
         frames = coalesced(frames, max(1, round(coalesce_ms * speed)))
     frames = list(frames)
     sessions = ema_sessions(n_ema) + [scripted(frames[0].ts, seconds * speed)]
-    data_dir = Path(tempfile.mkdtemp(prefix="bench-latency-"))
-    settings = Settings(data_dir=data_dir, sessions=sessions, speed=speed)
+    data_dir = Path(tempfile.mkdtemp(prefix=f"bench-latency-{broker}-"))
+    settings = Settings(data_dir=data_dir, sessions=sessions, speed=speed, broker=broker)
     pipe = Pipeline(settings, out=io.StringIO())
-    await pipe.start()
     stop = asyncio.Event()
     sends = SendLog()
     fills: list[tuple[int, float, float]] = []  # (event time, produced, received); wall clock, s
     md_events: list[tuple[bytes, float]] = []
     ticks: list[tuple[int, float, float]] = []
     try:
+        await pipe.start()
+        fig.broker = describe(pipe)
         await asyncio.sleep(3)  # the worker joins its group
         boot = pipe.settings.kafka_bootstrap
         tasks = [asyncio.create_task(consume(
@@ -132,12 +142,12 @@ async def run_rate(rate: float, seconds: float, tape: list, n_ema: int, profile:
             ]
         await asyncio.sleep(1)  # the consumers have their positions
         pids = {"supervisor (source, recorder, relay, bench)": os.getpid(), "worker": pipe.worker.pid,
-                "broker": pipe.broker.proc.pid}
+                "broker": pipe.broker.pids}
         stats, busy, stats_from = ProcStats(pids), MachineBusy(), time.time()
         profiler = Profiler({k: v for k, v in pids.items() if k != "broker"}, data_dir) if profile else None
 
         producer = AIOKafkaProducer(bootstrap_servers=boot, linger_ms=5, max_batch_size=1 << 20,
-                                    enable_idempotence=False)
+                                    **producer_options(pipe))
         await producer.start()
 
         async def send(topic, key, value, partition):
@@ -159,10 +169,10 @@ async def run_rate(rate: float, seconds: float, tape: list, n_ema: int, profile:
         if profiler:
             profiler.stop()
 
-        print(f"offered {rate:,.0f} events/s (speed {speed:.2f} x the tape): {summary.frames} frames in "
+        print(f"{fig.broker}: offered {rate:,.0f} events/s (speed {speed:.2f} x the tape): {summary.frames} frames in "
               f"{replayed:.1f} s = {summary.frames / replayed:,.0f} events/s sent, in {summary.batches} md.events "
               f"batches ({summary.batches / replayed:,.0f}/s, {len(sends.wall)} with frames); engines done {lag:.2f} s "
-              f"after the source")
+              f"after the source", flush=True)
         fills = [(at, made, sent) for ts, made, at in fills if (sent := sends.sent_at(ts)) is not None]
         ticks = [(at, made, sent) for ts, made, at in ticks if (sent := sends.sent_at(ts)) is not None]
         print(f"  tick-to-fill             {summary_ms(at - sent for at, _, sent in fills)}  fills {len(fills)}"
@@ -184,13 +194,30 @@ async def run_rate(rate: float, seconds: float, tape: list, n_ema: int, profile:
                        for rows in ((fills, ticks) if breakdown else (fills,))]
                 print(f"    {5 * w:>4}-{5 * w + 5:<4} s  " + "  |  ".join(
                     f"{1000 * percentile(c, 50):7.0f} {1000 * c[-1]:7.0f}" if c else "      -       -" for c in cut))
+        tag = f"(c) {rate / 1000:g}k/s"
+        fig.add(f"{tag} events/s sent", summary.frames / replayed, "{:,.0f}")
+        fig.add(f"{tag} tick-to-fill p50/p99/max ms", pcts_ms(at - sent for at, _, sent in fills),
+                target=("<=", 100), target_text="p99 <= 100 ms", check_at=1)
+        fig.add(f"{tag} fills measured", len(fills), "{:,}")
+        if breakdown:
+            fig.add(f"{tag} hop md.events received, ms", pcts_ms(got))
+            fig.add(f"{tag} hop md.ticks produced, ms", pcts_ms(made - sent for _, made, sent in ticks))
+            fig.add(f"{tag} hop md.ticks[0] received, ms", pcts_ms(at - sent for at, _, sent in ticks))
+        fig.add(f"{tag} hop fill produced, ms", pcts_ms(made - sent for _, made, sent in fills))
+        fig.add(f"{tag} hop fill produced->received, ms", pcts_ms(at - made for at, made, _ in fills))
+        fig.add(f"{tag} engines done after the source, s", lag, "{:.2f}")
         mine = sum(u["cpu_s"] for u in usage.values()) / window / os.cpu_count()
         print(f"  machine busy {100 * machine:.0f}% of all {os.cpu_count()} cores (other processes' share "
               f"{100 * (machine - mine):.0f}%); per process (the supervisor's RSS includes the "
               f"bench's frames):")
         for name, u in usage.items():
             print(f"    {name:<44} cpu {100 * u['cpu_s'] / window:5.1f}% of one core"
-                  f"  max rss {u['rss_mb']:7.1f} MB")
+                  f"  max rss {u['rss_mb']:7.1f} MB", flush=True)
+        fig.add(f"{tag} machine busy, % of all cores", 100 * machine, "{:.0f}")
+        for name, u in usage.items():
+            fig.add(f"{tag} cpu {name.split()[0]}, % of one core", 100 * u["cpu_s"] / window)
+        for name, u in usage.items():
+            fig.add(f"{tag} max rss {name.split()[0]}, MB", u["rss_mb"], "{:.0f}")
     finally:
         stop.set()
         await pipe.stop()
@@ -200,14 +227,16 @@ async def run_rate(rate: float, seconds: float, tape: list, n_ema: int, profile:
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
-async def main(rates: list[float], seconds: float, n_ema: int, profile: bool, keep: bool,
-               timeline: bool, coalesce_ms: float, breakdown: bool) -> None:
-    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+async def measure(broker: str, args, rates: list[float]) -> Figures:
+    fig = Figures()
     tape = load_tape()
     print(f"tape: {len(tape)} frames, {event_rate(tape):.0f} frames/s of event time; sessions: 1 scripted "
-          f"(a BTCUSDT market order every 200 ms of event time) + {n_ema} EMA-cross")
+          f"(a BTCUSDT market order every 200 ms of event time) + {args.sessions} EMA-cross; broker: {broker}",
+          flush=True)
     for rate in rates:
-        await run_rate(rate, seconds, tape, n_ema, profile, keep, timeline, coalesce_ms, breakdown)
+        await run_rate(broker, fig, rate, args.seconds, tape, args.sessions, args.profile, args.keep,
+                       args.timeline, args.coalesce_ms, not args.no_breakdown)
+    return fig
 
 
 if __name__ == "__main__":
@@ -222,7 +251,7 @@ if __name__ == "__main__":
     ap.add_argument("--timeline", action="store_true", help="latencies per 5 s of the run")
     ap.add_argument("--keep", action="store_true", help="keep the data directories (logs, ClickHouse)")
     ap.add_argument("--profile", action="store_true", help="py-spy the supervisor and the worker (implies --keep)")
+    add_arguments(ap)
     args = ap.parse_args()
-    asyncio.run(main([float(r) for r in args.rates.split(",")], args.seconds, args.sessions, args.profile,
-                     args.keep, args.timeline, args.coalesce_ms,
-                     not args.no_breakdown))
+    rates = [float(r) for r in args.rates.split(",")]
+    run(args, "bench_latency (c) tick-to-fill latency", lambda broker: measure(broker, args, rates))

@@ -1,11 +1,12 @@
-"""Issue 3 (a) and (b): the broker's own limit, then the whole pipeline on the bundled tape, in one run.
+"""Issue 3 (a) and (b): the broker's own limit, then the whole pipeline on the bundled tape, in one run per broker
+(--brokers, default kafka,tansu: the embedded Apache Kafka, then the embedded Tansu), and a table of both.
 
 (a) aiokafka produces the tape's frames, one message each, to the embedded broker and consumes them back.
 (b) `papertape run`'s pipeline (broker, worker, recorder into chdb, alert relay) replays the same tape at full
     speed with several sessions trading: market events (frames) per second from the first message sent
     until every engine partition has finished the tape and ClickHouse holds all of it.
 
-Run on demand: python bench/bench_pipeline.py [--sessions N]
+Run on demand: python bench/bench_pipeline.py [--brokers kafka,tansu] [--sessions N] [--tape-seconds S]
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import io
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -30,6 +32,7 @@ from papertape.runtime import Pipeline  # noqa: E402
 from schemas.topics import kafka_partition  # noqa: E402
 from streams.replay import iter_tape  # noqa: E402
 
+from per_broker import Figures, add_arguments, describe, run  # noqa: E402
 from proc_stats import ProcStats  # noqa: E402
 from pyspy import Profiler  # noqa: E402
 
@@ -46,12 +49,16 @@ def sessions(n: int) -> list[SessionConfig]:
 
 
 async def broker_baseline(bootstrap: str, messages: list[tuple[bytes, bytes]], partitions: int = 4) -> dict:
-    """(a): produce with aiokafka's batch API (its fastest), then consume everything with one consumer."""
+    """(a): produce with aiokafka's batch API (its fastest), then consume everything with one consumer (the
+    producer's connections and the partitions' leaders warmed up first, by one record per partition)."""
     topic = "bench.baseline"
     await ensure_topics(bootstrap, {topic: partitions})
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20,
                                 max_request_size=8 << 20)
     await producer.start()
+    # one record per partition before the clock: connections, metadata and partition leaders are then ready
+    await asyncio.gather(*[await producer.send(topic, b"warm-up", key=b"warm-up", partition=p)
+                           for p in range(partitions)])
     started = time.perf_counter()
     batches: dict[int, object] = {}
     sent = []
@@ -73,7 +80,7 @@ async def broker_baseline(bootstrap: str, messages: list[tuple[bytes, bytes]], p
     await consumer.start()
     started = time.perf_counter()
     got = 0
-    while got < len(messages):
+    while got < len(messages) + partitions:  # the warm-up records too
         for records in (await consumer.getmany(timeout_ms=1000, max_records=100_000)).values():
             got += len(records)
     consume_s = time.perf_counter() - started
@@ -81,29 +88,41 @@ async def broker_baseline(bootstrap: str, messages: list[tuple[bytes, bytes]], p
     return {"produce_per_s": len(messages) / produce_s, "consume_per_s": len(messages) / consume_s}
 
 
-async def main(n_sessions: int, keep: bool, profile: bool) -> None:
-    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
-    messages = [(f.symbol.encode(), f.json) for f in iter_tape(BUNDLED_TAPE, wire=True)]
+async def measure(broker: str, args) -> Figures:
+    fig = Figures()
+    limit_ms = None if args.tape_seconds is None else int(args.tape_seconds * 1000)
+    messages, first_ts = [], None
+    for f in iter_tape(BUNDLED_TAPE, wire=True):
+        first_ts = f.ts if first_ts is None else first_ts
+        if limit_ms is not None and f.ts - first_ts >= limit_ms:
+            break  # as Pipeline.replay's replay_seconds cuts the tape
+        messages.append((f.symbol.encode(), f.json))
     n_events = len(messages)
     print(f"tape: {n_events} market events (frames: trades, book diffs, best bid/ask), "
-          f"{sum(map(len, (v for _, v in messages))) / n_events:.0f} bytes each on average")
+          f"{sum(map(len, (v for _, v in messages))) / n_events:.0f} bytes each on average", flush=True)
 
-    data_dir = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    settings = Settings(data_dir=data_dir, sessions=sessions(n_sessions))
+    data_dir = Path(tempfile.mkdtemp(prefix=f"bench-pipeline-{broker}-"))
+    settings = Settings(data_dir=data_dir, sessions=sessions(args.sessions), broker=broker,
+                        replay_seconds=args.tape_seconds)
     log = io.StringIO()
     pipe = Pipeline(settings, out=log)
-    await pipe.start()
+    keep = args.keep or args.profile
     try:
+        await pipe.start()
+        fig.broker = describe(pipe)
+        print(f"broker: {fig.broker}", flush=True)
         a = await broker_baseline(pipe.settings.kafka_bootstrap, messages)
         del messages  # not to count them in the supervisor's memory
-        print(f"(a) broker baseline, aiokafka on the embedded Tansu broker: produce {a['produce_per_s']:,.0f} msg/s,"
-              f" consume {a['consume_per_s']:,.0f} msg/s")
+        print(f"(a) broker baseline, aiokafka on the {fig.broker}: produce {a['produce_per_s']:,.0f} msg/s,"
+              f" consume {a['consume_per_s']:,.0f} msg/s", flush=True)
+        fig.add("(a) produce, msg/s", a["produce_per_s"], "{:,.0f}")
+        fig.add("(a) consume, msg/s", a["consume_per_s"], "{:,.0f}")
 
         await asyncio.sleep(3)  # the worker joins its group before the clock starts
         pids = {"supervisor (source, recorder, relay)": os.getpid(), "worker": pipe.worker.pid,
-                "broker": pipe.broker.proc.pid}
+                "broker": pipe.broker.pids}
         stats = ProcStats(pids)
-        profiler = Profiler({k: v for k, v in pids.items() if k != "broker"}, data_dir) if profile else None
+        profiler = Profiler({k: v for k, v in pids.items() if k != "broker"}, data_dir) if args.profile else None
         started = time.perf_counter()
         done = await pipe.replay(progress=False)
         replayed = time.perf_counter() - started
@@ -113,29 +132,43 @@ async def main(n_sessions: int, keep: bool, profile: bool) -> None:
         if profiler:
             profiler.stop()
         rate = done["frames"] / elapsed
-        print(f"(b) pipeline, {n_sessions} sessions, recorder on: {done['frames']} events in {elapsed:.2f} s = "
+        print(f"(b) pipeline, {args.sessions} sessions, recorder on: {done['frames']} events in {elapsed:.2f} s = "
               f"{rate:,.0f} events/s end to end ({100 * rate / a['consume_per_s']:.1f}% of (a)'s consume rate); "
               f"the source finished sending after {replayed:.2f} s")
+        fig.add("(b) events/s end to end", rate, "{:,.0f}", target=(">=", 50_000))
+        fig.add("(b) events replayed", done["frames"], "{:,}")
+        fig.add("(b) share of (a)'s consume rate, %", 100 * rate / a["consume_per_s"])
+        fig.add("(b) wall s: source done / all recorded", [replayed, elapsed], "{:.2f}")
         for name, u in usage.items():
             print(f"    {name:<38} cpu {u['cpu_s']:6.2f} s ({100 * u['cpu_s'] / elapsed:5.1f}% of one core)"
                   f"  max rss {u['rss_mb']:7.1f} MB")
+        for name, u in usage.items():
+            fig.add(f"(b) cpu {name.split()[0]}, % of one core", 100 * u["cpu_s"] / elapsed)
+        for name, u in usage.items():
+            fig.add(f"(b) max rss {name.split()[0]}, MB", u["rss_mb"])
         fills = pipe.query("SELECT count() AS n FROM fills")["rows"][0][0]
         rows = dict(pipe.recorder.rows_written)
-        print(f"    fills {fills}; rows recorded: " + ", ".join(f"{k} {v}" for k, v in sorted(rows.items())))
+        print(f"    fills {fills}; rows recorded: " + ", ".join(f"{k} {v}" for k, v in sorted(rows.items())),
+              flush=True)
+        fig.add("(b) fills (the same on every broker)", fills, "{:,}")
+        fig.add("(b) rows recorded", sum(rows.values()), "{:,}")
     finally:
         await pipe.stop()
         if not keep:
-            import shutil
             shutil.rmtree(data_dir, ignore_errors=True)
         else:
             print(f"data kept in {data_dir}")
+    return fig
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sessions", type=int, default=4)
+    ap.add_argument("--tape-seconds", type=float, default=None, help="only the first N seconds of the tape's event "
+                    "time, in (a) and (b) (default: all of it, ~345 s); for smoke runs")
     ap.add_argument("--keep", action="store_true", help="keep the data directory (logs, ClickHouse)")
     ap.add_argument("--profile", action="store_true", help="sample the processes with py-spy and print where "
                     "the CPU goes (implies --keep)")
+    add_arguments(ap)
     args = ap.parse_args()
-    asyncio.run(main(args.sessions, args.keep or args.profile, args.profile))
+    run(args, "bench_pipeline (a) broker alone, (b) whole pipeline", lambda broker: measure(broker, args))

@@ -1,7 +1,8 @@
 """Issue 3 (d): 700 symbols x 20 sessions at 7k events/s for 5 minutes: CPU and resident memory of each process
-(the broker's included), machine-wide busy share (target: both cores under 70% busy), and whether it keeps up.
+(the broker's included), machine-wide and per-core busy share (target: both cores under 70% busy), and whether it
+keeps up; once per embedded broker of --brokers (default kafka,tansu: Apache Kafka, then Tansu), then a table.
 
-`papertape.runtime.Pipeline` (embedded broker, recorder into chdb, alert relay, worker) runs with 700 synthetic
+`papertape.runtime.Pipeline` (that embedded broker, recorder into chdb, alert relay, worker) runs with 700 synthetic
 instruments S001USDT.. (half BTC-like, tick 0.10 / lot 0.001, half ETH-like, tick 0.01 / lot 0.01) and 20
 EMA-cross sessions, each trading 35 of them (every 20th symbol). The stream is the bundled tape re-labelled: its
 frames in a cycle, each BTCUSDT frame given to the next BTC-like symbol in turn (ETHUSDT likewise), prices kept,
@@ -13,8 +14,8 @@ the tape (then to the recorder having all of it in ClickHouse), or, if that take
 pace the market agent kept. Every --every seconds a line shows the rate sent, the lag of md.ticks (market agent
 output, partition 0) and the CPU of the interval.
 
-Run on demand: python bench/bench_scale.py [--seconds 300] [--rate 7000] [--symbols 700] [--sessions 20]
-               [--catchup-timeout 120] [--coalesce-ms N] [--profile]
+Run on demand: python bench/bench_scale.py [--brokers kafka,tansu] [--seconds 300] [--rate 7000] [--symbols 700]
+               [--sessions 20] [--catchup-timeout 120] [--coalesce-ms N] [--profile]
 """
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from papertape.config import Settings  # noqa: E402
 from papertape.runtime import Pipeline  # noqa: E402
 
-from proc_stats import ProcStats, cpu_seconds  # noqa: E402
+from per_broker import Figures, add_arguments, describe, run  # noqa: E402
+from proc_stats import ProcStats, group_cpu_seconds  # noqa: E402
 from pyspy import Profiler  # noqa: E402
 from synthetic import (MachineBusy, coalesced, ema_sessions, load_tape, relabelled,  # noqa: E402
                        synthetic_instruments)
@@ -46,9 +48,9 @@ from synthetic import (MachineBusy, coalesced, ema_sessions, load_tape, relabell
 WM = re.compile(rb'"wm":(\d+)')
 
 
-def cpu_or_nan(pid: int) -> float:
+def cpu_or_nan(pid: int | list[int]) -> float:
     try:
-        return cpu_seconds(pid)
+        return group_cpu_seconds(pid)
     except OSError:  # the process died (a worker that crashed is replaced by a new one)
         return float("nan")
 
@@ -92,8 +94,8 @@ async def watch_ticks(bootstrap: str, sent: Sent, lags: list[tuple[float, float]
         await consumer.stop()
 
 
-async def main(args) -> None:
-    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+async def measure(broker: str, args) -> Figures:
+    fig = Figures()
     tape = load_tape(args.tape_frames)
     instruments, groups = synthetic_instruments(args.symbols)
     names = [i.symbol for i in instruments]
@@ -107,17 +109,19 @@ async def main(args) -> None:
     print(f"{args.symbols} symbols, {args.sessions} EMA-cross sessions x {per or 'all'} symbols, "
           f"{args.rate:,.0f} events/s for {args.seconds:.0f} s ({count:,} frames from {len(tape):,} tape frames "
           f"re-labelled; making them costs the supervisor {gen_cost * 1e6:.1f} us each = "
-          f"{100 * gen_cost * args.rate:.1f}% of a core)")
+          f"{100 * gen_cost * args.rate:.1f}% of a core)", flush=True)
 
-    data_dir = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    settings = Settings(data_dir=data_dir, instruments=instruments, sessions=sessions, speed=1.0)
+    data_dir = Path(tempfile.mkdtemp(prefix=f"bench-scale-{broker}-"))
+    settings = Settings(data_dir=data_dir, instruments=instruments, sessions=sessions, speed=1.0, broker=broker)
     pipe = Pipeline(settings, out=io.StringIO())
-    await pipe.start()
     stop = asyncio.Event()
     try:
+        await pipe.start()
+        fig.broker = describe(pipe)
+        print(f"broker: {fig.broker}", flush=True)
         await asyncio.sleep(3)  # the worker joins its group
         pids = {"supervisor (source, recorder, relay)": os.getpid(), "worker": pipe.worker.pid,
-                "broker": pipe.broker.proc.pid}
+                "broker": pipe.broker.pids}
         frames = relabelled(tape, groups, args.rate, count, tape[0].ts)
         if args.coalesce_ms:
             frames = coalesced(frames, max(1, round(args.coalesce_ms)))
@@ -146,7 +150,7 @@ async def main(args) -> None:
         replayed = time.perf_counter() - started
         reporter.cancel()
         cpu = {k: cpu_or_nan(p) - stats.cpu0[k] for k, p in pids.items()}
-        machine = busy.since_start()
+        machine, cores = busy.since_start(), busy.cores_since_start()
         half = [lag for lag in lags if lag[0] >= time.time() - replayed / 2]
         lag_at_end = lags[-1][1] if lags else float("nan")
         # the market agent's pace over the second half of the run, from how fast its lag grew
@@ -178,9 +182,11 @@ async def main(args) -> None:
             print(f"kept up? NO: {len(pipe.finish.partitions)}/{settings.session_partitions} engine partitions done "
                   f"{args.catchup_timeout:.0f} s after the source's last frame; md.ticks lag at the end of sending "
                   f"{lag_at_end:.1f} s; the market agent kept a pace of ~{pace:,.0f} events/s over the second half")
-        others = machine - sum(cpu.values()) / replayed / os.cpu_count()
-        print(f"machine busy while sending: {100 * machine:.0f}% of all {os.cpu_count()} cores (target < 70%); "
-              f"other processes' share {100 * others:.0f}%")
+        mine = sum(cpu.values()) / replayed / os.cpu_count()
+        others = machine - mine
+        print(f"machine busy while sending: {100 * machine:.0f}% of all {os.cpu_count()} cores (target < 70%; "
+              + ", ".join(f"{c} {100 * b:.0f}%" for c, b in cores.items())
+              + f"); other processes' share {100 * others:.0f}%")
         for name, u in usage.items():
             print(f"  {name:<38} cpu {100 * cpu[name] / replayed:5.1f}% of one core  max rss {u['rss_mb']:7.1f} MB")
         if pipe.workers_started > 1:
@@ -188,7 +194,27 @@ async def main(args) -> None:
             print(f"  THE WORKER DIED {pipe.workers_started - 1} time(s) and was restarted: see "
                   f"{data_dir}/worker-*.log")
         rows = dict(pipe.recorder.rows_written)
-        print("  rows recorded: " + ", ".join(f"{k} {v}" for k, v in sorted(rows.items())))
+        print("  rows recorded: " + ", ".join(f"{k} {v}" for k, v in sorted(rows.items())), flush=True)
+
+        fig.add(f"(d) events/s sent (offered {args.rate:,.0f})", done["frames"] / replayed, "{:,.0f}")
+        fig.add("(d) md.events batches/s", done["batches"] / replayed, "{:,.0f}")
+        fig.add("(d) kept up (engines done within --catchup-timeout)", "yes" if engines_lag is not None else "NO",
+                target_text="yes", met=engines_lag is not None)
+        fig.add("(d) engines / recorder done after the last frame, s", [engines_lag, recorder_lag], "{:.2f}")
+        fig.add("(d) md.ticks lag at the end of sending, s", lag_at_end, "{:.2f}")
+        if engines_lag is None:
+            fig.add("(d) market agent's pace, 2nd half, events/s", pace, "{:,.0f}")
+        fig.add("(d) machine busy while sending, % of all cores", 100 * machine, "{:.0f}", target=("<", 70))
+        for c, b in cores.items():
+            fig.add(f"(d) {c} busy while sending, %", 100 * b, "{:.0f}", target=("<", 70))
+        fig.add("(d) of which this pipeline's processes, % of all cores", 100 * mine, "{:.0f}")
+        fig.add("(d) of which other processes, % of all cores", 100 * others, "{:.0f}")
+        for name in pids:
+            fig.add(f"(d) cpu {name.split()[0]}, % of one core", 100 * cpu[name] / replayed)
+        for name, u in usage.items():
+            fig.add(f"(d) max rss {name.split()[0]}, MB", u["rss_mb"], "{:.0f}")
+        fig.add("(d) worker restarts", pipe.workers_started - 1, "{:d}", target=("==", 0))
+        fig.add("(d) rows recorded", sum(rows.values()), "{:,}")
     finally:
         stop.set()
         await pipe.stop()
@@ -196,6 +222,7 @@ async def main(args) -> None:
             print(f"data kept in {data_dir}")
         else:
             shutil.rmtree(data_dir, ignore_errors=True)
+    return fig
 
 
 if __name__ == "__main__":
@@ -213,4 +240,6 @@ if __name__ == "__main__":
                     "after the source's last frame")
     ap.add_argument("--keep", action="store_true", help="keep the data directory (logs, ClickHouse)")
     ap.add_argument("--profile", action="store_true", help="py-spy the supervisor and the worker (implies --keep)")
-    asyncio.run(main(ap.parse_args()))
+    add_arguments(ap)
+    args = ap.parse_args()
+    run(args, "bench_scale (d) symbols x sessions at a paced rate", lambda broker: measure(broker, args))

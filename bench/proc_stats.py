@@ -23,13 +23,23 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-class ProcStats:
-    """CPU used by each process since construction, and its peak RSS sampled every `every_s`."""
+def group_cpu_seconds(pids: int | list[int]) -> float:
+    """cpu_seconds of one pid, or the sum over a group of them (a broker of several nodes)."""
+    return sum(cpu_seconds(p) for p in ([pids] if isinstance(pids, int) else pids))
 
-    def __init__(self, pids: dict[str, int], every_s: float = 0.5) -> None:
+
+def group_rss_mb(pids: int | list[int]) -> float:
+    return sum(rss_mb(p) for p in ([pids] if isinstance(pids, int) else pids))
+
+
+class ProcStats:
+    """CPU used by each process since construction, and its peak RSS sampled every `every_s`. A name may stand for
+    a list of pids (the nodes of a broker): their CPU and RSS are summed."""
+
+    def __init__(self, pids: dict[str, int | list[int]], every_s: float = 0.5) -> None:
         self.pids = pids
-        self.cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        self.peak = {name: rss_mb(pid) for name, pid in pids.items()}
+        self.cpu0 = {name: group_cpu_seconds(pid) for name, pid in pids.items()}
+        self.peak = {name: group_rss_mb(pid) for name, pid in pids.items()}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, args=(every_s,), daemon=True)
         self._thread.start()
@@ -38,14 +48,14 @@ class ProcStats:
         while not self._stop.wait(every_s):
             for name, pid in self.pids.items():
                 try:
-                    self.peak[name] = max(self.peak[name], rss_mb(pid))
+                    self.peak[name] = max(self.peak[name], group_rss_mb(pid))
                 except OSError:
                     pass
 
     def since_start(self) -> dict[str, dict[str, float]]:
         self._stop.set()
         self._thread.join()
-        return {name: {"cpu_s": cpu_seconds(pid) - self.cpu0[name], "rss_mb": self.peak[name]}
+        return {name: {"cpu_s": group_cpu_seconds(pid) - self.cpu0[name], "rss_mb": self.peak[name]}
                 for name, pid in self.pids.items()}
 
 

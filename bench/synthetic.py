@@ -77,10 +77,10 @@ def coalesced(frames: Iterable[WireFrame], quantum_ms: int) -> Iterator[WireFram
 
 
 class MachineBusy:
-    """Share of all cores busy since construction (/proc/stat), without blocking."""
+    """Share of all cores (and of each core) busy since construction (/proc/stat), without blocking."""
 
     def __init__(self) -> None:
-        self.start = self._sample()
+        self.start, self.start_cores = self._sample(), self._sample_cores()
 
     @staticmethod
     def _sample() -> tuple[int, int]:
@@ -88,9 +88,26 @@ class MachineBusy:
             vals = list(map(int, f.readline().split()[1:]))
         return sum(vals), vals[3] + vals[4]
 
+    @staticmethod
+    def _sample_cores() -> dict[str, tuple[int, int]]:
+        out = {}
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *rest = line.split()
+                if name.startswith("cpu") and name != "cpu":
+                    vals = list(map(int, rest))
+                    out[name] = (sum(vals), vals[3] + vals[4])
+        return out
+
     def since_start(self) -> float:
         (t0, i0), (t1, i1) = self.start, self._sample()
         return 1 - (i1 - i0) / max(t1 - t0, 1)
+
+    def cores_since_start(self) -> dict[str, float]:
+        """Busy share of each core (cpu0, cpu1, ...)."""
+        now = self._sample_cores()
+        return {c: 1 - (now[c][1] - i0) / max(now[c][0] - t0, 1) for c, (t0, i0) in self.start_cores.items()
+                if c in now}
 
 
 def relabelled(frames: list[WireFrame], groups: dict[str, list[str]], rate: float, count: int,
