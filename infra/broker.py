@@ -27,7 +27,7 @@ async def ensure_topics(
     """Create topics with the given partition counts; existing ones are fine. Returns the replication factor new
     topics get: 3, or every broker of a smaller cluster (Faust's tables take the same).
 
-    Returns once metadata shows every requested partition. Raises ValueError if a
+    Returns once metadata shows every requested partition with a leader. Raises ValueError if a
     topic already exists with another partition count: Tansu auto-creates any topic
     a client merely looks up, with 4 partitions, so call this before clients start.
     """
@@ -44,18 +44,18 @@ async def ensure_topics(
                     raise for_code(code)(f"creating {topic}: {msg}")
         deadline = time.monotonic() + timeout
         while True:
-            have = {
-                d["topic"]: len(d.get("partitions") or []) if d.get("error_code", 0) == 0 else 0
-                for d in await admin.describe_topics(list(topics))
-            }
+            described = [d for d in await admin.describe_topics(list(topics)) if d.get("error_code", 0) == 0]
+            have = {d["topic"]: len(d.get("partitions") or []) for d in described}
+            # a partition without a leader yet (a new topic on Kafka) is not ready: clients would log and retry
+            led = {d["topic"]: sum(p.get("leader", -1) >= 0 for p in d.get("partitions") or []) for d in described}
             wrong = {t: (have.get(t, 0), n) for t, n in topics.items() if t in existing and have.get(t, 0) != n}
             if wrong:
                 raise ValueError(f"topics exist with other partition counts (have, want): {wrong}")
-            missing = {t: (have.get(t, 0), n) for t, n in topics.items() if have.get(t, 0) < n}
+            missing = {t: (led.get(t, 0), n) for t, n in topics.items() if led.get(t, 0) < n}
             if not missing:
                 return replication
             if time.monotonic() > deadline:
-                raise KafkaError(f"topics not ready after {timeout}s (have, want): {missing}")
+                raise KafkaError(f"topics not ready after {timeout}s (partitions with a leader, wanted): {missing}")
             await asyncio.sleep(0.1)
     finally:
         await admin.close()
