@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import re
 import subprocess
@@ -36,27 +35,6 @@ def parse_brokers(text: str) -> list[str]:
     if bad or not brokers:
         raise SystemExit(f"--brokers: pick from {', '.join(BROKERS)} (got {text!r})")
     return list(dict.fromkeys(brokers))
-
-
-class _TransientLeaderErrors(logging.Filter):
-    """aiokafka logs at ERROR, then retries, an offset lookup on a partition whose leader is not elected yet (a
-    topic just created on a new KRaft cluster): hidden here, counted."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.hidden = 0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        if msg.startswith("Failed fetch offsets from") and ("NotLeaderForPartition" in msg
-                                                            or "LeaderNotAvailable" in msg):
-            self.hidden += 1
-            return False
-        return True
-
-
-transient_leader_errors = _TransientLeaderErrors()
-logging.getLogger("aiokafka.consumer.fetcher").addFilter(transient_leader_errors)
 
 
 def check_available(broker: str) -> None:
@@ -161,11 +139,7 @@ def run(args: argparse.Namespace, title: str, measure: Callable[[str], Awaitable
         results = {}
         for broker in brokers:
             check_available(broker)
-            hidden = transient_leader_errors.hidden
             results[broker] = asyncio.run(measure(broker)).to_json()
-            if transient_leader_errors.hidden > hidden:
-                print(f"({broker}: {transient_leader_errors.hidden - hidden} aiokafka 'Failed fetch offsets ... "
-                      f"NotLeaderForPartition' errors, retried, were hidden)", flush=True)
         if args.figures_out:
             Path(args.figures_out).write_text(json.dumps(results[brokers[0]]))
         else:
