@@ -26,7 +26,8 @@ from .outputs import Outputs
 S = TypeVar("S")
 log = logging.getLogger(__name__)
 REWIND_TRIES = 3  # seeks back to an offset before it counts as deleted by the broker
-MAX_STORING = 4  # saves on their way to the broker before the agent waits
+MAX_STORING = 4
+REVOKE_WAIT_S = 5.0  # at most, for the snapshots on their way when partitions are revoked (rebalances wait 10 s)  # saves on their way to the broker before the agent waits
 SAVE_SHARE = 20  # a partition's next save waits 20x what saving every partition costs: saves take <= 5% of the time
 
 
@@ -63,9 +64,24 @@ class Checkpoints(Generic[S]):
         self.failed: BaseException | None = None  # a save whose outputs or writes failed: nothing after it was acked
         self.rewinding: dict = {}  # input partition -> (offset its state goes on from, when sought, seeks so far)
 
+        self.revoked: set[int] = set()  # partitions another worker may have now: this one writes no snapshot of them
+
+        def mine(tps) -> set[int]:
+            return {tp.partition for tp in tps if names.name_of(tp.topic) in topics}
+
         @app.on_partitions_assigned.connect
         async def check_later(app, assigned, **kwargs):
-            self.reassigned.update(tp.partition for tp in assigned if names.name_of(tp.topic) in topics)
+            self.reassigned |= mine(assigned)
+            self.revoked -= mine(assigned)
+
+        @app.on_partitions_revoked.connect
+        async def let_go(app, revoked, **kwargs):
+            """The next owner of a partition recovers its changelog once the rebalance is over: the snapshots on
+            their way land first, and none follows (an older snapshot written after the new owner's would be
+            the one restored next time, and two writers would mix their chunks)."""
+            self.revoked |= mine(revoked)
+            if self.storing:
+                await asyncio.wait(list(self.storing), timeout=REVOKE_WAIT_S)
 
     def state(self, partition: int) -> S:
         if partition not in self.states or partition in self.reassigned:
@@ -146,6 +162,9 @@ class Checkpoints(Generic[S]):
         next call raises why."""
         if self.failed is not None:
             raise self.failed
+        for partition in self.revoked.intersection(partitions):
+            self.held.pop(partition, None)  # read again by the partition's next owner
+        partitions = tuple(p for p in partitions if p not in self.revoked)
         if not partitions:
             return
         writes = []

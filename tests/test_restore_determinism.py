@@ -118,7 +118,7 @@ class App:
     def __init__(self, broker: Broker) -> None:
         self.table = Table(broker)
         self.on_partitions_assigned = SimpleNamespace(connect=lambda fn: fn)
-        self.on_rebalance_complete = SimpleNamespace(connect=lambda fn: fn)
+        self.on_partitions_revoked = SimpleNamespace(connect=lambda fn: fn)
 
     def Table(self, name, **kwargs):
         self.table.name = name
