@@ -25,7 +25,7 @@ from .outputs import Outputs
 
 S = TypeVar("S")
 log = logging.getLogger(__name__)
-REWIND_TRIES = 3  # seeks back to an offset before it counts as deleted by the broker
+REWIND_EVERY_S = 1.0  # a seek back is repeated until the offset is read
 MAX_STORING = 4
 REVOKE_WAIT_S = 5.0  # at most, for the snapshots on their way when partitions are revoked (rebalances wait 10 s)  # saves on their way to the broker before the agent waits
 SAVE_SHARE = 20  # a partition's next save waits 20x what saving every partition costs: saves take <= 5% of the time
@@ -62,7 +62,8 @@ class Checkpoints(Generic[S]):
         self.save_cost: dict[int, float] = {}  # seconds the partition's last snapshot took to make and send
         self.storing: list[asyncio.Future] = []  # saves on their way to the broker, oldest first
         self.failed: BaseException | None = None  # a save whose outputs or writes failed: nothing after it was acked
-        self.rewinding: dict = {}  # input partition -> (offset its state goes on from, when sought, seeks so far)
+        self.rewinding: dict = {}  # input partition -> the offset it is being sought back to
+        self.gone: dict = {}  # input partition -> the first offset the broker has, when its state's next is deleted
 
         self.revoked: set[int] = set()  # partitions another worker may have now: this one writes no snapshot of them
 
@@ -107,32 +108,45 @@ class Checkpoints(Generic[S]):
             msg = event.message
             topic = self.names.name_of(msg.topic)
             state = self.state(msg.partition)
-            expected = state.next_offset(topic)
-            if msg.offset > expected and not self._rewind(msg.tp, expected, msg.offset):
+            expected = max(state.next_offset(topic), self.gone.get(msg.tp, 0))
+            if msg.offset > expected:
+                self._rewind(msg.tp, expected, msg.offset)
                 event.ack()  # read again after the seek; a commit past it only makes the next worker seek too
                 continue
             self.rewinding.pop(msg.tp, None)
+            self.gone.pop(msg.tp, None)
             self.held[msg.partition].append(event)
-            if msg.offset >= expected:  # past it only when the inputs between are gone from the broker
+            if msg.offset >= state.next_offset(topic):  # past it only when the inputs between are gone
                 yield msg, topic, state
 
-    def _rewind(self, tp, offset: int, got: int) -> bool:
-        """Seek `tp` back to `offset`, once until it comes (again after a second: a seek of Faust's own, to the
-        committed offset, may have overtaken it). True when the broker no longer has it (retention deleted it):
-        the state goes on from `got`."""
-        target, at, tries = self.rewinding.get(tp, (None, 0.0, 0))
-        if target == offset and time.monotonic() - at < 1.0:
-            return False
-        if target == offset and tries >= REWIND_TRIES:
-            log.error("%s: %s[%d] offsets %d to %d are not on the broker any more: they are lost", self.table.name,
-                      tp.topic, tp.partition, offset, got - 1)
-            return True
+    def _rewind(self, tp, offset: int, got: int) -> None:
+        if self.rewinding.get(tp) == offset:
+            return  # a seek back is under way
         log.warning("%s: %s[%d] read at offset %d, but its state goes on from %d: inputs were skipped on the way "
                     "here; reading them again", self.table.name, tp.topic, tp.partition, got, offset)
-        self.rewinding[tp] = (offset, time.monotonic(), tries + 1 if target == offset else 1)
-        task = asyncio.ensure_future(self.app.consumer.seek(tp, offset))
+        self.rewinding[tp] = offset
+        task = asyncio.ensure_future(self._seek_back(tp, offset))
         task.add_done_callback(self._sought)
-        return False
+
+    async def _seek_back(self, tp, offset: int) -> None:
+        """Seek `tp` to `offset` every REWIND_EVERY_S until it is read: a seek can be undone (Faust drops the
+        records below the offset of a fetch that was under way, and seeks to the committed offset on its own).
+        Inputs the broker deleted (retention) are given up, with an error."""
+        consumer = self.app.consumer
+        try:
+            while self.rewinding.get(tp) == offset:
+                earliest = (await consumer.earliest_offsets(tp)).get(tp)
+                if earliest is not None and earliest > offset:
+                    log.error("%s: %s[%d] offsets %d to %d are not on the broker any more: they are lost",
+                              self.table.name, tp.topic, tp.partition, offset, earliest - 1)
+                    self.gone[tp] = earliest
+                    await consumer.seek(tp, earliest)
+                    return
+                await consumer.seek(tp, offset)
+                await asyncio.sleep(REWIND_EVERY_S)
+        finally:  # read, given up or failed (revoked): the next gap starts a new seek back
+            if self.rewinding.get(tp) == offset:
+                del self.rewinding[tp]
 
     def _sought(self, task: asyncio.Future) -> None:
         if not task.cancelled() and task.exception() is not None:

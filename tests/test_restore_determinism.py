@@ -15,7 +15,8 @@ import orjson
 from aiokafka import TopicPartition
 
 import schemas as s
-from agents.checkpoint import REWIND_TRIES, Checkpoints, join_snapshot
+from agents import checkpoint
+from agents.checkpoint import Checkpoints, join_snapshot
 from papertape.core.engine import Engine
 from papertape.core.instruments import DEFAULT_INSTRUMENTS
 from papertape.core.session_config import SessionConfig
@@ -131,9 +132,13 @@ TP = TopicPartition("md.ticks", 0)  # the one input partition
 class Consumer:
     def __init__(self) -> None:
         self.seeks: list[tuple] = []
+        self.earliest = 0  # the first offset the broker still has
 
     async def seek(self, tp, offset: int) -> None:
         self.seeks.append((tp, offset))
+
+    async def earliest_offsets(self, *tps) -> dict:
+        return {tp: self.earliest for tp in tps}
 
 
 class Event:
@@ -217,12 +222,13 @@ def test_a_worker_killed_at_any_moment_resumes_to_the_outputs_of_an_uninterrupte
     assert not wrong, f"killed at (save, loop turns) {wrong[:5]}...: the restored run's outputs differ"
 
 
-def test_inputs_skipped_on_the_way_are_read_again_and_taken_in_order():
+def test_inputs_skipped_on_the_way_are_read_again_and_taken_in_order(monkeypatch):
     """Faust can drop fetched records (a partition resumed while a fetch was under way) or commit past a skipped
-    one: the agent sees an offset past where its state goes on. It seeks back once, drops what it reads until
-    the missing input comes, and takes its inputs in order only; an input the broker deleted is given up after
-    a few tries."""
+    one: the agent sees an offset past where its state goes on. It seeks back, again every REWIND_EVERY_S until
+    the missing input comes (a fetch under way can undo a seek), drops what it reads meanwhile, and takes its
+    inputs in order only; inputs the broker deleted are given up, from its earliest offset on."""
     batches = tape()
+    monkeypatch.setattr(checkpoint, "REWIND_EVERY_S", 0.05)
 
     async def go():
         broker = Broker()
@@ -238,22 +244,26 @@ def test_inputs_skipped_on_the_way_are_read_again_and_taken_in_order():
                 taken.append(msg.offset)
 
         take(0, 1, 2, 5, 6)  # 3 and 4 were lost on the way
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
         assert taken == [0, 1, 2] and app.consumer.seeks == [(TP, 3)]
-        take(7)  # read before the seek took effect: dropped, and no second seek yet
-        await asyncio.sleep(0)
+        take(7)  # read before the seek took effect: dropped, and no second seek for it
+        await asyncio.sleep(0.01)
         assert taken == [0, 1, 2] and app.consumer.seeks == [(TP, 3)]
+        await asyncio.sleep(0.1)  # nothing came (the seek was undone): sought again
+        assert app.consumer.seeks[:3] == [(TP, 3)] * 3
         take(1, 2, 3, 4, 5)  # from the broker again (and a repeat of what the state holds)
         assert taken == [0, 1, 2, 3, 4, 5]
         assert [e.message.offset for e in checkpoints.held[0]] == [0, 1, 2, 1, 2, 3, 4, 5]  # acked at the next save
+        await asyncio.sleep(0.1)
+        seeks = len(app.consumer.seeks)
+        await asyncio.sleep(0.1)
+        assert len(app.consumer.seeks) == seeks and not checkpoints.rewinding  # read: no more seeks
 
-        for _ in range(REWIND_TRIES):  # 6 is gone from the broker: each second, one more seek back
-            take(8)
-            await asyncio.sleep(0)
-            offset, at, tries = checkpoints.rewinding[TP]
-            checkpoints.rewinding[TP] = (offset, at - 1.0, tries)
-        assert app.consumer.seeks == [(TP, 3)] + [(TP, 6)] * REWIND_TRIES and taken[-1] == 5
-        take(8)
-        assert taken[-1] == 8 and TP not in checkpoints.rewinding
+        app.consumer.earliest = 8  # 6 and 7 were deleted by retention
+        take(9)
+        await asyncio.sleep(0.01)
+        assert app.consumer.seeks[-1] == (TP, 8) and taken[-1] == 5
+        take(8, 9)
+        assert taken == [0, 1, 2, 3, 4, 5, 8, 9] and not checkpoints.gone
 
     asyncio.run(go())
