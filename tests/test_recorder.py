@@ -1,20 +1,22 @@
-"""Recorder: the mapping of every topic to rows, and the consumer against a real Kafka-protocol broker (Tansu)."""
+"""Recorder: the mapping of every topic to rows, and the consumer against the suite's broker (Apache Kafka)."""
 from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
+from types import SimpleNamespace
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from builders import fresh_namespace
 from infra.broker import ensure_topics
-from infra.tansu import EmbeddedTansu
 from infra.clickhouse import connect, migrate
+from infra.tansu import EmbeddedTansu
 from schemas import (
     Alert, AmendOrder, CancelOrder, Control, DeadLetter, Decision, Equity, Fill, Funding, InvalidMessage, Mark,
-    MarketBatch, MarketFrame, Order, OrderEvent, Position, SessionStatus, Signal, TOPICS, TickBatch, Trade, Watermark,
-    encode, partition_counts,
+    MarketBatch, MarketFrame, Namespace, Order, OrderEvent, Position, SessionStatus, Signal, TOPICS, TickBatch, Trade,
+    Watermark, encode, partition_counts,
 )
 from streams.recorder import (
     COLUMNS, INSERT_FORMAT, RECORDED_TOPICS, Recorder, encode_rows, md_events_rows, message_rows, rows_for,
@@ -241,9 +243,13 @@ def test_rows_round_trip_through_clickhouse(tmp_path):
 # --- against a broker --------------------------------------------------------------------------------------
 
 @pytest.fixture
-def broker(tmp_path):
+def broker(tmp_path, kafka_bootstrap):
+    """The suite's broker with topics of the test's own (Tansu, started for the test, where the suite has none)."""
+    if kafka_bootstrap:
+        yield SimpleNamespace(bootstrap=kafka_bootstrap, names=Namespace(fresh_namespace()))
+        return
     with EmbeddedTansu(tmp_path / "tansu.log") as b:
-        yield b
+        yield SimpleNamespace(bootstrap=b.bootstrap, names=Namespace())
 
 
 @pytest.fixture
@@ -254,11 +260,11 @@ def ch(tmp_path):
     client.close()
 
 
-async def produce(bootstrap: str, messages: list[tuple[str, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=5)
+async def produce(broker, messages: list[tuple[str, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=False, linger_ms=5)
     await producer.start()
     try:
-        futures = [await producer.send(topic, value) for topic, value in messages]
+        futures = [await producer.send(broker.names.topic(topic), value) for topic, value in messages]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -294,7 +300,7 @@ async def record_all(recorder: Recorder) -> None:
 
 
 async def new_topics(broker) -> None:
-    await ensure_topics(broker.bootstrap, partition_counts(3, 2))
+    await ensure_topics(broker.bootstrap, partition_counts(3, 2, broker.names))
 
 
 async def test_records_every_topic_and_skips_invalid(broker, ch):
@@ -304,8 +310,8 @@ async def test_records_every_topic_and_skips_invalid(broker, ch):
     invalid = [("fills", b"not json"), ("orders", b'{"kind": "order"}'), ("md.events", b""), ("fills", encode(too_big)),
                ("orders", b'{"kind": "amend", "id": "x", "ts": 1, "session": "s1", "order_id": "o1"}')]
     watermark = ("md.events", encode(Watermark(id="w", ts=TS, origin="bybit")))
-    await produce(broker.bootstrap, messages + invalid + [watermark])
-    recorder = Recorder(broker.bootstrap, ch)
+    await produce(broker, messages + invalid + [watermark])
+    recorder = Recorder(broker.bootstrap, ch, names=broker.names)
     await recorder.start()
     try:
         await recorder.wait_caught_up(60)
@@ -315,7 +321,7 @@ async def test_records_every_topic_and_skips_invalid(broker, ch):
         assert dict(recorder.rows_written) == expected
         assert await recorder.caught_up()
         # more data later is picked up too
-        await produce(broker.bootstrap, [("fills", encode(sample("fills", 99)))])
+        await produce(broker, [("fills", encode(sample("fills", 99)))])
         await recorder.wait_caught_up(60)
         assert counts(ch)["fills_log"] == 6
         assert ch.query("SELECT kind, count() FROM order_changes GROUP BY kind ORDER BY kind").result_rows == [
@@ -336,8 +342,8 @@ async def test_batches_land_as_rows_with_exact_values(broker, ch):
         for n in range(300)
     ]
     messages = [("md.events", encode(batch(n, frames[n:n + 50]))) for n in range(0, 300, 50)]
-    await produce(broker.bootstrap, messages + [("md.events", bad_frame_batch(1000))])
-    recorder = Recorder(broker.bootstrap, ch)
+    await produce(broker, messages + [("md.events", bad_frame_batch(1000))])
+    recorder = Recorder(broker.bootstrap, ch, names=broker.names)
     await record_all(recorder)
     assert (recorder.invalid, recorder.invalid_frames) == (0, 1)
 
@@ -359,9 +365,9 @@ async def test_batches_land_as_rows_with_exact_values(broker, ch):
 async def test_clickhouse_outage_loses_and_duplicates_nothing(broker, ch):
     await new_topics(broker)
     fills = [("fills", encode(sample("fills", n))) for n in range(2000)]
-    await produce(broker.bootstrap, fills + fills[:100])  # 100 redelivered
+    await produce(broker, fills + fills[:100])  # 100 redelivered
     flaky = FlakyClient(ch, failures=3)
-    recorder = Recorder(broker.bootstrap, flaky, backoff=(0.05, 0.2))
+    recorder = Recorder(broker.bootstrap, flaky, names=broker.names, backoff=(0.05, 0.2))
     await record_all(recorder)
     assert recorder.insert_failures == 3
     assert recorder.rows_written["fills_log"] == 2100
@@ -371,9 +377,9 @@ async def test_clickhouse_outage_loses_and_duplicates_nothing(broker, ch):
 
 async def test_stop_while_clickhouse_is_down_commits_nothing(broker, ch):
     await new_topics(broker)
-    await produce(broker.bootstrap, [("fills", encode(sample("fills", n))) for n in range(50)])
+    await produce(broker, [("fills", encode(sample("fills", n))) for n in range(50)])
     down = FlakyClient(ch, failures=10**9)
-    recorder = Recorder(broker.bootstrap, down, group_id="g", backoff=(0.05, 0.1))
+    recorder = Recorder(broker.bootstrap, down, names=broker.names, group_id="g", backoff=(0.05, 0.1))
     await recorder.start()
     while down.calls < 3:
         await asyncio.sleep(0.05)
@@ -381,7 +387,7 @@ async def test_stop_while_clickhouse_is_down_commits_nothing(broker, ch):
     await recorder.stop(timeout=0.5)
     assert counts(ch)["fills_log"] == 0
 
-    again = Recorder(broker.bootstrap, ch, group_id="g")
+    again = Recorder(broker.bootstrap, ch, names=broker.names, group_id="g")
     await record_all(again)
     assert again.rows_written["fills_log"] == 50
     assert counts(ch)["fills_log"] == 50
@@ -392,8 +398,8 @@ async def test_restart_mid_way_with_the_same_group_records_exactly_once(broker, 
     first = [(t, m) for n in range(1000) for t, m in sample_messages(n)]
     second = [(t, m) for n in range(1000, 1500) for t, m in sample_messages(n)]
     redelivered = first[:50]
-    await produce(broker.bootstrap, [(t, encode(m)) for t, m in first])
-    recorder = Recorder(broker.bootstrap, ch, group_id="g", max_records=300, max_rows=300)
+    await produce(broker, [(t, encode(m)) for t, m in first])
+    recorder = Recorder(broker.bootstrap, ch, names=broker.names, group_id="g", max_records=300, max_rows=300)
     await recorder.start()
     while recorder.batches < 3:
         await asyncio.sleep(0.01)
@@ -401,8 +407,8 @@ async def test_restart_mid_way_with_the_same_group_records_exactly_once(broker, 
     written_before = sum(recorder.rows_written.values())
     assert 0 < written_before < sum(len(rows_for(t, m)) for t, m in first)
 
-    await produce(broker.bootstrap, [(t, encode(m)) for t, m in second + redelivered])
-    restarted = Recorder(broker.bootstrap, ch, group_id="g")
+    await produce(broker, [(t, encode(m)) for t, m in second + redelivered])
+    restarted = Recorder(broker.bootstrap, ch, names=broker.names, group_id="g")
     await record_all(restarted)
     # the new consumer started at the committed offsets: nothing was read twice but the redelivered messages
     produced_rows = sum(len(rows_for(t, m)) for t, m in first + second + redelivered)
