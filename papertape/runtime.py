@@ -20,9 +20,9 @@ from aiokafka import AIOKafkaProducer
 import schemas as s
 from infra import tansu
 from infra.broker import die_with_parent, ensure_topics, wait_group_coordinator
+from infra.clickhouse import connect, migrate
 from infra.kafka import EmbeddedKafka, kafka_jars_cached, kafka_version
 from infra.kafka import unavailable_reason as kafka_unavailable_reason
-from infra.clickhouse import connect, migrate
 from infra.sql_endpoint import RUN_FILE, query_local, serve
 from papertape.config import Settings
 from streams.alerts import AlertFanout, AlertRelay, ConsoleChannel, WebhookChannel
