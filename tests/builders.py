@@ -1,6 +1,7 @@
 """Helpers the tests share: running the command line, and giving each run its own topics on the shared broker."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -40,3 +41,13 @@ def papertape(*args: str, timeout: float = 500, **kw) -> subprocess.CompletedPro
 def run_settings(**fields) -> Settings:
     """Settings of an in-process Pipeline: the environment's broker (the suite's), a namespace of its own."""
     return Settings(**fields).with_env().model_copy(update={"namespace": fresh_namespace()})
+
+
+def query_rows(data_dir: Path, queries: dict[str, str]) -> dict[str, list]:
+    """Each query's rows, through `papertape sql --json` on the run's data directory."""
+    out = {}
+    for name, sql in queries.items():
+        r = papertape("sql", "--json", "--data-dir", str(data_dir), sql)
+        assert r.returncode == 0, r.stderr
+        out[name] = json.loads(r.stdout)["rows"]
+    return out

@@ -1,11 +1,10 @@
 """The broker changes nothing: `papertape run` on the embedded defaults gives byte-identical fills, order events,
 equity and summary on Apache Kafka (the default) and on Tansu (the fallback where no Java is found)."""
-import json
 import subprocess
 
 import pytest
 
-from builders import papertape, papertape_cmd, run_env
+from builders import papertape_cmd, query_rows, run_env
 from infra.kafka import unavailable_reason
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -21,14 +20,6 @@ QUERIES = {
 def summary(output: str) -> str:
     return output[output.index("events processed:"):]
 
-
-def rows(data_dir) -> dict:
-    out = {}
-    for name, sql in QUERIES.items():
-        r = papertape("sql", "--json", "--data-dir", str(data_dir), sql)
-        assert r.returncode == 0, r.stderr
-        out[name] = json.loads(r.stdout)["rows"]
-    return out
 
 
 def own_run(data_dir, *args: str) -> str:
@@ -48,6 +39,6 @@ def test_the_default_run_gives_the_same_fills_on_kafka_and_on_tansu(tmp_path):
     assert "revert   7       3      20.60653936  6.99000000   24986.38346064  24966.05216064" in kafka
     assert "trend    20      17     13.66258115  -3.40280000  9982.93461885   9982.93461885" in kafka
     assert summary(kafka) == summary(tansu)
-    on_kafka, on_tansu = rows(tmp_path / "kafka"), rows(tmp_path / "tansu")
+    on_kafka, on_tansu = query_rows(tmp_path / "kafka", QUERIES), query_rows(tmp_path / "tansu", QUERIES)
     assert len(on_kafka["fills"]) == 20
     assert on_kafka == on_tansu

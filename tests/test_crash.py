@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from builders import papertape, papertape_cmd, run_env
+from builders import papertape, papertape_cmd, query_rows, run_env
 from infra.kafka import EmbeddedKafka, unavailable_reason
 from infra.sql_endpoint import query_remote
 
@@ -63,14 +63,6 @@ QUERIES = {
 }
 
 
-def results(data_dir: Path) -> dict:
-    out = {}
-    for name, sql in QUERIES.items():
-        r = papertape("sql", "--json", "--data-dir", str(data_dir), sql)
-        assert r.returncode == 0, r.stderr
-        out[name] = json.loads(r.stdout)["rows"]
-    return out
-
 
 @pytest.fixture(scope="module")
 def expected(tmp_path_factory) -> dict:
@@ -78,7 +70,7 @@ def expected(tmp_path_factory) -> dict:
     (tmp / "papertape.toml").write_text(CONFIG)
     r = papertape("run", "--config", str(tmp / "papertape.toml"), "--data-dir", str(tmp / "data"), timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
-    base = results(tmp / "data")
+    base = query_rows(tmp / "data", QUERIES)
     assert len(base["fills"]) >= 6, "the scenario must trade"
     events = sorted((int(r[0].rsplit(":", 1)[1]), r[0].split(":")[0], r[1]) for r in base["order_events"])
     ends = {oid: status for _, oid, status in events}  # an event id is order:status:n, n counting per order
@@ -122,7 +114,7 @@ def paced_run(tmp: Path, env: dict, hit, config: str = CONFIG) -> tuple[Path, st
 
 
 def assert_same(data: Path, expected: dict, when: str) -> None:
-    got = results(data)
+    got = query_rows(data, QUERIES)
     for name in QUERIES:
         assert got[name] == expected[name], f"{name} (hit {when})"
 
