@@ -38,9 +38,10 @@ class Checkpoints(Generic[S]):
     A state knows how far it read, and takes its inputs in order only: an event past its state's next offset
     means inputs were skipped on the way here, so the partition is sought back to where the state goes on and
     the events read meanwhile are dropped (they come again). Kafka's committed offset is only a hint: Faust
-    drops the records of a partition it resumes while a fetch is under way (Consumer.getmany filters them by
-    the partitions active when the fetch began, after the consumer moved past them), acks on its own the events
-    a rebalance made it skip, and commits a run of acks past a single unacked offset (Consumer._new_offset).
+    discards records it already took from the consumer when the flow stops or the generation changes in the
+    middle of a fetched batch (Consumer.getmany), acks on its own the events a rebalance made it skip, and
+    commits a run of acks past a single unacked offset (Consumer._new_offset). In the kill test a restarted
+    worker read md.events past its snapshot, on both brokers.
 
     A rebalance does not drop a state: reloading an older snapshot would recompute what this worker did since.
     After an assignment the table's snapshot replaces the state only if it is further ahead (another worker had
