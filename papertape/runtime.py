@@ -29,6 +29,9 @@ from streams.alerts import AlertFanout, AlertRelay, ConsoleChannel, WebhookChann
 from streams.recorder import Recorder
 
 
+STOP_TIMEOUT_S = 30.0
+
+
 class FinishWatch:
     """An alert channel that notes which engine partitions reported the end of the tape."""
 
@@ -306,7 +309,11 @@ class Pipeline:
                 worker.wait()
         for part in ("alerts", "recorder"):
             if hasattr(self, part):
-                await getattr(self, part).stop()
+                try:  # a consumer whose group session was lost can retry its last commit for ever
+                    await asyncio.wait_for(getattr(self, part).stop(), STOP_TIMEOUT_S)
+                except asyncio.TimeoutError:
+                    self.say(f"the {part} did not stop within {STOP_TIMEOUT_S:g} s; left behind (what it had not "
+                             "committed is read again by the next one)")
         if hasattr(self, "sql_runner"):
             await self.sql_runner.cleanup()
         (self.data_dir / RUN_FILE).unlink(missing_ok=True)
