@@ -26,8 +26,8 @@ from .outputs import Outputs
 S = TypeVar("S")
 log = logging.getLogger(__name__)
 REWIND_EVERY_S = 1.0  # a seek back is repeated until the offset is read
-MAX_STORING = 4
-REVOKE_WAIT_S = 5.0  # at most, for the snapshots on their way when partitions are revoked (rebalances wait 10 s)  # saves on their way to the broker before the agent waits
+MAX_STORING = 4  # saves on their way to the broker before the agent waits
+REVOKE_WAIT_S = 5.0  # at most, for the snapshots on their way when partitions are revoked (rebalances wait 10 s)
 SAVE_SHARE = 20  # a partition's next save waits 20x what saving every partition costs: saves take <= 5% of the time
 
 
@@ -65,7 +65,6 @@ class Checkpoints(Generic[S]):
         self.failed: BaseException | None = None  # a save whose outputs or writes failed: nothing after it was acked
         self.rewinding: dict = {}  # input partition -> the offset it is being sought back to
         self.gone: dict = {}  # input partition -> the first offset the broker has, when its state's next is deleted
-
         self.revoked: set[int] = set()  # partitions another worker may have now: this one writes no snapshot of them
 
         def mine(tps) -> set[int]:
@@ -73,8 +72,9 @@ class Checkpoints(Generic[S]):
 
         @app.on_partitions_assigned.connect
         async def check_later(app, assigned, **kwargs):
-            self.reassigned |= mine(assigned)
-            self.revoked -= mine(assigned)
+            partitions = mine(assigned)
+            self.reassigned |= partitions
+            self.revoked -= partitions
 
         @app.on_partitions_revoked.connect
         async def let_go(app, revoked, **kwargs):
@@ -109,15 +109,17 @@ class Checkpoints(Generic[S]):
             msg = event.message
             topic = self.names.name_of(msg.topic)
             state = self.state(msg.partition)
-            expected = max(state.next_offset(topic), self.gone.get(msg.tp, 0))
+            after = state.next_offset(topic)
+            expected = max(after, self.gone.get(msg.tp, 0)) if self.gone else after
             if msg.offset > expected:
                 self._rewind(msg.tp, expected, msg.offset)
                 event.ack()  # read again after the seek; a commit past it only makes the next worker seek too
                 continue
-            self.rewinding.pop(msg.tp, None)
-            self.gone.pop(msg.tp, None)
+            if self.rewinding or self.gone:  # a seek back (or a loss) may have just come to its end
+                self.rewinding.pop(msg.tp, None)
+                self.gone.pop(msg.tp, None)
             self.held[msg.partition].append(event)
-            if msg.offset >= state.next_offset(topic):  # past it only when the inputs between are gone
+            if msg.offset >= after:  # past it only when the inputs between are gone
                 yield msg, topic, state
 
     def _rewind(self, tp, offset: int, got: int) -> None:

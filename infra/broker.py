@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import signal
+import socket
 import time
+from collections.abc import Collection
 
 from aiokafka import AIOKafkaClient
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -14,11 +16,31 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 _PR_SET_PDEATHSIG = 1
 
 
+def free_ports(n: int, avoid: Collection[int] = ()) -> list[int]:
+    """`n` distinct loopback ports free now, none of `avoid`."""
+    socks, ports = [], []
+    try:
+        while len(ports) < n:  # hold every socket until all are picked: no duplicates
+            s = socket.socket()
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+            if (p := s.getsockname()[1]) not in avoid:
+                ports.append(p)
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
 def die_with_parent() -> None:  # runs in the child between fork and exec
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except Exception:
         pass
+
+
+# consumers in a group (worker aside): a dead member's partitions move on after 6 s
+GROUP_SESSION = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 
 
 async def ensure_topics(

@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.broker import die_with_parent
+from infra.broker import die_with_parent, free_ports
 
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 MIN_JAVA = 17  # Kafka 4.x brokers need Java 17+
@@ -221,21 +221,6 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _free_ports(n: int, avoid: set[int]) -> list[int]:
-    socks, ports = [], []
-    try:
-        while len(ports) < n:  # hold every socket until all are picked: no duplicates
-            s = socket.socket()
-            socks.append(s)
-            s.bind(("127.0.0.1", 0))
-            if (p := s.getsockname()[1]) not in avoid:
-                ports.append(p)
-    finally:
-        for s in socks:
-            s.close()
-    return ports
-
-
 def _new_cluster_id() -> str:
     while True:  # as Kafka's Uuid.randomUuid: base64url, no padding, no leading '-'
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
@@ -352,7 +337,7 @@ class EmbeddedKafka:
                 else:
                     setattr(node, attr, 0)
         missing = [(n, a) for n in nodes for a in ("broker_port", "controller_port") if not getattr(n, a)]
-        for (node, attr), p in zip(missing, _free_ports(len(missing), taken)):
+        for (node, attr), p in zip(missing, free_ports(len(missing), taken)):
             setattr(node, attr, p)
 
     def _save_layout(self, cluster_id: str, nodes: list[_Node]) -> None:

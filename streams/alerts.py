@@ -12,6 +12,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 
 import schemas as s
+from infra.broker import GROUP_SESSION
 
 log = logging.getLogger(__name__)
 LEVELS = {"info": 0, "warning": 1, "error": 2, "critical": 3}
@@ -87,8 +88,7 @@ class AlertRelay:
         self.consumer = AIOKafkaConsumer(names.topic("alerts"), bootstrap_servers=bootstrap,
                                          group_id=names.group(group_id),
                                          auto_offset_reset="earliest", enable_auto_commit=True,
-                                         **({"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
-                                            | consumer_options))
+                                         **(GROUP_SESSION | consumer_options))
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from typing_extensions import NotRequired, TypedDict
 
+from infra.broker import GROUP_SESSION
 from infra.clickhouse import call
 from schemas import InvalidMessage, MarketBatch, MarketFrame, Namespace, decode
 from schemas.codec import MAX_MESSAGE_BYTES, reason_of, split_batch
@@ -258,9 +259,6 @@ _TIME_COLUMNS: dict[str, tuple[int, ...]] = {
 }
 
 
-CONSUMER_DEFAULTS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
-
-
 def _log_crash(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("recorder stopped by an error", exc_info=task.exception())
@@ -322,7 +320,7 @@ class Recorder:
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            **(CONSUMER_DEFAULTS | self.consumer_options),
+            **(GROUP_SESSION | self.consumer_options),
         )
         await self._consumer.start()
         self._stopping = False
