@@ -22,7 +22,6 @@ from schemas.topics import Namespace
 
 from .outputs import Outputs
 
-
 S = TypeVar("S")
 log = logging.getLogger(__name__)
 REWIND_EVERY_S = 1.0  # a seek back is repeated until the offset is read

@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 import schemas as s
 
-ANY_MESSAGE = TypeAdapter(Annotated[Union[s.MarketBatch, s.MarketFrame, s.Watermark, s.TickBatch, s.Mark, s.Signal, s.Order,
+ANY_MESSAGE = TypeAdapter(Annotated[Union[s.MarketBatch, s.MarketFrame, s.Watermark, s.TickBatch, s.Mark, s.Signal,
+                                          s.Order,
                                           s.CancelOrder, s.AmendOrder, s.OrderEvent, s.Fill, s.Funding, s.Position,
                                           s.Equity, s.Decision, s.Alert, s.Control, s.SessionStatus, s.DeadLetter],
                                     Field(discriminator="kind")])

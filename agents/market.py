@@ -19,8 +19,8 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
     source = app.topic(settings.names.topic("md.events"), key_serializer="raw", value_serializer="raw",
                        partitions=settings.md_partitions)
     checkpoints = Checkpoints(app, "market-state", settings.md_partitions, settings.checkpoint_every_s,
-                              ("md.events",), lambda p: MarketPartition(p, instruments, settings.md_partitions), outputs,
-                              settings.names)
+                              ("md.events",), lambda p: MarketPartition(p, instruments, settings.md_partitions),
+                              outputs, settings.names)
 
     @app.agent(source, name="market")
     async def market(stream):

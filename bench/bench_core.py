@@ -31,6 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from synthetic import ema_sessions, load_tape  # noqa: E402
+
 import schemas as s  # noqa: E402
 from papertape.config import Settings  # noqa: E402
 from papertape.core.engine import Engine  # noqa: E402
@@ -38,9 +40,7 @@ from papertape.core.market import MarketPartition  # noqa: E402
 from papertape.core.risk import RiskSettings  # noqa: E402
 from papertape.core.session_config import SessionConfig  # noqa: E402
 from schemas.topics import kafka_partition  # noqa: E402
-from streams.replay import ReplaySource  # noqa: E402
-
-from synthetic import ema_sessions, load_tape  # noqa: E402
+from streams.sources.replay import ReplaySource  # noqa: E402
 
 MD_PARTITIONS = 4
 

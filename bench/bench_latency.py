@@ -1,7 +1,7 @@
 """Issue 3 (c): tick-to-fill latency at fixed offered rates (default 1k and 7k events/s), paced in real time, on
 each embedded broker of --brokers (default kafka,tansu: Apache Kafka, then Tansu), and a table of all of it.
 
-For each broker and rate a fresh `papertape.runtime.Pipeline` (that embedded broker, recorder, worker) runs; the
+For each broker and rate a fresh `papertape.app.runtime.Pipeline` (that embedded broker, recorder, worker) runs; the
 source is a ReplaySource built here (as Pipeline.replay builds it) whose send() notes the wall time of every
 md.events batch and the event times of its frames. The bundled tape (~490 frames/s of event time) is paced at
 speed = rate / its event rate, looped (shifted in event time) when one pass is too short. A scripted session
@@ -37,18 +37,16 @@ sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
-
-from papertape.config import Settings  # noqa: E402
-from papertape.core.risk import RiskSettings  # noqa: E402
-from papertape.core.session_config import SessionConfig  # noqa: E402
-from papertape.runtime import Pipeline  # noqa: E402
-from streams.replay import ReplaySource, kafka_partition  # noqa: E402
-
 from per_broker import Figures, add_arguments, describe, producer_options, run  # noqa: E402
 from proc_stats import ProcStats  # noqa: E402
 from pyspy import Profiler  # noqa: E402
-from synthetic import (MachineBusy, coalesced, ema_sessions, event_rate, load_tape, looped,  # noqa: E402
-                       percentile, summary_ms)
+from synthetic import MachineBusy, coalesced, ema_sessions, event_rate, load_tape, looped, percentile, summary_ms  # noqa: E402
+
+from papertape.app.runtime import Pipeline  # noqa: E402
+from papertape.config import Settings  # noqa: E402
+from papertape.core.risk import RiskSettings  # noqa: E402
+from papertape.core.session_config import SessionConfig  # noqa: E402
+from streams.sources.replay import ReplaySource, kafka_partition  # noqa: E402
 
 BATCH_ID = re.compile(rb'"id":"([^"]+)"')
 

@@ -23,9 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
 
-from streams.binance_usdm import parse_line, recording_symbol, wire_line  # noqa: E402
-from streams.bybit_v5 import BybitNormalizer  # noqa: E402
-from streams.replay import iter_tape  # noqa: E402
+from streams.bybit.v5 import BybitNormalizer  # noqa: E402
+from streams.formats.binance_usdm import parse_line, recording_symbol, wire_line  # noqa: E402
+from streams.sources.replay import iter_tape  # noqa: E402
 
 PATHS = sorted((ROOT / "streams" / "recordings" / "binance_usdm").glob("*.gz"))
 BYBIT_RECORDED = [ROOT / "tests" / "data" / "bybit" / "ws" / name

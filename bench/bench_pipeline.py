@@ -24,17 +24,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
-
-from infra.broker import ensure_topics  # noqa: E402
-from papertape.config import BUNDLED_TAPE, Settings  # noqa: E402
-from papertape.core.session_config import SessionConfig  # noqa: E402
-from papertape.runtime import Pipeline  # noqa: E402
-from schemas.topics import kafka_partition  # noqa: E402
-from streams.replay import iter_tape  # noqa: E402
-
 from per_broker import Figures, add_arguments, describe, run  # noqa: E402
 from proc_stats import ProcStats  # noqa: E402
 from pyspy import Profiler  # noqa: E402
+
+from infra.broker import ensure_topics  # noqa: E402
+from papertape.app.runtime import Pipeline  # noqa: E402
+from papertape.config import BUNDLED_TAPE, Settings  # noqa: E402
+from papertape.core.session_config import SessionConfig  # noqa: E402
+from schemas.topics import kafka_partition  # noqa: E402
+from streams.sources.replay import iter_tape  # noqa: E402
 
 
 def sessions(n: int) -> list[SessionConfig]:

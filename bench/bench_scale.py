@@ -2,7 +2,7 @@
 (the broker's included), machine-wide and per-core busy share (target: both cores under 70% busy), and whether it
 keeps up; once per embedded broker of --brokers (default kafka,tansu: Apache Kafka, then Tansu), then a table.
 
-`papertape.runtime.Pipeline` (that embedded broker, recorder into chdb, alert relay, worker) runs with 700 synthetic
+`papertape.app.runtime.Pipeline` (that embedded broker, recorder into chdb, alert relay, worker) runs with 700 synthetic
 instruments S001USDT.. (half BTC-like, tick 0.10 / lot 0.001, half ETH-like, tick 0.01 / lot 0.01) and 20
 EMA-cross sessions, each trading 35 of them (every 20th symbol). The stream is the bundled tape re-labelled: its
 frames in a cycle, each BTCUSDT frame given to the next BTC-like symbol in turn (ETHUSDT likewise), prices kept,
@@ -35,15 +35,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
-
-from papertape.config import Settings  # noqa: E402
-from papertape.runtime import Pipeline  # noqa: E402
-
 from per_broker import Figures, add_arguments, describe, run  # noqa: E402
 from proc_stats import ProcStats, group_cpu_seconds  # noqa: E402
 from pyspy import Profiler  # noqa: E402
-from synthetic import (MachineBusy, coalesced, ema_sessions, load_tape, relabelled,  # noqa: E402
-                       synthetic_instruments)
+from synthetic import MachineBusy, coalesced, ema_sessions, load_tape, relabelled, synthetic_instruments  # noqa: E402
+
+from papertape.app.runtime import Pipeline  # noqa: E402
+from papertape.config import Settings  # noqa: E402
 
 WM = re.compile(rb'"wm":(\d+)')
 

@@ -20,6 +20,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from infra.kafka import EmbeddedKafka, unavailable_reason
+
 BROKERS = ("kafka", "tansu")
 
 
@@ -40,14 +42,12 @@ def parse_brokers(text: str) -> list[str]:
 def check_available(broker: str) -> None:
     """Refuse to measure Kafka where the Pipeline would quietly fall back to Tansu."""
     if broker == "kafka":
-        from infra.kafka import unavailable_reason
         if (why := unavailable_reason()) is not None:
             raise SystemExit(f"cannot measure Apache Kafka here: {why}")
 
 
 def describe(pipe) -> str:
     """What the pipeline's embedded broker is, for the prints."""
-    from infra.kafka import EmbeddedKafka
     broker = pipe.broker
     if isinstance(broker, EmbeddedKafka):
         return f"embedded Apache Kafka {broker.version} (KRaft, {broker.n} node{'s' * (broker.n > 1)})"

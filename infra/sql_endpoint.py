@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ def running(data_dir: Path) -> dict | None:
         return None
 
 
-
 class SqlError(RuntimeError):
     """The query failed; the text is ClickHouse's message."""
 
@@ -43,16 +41,16 @@ def query_local(client: Any, sql: str) -> dict:
 def _run(client: Any, sql: str) -> dict:
     result = client.query(sql)
     return {"columns": list(result.column_names), "types": [t.name for t in result.column_types],
-            "rows": [[_plain(v) for v in row] for row in result.result_rows]}
+            "rows": [[_json_value(v) for v in row] for row in result.result_rows]}
 
 
-def _plain(value: Any) -> Any:
+def _json_value(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_json_value(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _json_value(v) for k, v in value.items()}
     if isinstance(value, bytes):
         return value.decode(errors="replace")
     return str(value)  # Decimal, datetime, date, UUID, IP addresses
@@ -90,32 +88,3 @@ def query_remote(port: int, sql: str, host: str = "127.0.0.1", timeout: float = 
         raise SqlError(response.text)
     response.raise_for_status()
     return response.json()
-
-
-def format_table(result: dict, max_width: int = 60) -> str:
-    """The result (query_local/query_remote's dict) as an aligned text table, numbers right-aligned."""
-    columns = result["columns"]
-    types = result.get("types") or [""] * len(columns)  # without types everything is left-aligned
-    numeric = [t.removeprefix("Nullable(").startswith(("Int", "UInt", "Float", "Decimal")) for t in types]
-    cells = [[_cell(v, max_width) for v in row] for row in result["rows"]]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-
-    def line(values: list[str]) -> str:
-        return "  ".join(v.rjust(w) if num else v.ljust(w)
-                         for v, w, num in zip(values, widths, numeric)).rstrip()
-
-    out = [line(columns), "  ".join("-" * w for w in widths)] + [line(r) for r in cells]
-    n = len(cells)
-    out.append(f"({n} row{'' if n == 1 else 's'})")
-    return "\n".join(out)
-
-
-def _cell(value: Any, max_width: int) -> str:
-    if value is None:
-        text = "NULL"
-    elif isinstance(value, (str, int, float, Decimal)):
-        text = str(value)
-    else:
-        text = json.dumps(value, default=str)
-    text = text.replace("\n", "\\n")
-    return text if len(text) <= max_width else text[: max_width - 1] + "…"

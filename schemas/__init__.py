@@ -7,8 +7,8 @@ from .topics import TOPICS, Namespace, TopicSpec, partition_counts
 from .trading import AmendOrder, CancelOrder, Decision, Equity, Fill, Funding, Order, OrderEvent, Position, Signal
 
 __all__ = [
-    "SCHEMA_VERSION", "Message", "InvalidMessage", "decode", "encode", "Bar", "Level", "Mark", "MarketBatch", "MarketFrame",
-    "Tick", "TickBatch", "Ticker", "TickTrade", "Trade", "Watermark", "Alert", "Control", "DeadLetter", "SessionStatus", "TOPICS", "TopicSpec",
-    "partition_counts", "Namespace", "AmendOrder", "CancelOrder", "Decision", "Equity", "Fill", "Funding", "Order", "OrderEvent",
-    "Position", "Signal",
+    "SCHEMA_VERSION", "Message", "InvalidMessage", "decode", "encode", "Bar", "Level", "Mark", "MarketBatch",
+    "MarketFrame", "Tick", "TickBatch", "Ticker", "TickTrade", "Trade", "Watermark", "Alert", "Control", "DeadLetter",
+    "SessionStatus", "TOPICS", "TopicSpec", "partition_counts", "Namespace", "AmendOrder", "CancelOrder", "Decision",
+    "Equity", "Fill", "Funding", "Order", "OrderEvent", "Position", "Signal",
 ]

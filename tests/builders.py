@@ -10,7 +10,9 @@ from pathlib import Path
 
 from papertape.config import Settings
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent  # tests/: helpers, stand-ins and user strategies
+ROOT = HERE.parent  # the repository
+DATA = HERE / "data"  # recorded real data (tests/data/PROVENANCE.md)
 
 
 def fresh_namespace() -> str:
@@ -29,7 +31,7 @@ def run_env(own_broker: bool = False, **extra: str) -> dict[str, str]:
 
 
 def papertape_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "papertape.cli", *args]
+    return [sys.executable, "-m", "papertape.app.cli", *args]
 
 
 def papertape(*args: str, timeout: float = 500, **kw) -> subprocess.CompletedProcess:

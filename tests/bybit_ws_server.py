@@ -51,7 +51,9 @@ from typing import Self
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-DATA_DIR = Path(__file__).parent / "data" / "bybit" / "ws"
+from builders import DATA
+
+DATA_DIR = DATA / "bybit" / "ws"
 DERIVATIVES_FILE = DATA_DIR / "bybit_derivatives_v5_messages.jsonl"
 SPOT_FILE = DATA_DIR / "bybit_spot_v5_messages.jsonl"
 

@@ -1,39 +1,13 @@
-"""What every test shares: one Apache Kafka broker for the whole run.
+"""What every test shares: each run gets topics and consumer groups of its own (tests/builders.py).
 
-The broker starts once (a JVM start per test would cost seconds each) and every test reaches it through
-KAFKA_BOOTSTRAP, as a user's own cluster would be reached. Runs do not see each other's messages: each
-`papertape run` of a test gets a namespace of its own (tests/builders.py), so its topics and consumer groups are new.
-
-PAPERTAPE_TEST_BROKER=tansu runs the suite on Tansu instead (each run then starts its own, as without Java);
-a KAFKA_BOOTSTRAP already set is used as it is.
+Fixtures of the real components (the suite's Apache Kafka broker, a ClickHouse archive) are in
+tests/integration/conftest.py: the unit tests (`make test-fast`) start none of them.
 """
 from __future__ import annotations
-
-import os
 
 import pytest
 
 from builders import fresh_namespace
-from infra.kafka import EmbeddedKafka, unavailable_reason
-
-
-@pytest.fixture(scope="session", autouse=True)
-def kafka_bootstrap(tmp_path_factory):
-    """The bootstrap servers every test's runs use, or None where each run starts its own broker (Tansu)."""
-    if os.environ.get("KAFKA_BOOTSTRAP"):
-        yield os.environ["KAFKA_BOOTSTRAP"]
-        return
-    if os.environ.get("PAPERTAPE_TEST_BROKER", "kafka") == "tansu" or unavailable_reason() is not None:
-        os.environ["PAPERTAPE_BROKER"] = "tansu"
-        yield None
-        os.environ.pop("PAPERTAPE_BROKER", None)
-        return
-    with EmbeddedKafka(tmp_path_factory.mktemp("kafka")) as kafka:
-        os.environ["KAFKA_BOOTSTRAP"] = kafka.bootstrap
-        try:
-            yield kafka.bootstrap
-        finally:
-            os.environ.pop("KAFKA_BOOTSTRAP", None)
 
 
 @pytest.fixture(autouse=True)

@@ -1,17 +1,17 @@
 """The pure core over a real tape, in process: the replay source's md.events batches through the market actor's
 core into one engine partition (no Kafka, no ClickHouse), for tests of sessions on real data."""
 import asyncio
-from pathlib import Path
 
 import schemas as s
+from builders import DATA
+from papertape.app.live import with_tape_instruments
 from papertape.config import Settings
 from papertape.core.engine import Engine
 from papertape.core.market import MarketPartition
-from papertape.live import with_tape_instruments
 from schemas.topics import kafka_partition
-from streams.replay import ReplaySource
+from streams.sources.replay import ReplaySource
 
-DATA = Path(__file__).parent / "data" / "replay"
+DATA = DATA / "replay"
 LEAN_DAY = [DATA / "cryptofuture_bybit_minute_btcusdt_20221213_trade.zip",
             DATA / "cryptofuture_bybit_minute_btcusdt_20221213_quote.zip",
             DATA / "cryptofuture_bybit_margin_interest_btcusdt.csv"]

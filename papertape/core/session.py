@@ -16,7 +16,8 @@ from .margin_account import MarginRules
 from .risk import RiskGuard
 from .scores import opportunity_score, risk_score
 from .session_config import RECONFIGURABLE, SessionConfig, merged
-from .strategy import AmendIntent, CancelIntent, PlaceOrder, Strategy, Target, make_strategy
+from .strategies import make_strategy
+from .strategy import AmendIntent, CancelIntent, PlaceOrder, Strategy, Target
 from .venue import REQUEST_FIELDS, Execution, PaperVenue, Refusal, StatusChange, VenueOrder, VenueRules
 
 

@@ -7,7 +7,6 @@ in event time) and `on_tick` for every tick of its symbols if it overrides it. I
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -85,31 +84,3 @@ class Strategy:
     @classmethod
     def wants_ticks(cls) -> bool:
         return cls.on_tick is not Strategy.on_tick
-
-
-def builtins() -> dict[str, type[Strategy]]:
-    from .strategies.mean_reversion import MeanReversion
-    from .strategies.scripted import Scripted
-    from .strategies.trend_following import TrendFollowing
-
-    return {"trend_following": TrendFollowing, "ema_cross": TrendFollowing, "mean_reversion": MeanReversion,
-            "scripted": Scripted}
-
-
-def make_strategy(name: str, params: dict) -> Strategy:
-    """A built-in by name, or a user's class by dotted path (`package.module:Class` or `package.module.Class`)."""
-    cls = builtins().get(name)
-    if cls is None:
-        module, _, attr = name.replace(":", ".").rpartition(".")
-        if not module:
-            raise ValueError(f"unknown strategy {name!r}; built-ins: {', '.join(builtins())}")
-        try:
-            cls = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"cannot load strategy {name!r}: {exc}") from None
-        if not (isinstance(cls, type) and issubclass(cls, Strategy)):
-            raise ValueError(f"strategy {name!r} is not a papertape.core.strategy.Strategy subclass")
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise ValueError(f"strategy {name!r}: bad parameters: {exc}") from None

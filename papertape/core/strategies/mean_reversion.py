@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from ..strategy import Intent, Strategy, Target
+from papertape.core.strategy import Intent, Strategy, Target
 
 
 class MeanReversion(Strategy):

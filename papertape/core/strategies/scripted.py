@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from ..strategy import AmendIntent, CancelIntent, Intent, PlaceOrder, Strategy
+from papertape.core.strategy import AmendIntent, CancelIntent, Intent, PlaceOrder, Strategy
 
 _DECIMAL_FIELDS = ("qty", "price", "trigger_price", "trail_amount", "trail_percent", "activation_price", "stop_loss",
                    "take_profit")

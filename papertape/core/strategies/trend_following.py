@@ -4,7 +4,7 @@ that held back (low confidence, an open order, a breaker) acts on a later bar. C
 between the EMAs: full at `full_confidence_bps`."""
 from __future__ import annotations
 
-from ..strategy import Intent, Strategy, Target
+from papertape.core.strategy import Intent, Strategy, Target
 
 
 class TrendFollowing(Strategy):

@@ -1,0 +1,88 @@
+"""The one client that reads the archive: the running pipeline's SQL endpoint when a run owns the embedded
+ClickHouse (chdb lets one process open a data directory), else a ClickHouse server (CLICKHOUSE_URL), else the
+embedded engine in the data directory itself.
+
+Every reader (`papertape sql`, `status`, `session list/show`, `audit`) goes through it, so an archive that is
+missing or unreachable reads the same way everywhere: `NoHistory`, or ClickHouse's own message as the error.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Callable
+
+import httpx
+
+from infra.clickhouse import DataDirInUse, connect
+from infra.sql_endpoint import query_local, query_remote, running
+
+RELEASE_WAIT_S = 5.0  # a run that just ended still holds the data directory for a moment
+
+
+class NoHistory(FileNotFoundError):
+    """Nothing to read: no run in progress, no CLICKHOUSE_URL and no embedded archive in the data directory."""
+
+
+class Archive:
+    """SQL on the history; `query` returns {"columns", "types", "rows"} (sql_endpoint's result)."""
+
+    def __init__(self, data_dir: Path, url: str | None = None, timeout: float = 600.0) -> None:
+        self.data_dir = Path(data_dir)
+        self.url = url
+        self.timeout = timeout
+        self._client: Any = None
+        self._port: int | None = None
+        info = running(self.data_dir)
+        if info and not url:
+            self._port = int(info["sql_port"])
+        elif not url and not (self.data_dir / "clickhouse").exists():
+            raise NoHistory(f"no history in {self.data_dir} (and no CLICKHOUSE_URL)")
+
+    def query(self, sql: str) -> dict:
+        if self._port is not None:
+            try:
+                return query_remote(self._port, sql, timeout=self.timeout)
+            except httpx.ConnectError:  # the run ended meanwhile: read its data directory once it lets go
+                self._port = None
+                self._client = self._connect_when_released()
+        if self._client is None:
+            self._client = connect(self.url, self.data_dir)
+        return query_local(self._client, sql)
+
+    def _connect_when_released(self) -> Any:
+        deadline = time.monotonic() + RELEASE_WAIT_S
+        while True:
+            try:
+                return connect(self.url, self.data_dir)
+            except DataDirInUse:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        self.close()
+
+
+def sql_string(text: str) -> str:
+    """`text` as a ClickHouse string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def tables(query: Callable[[str], dict]) -> set[str]:
+    """The archive's tables and views (an archive from before a migration lacks its tables)."""
+    return {r[0] for r in query("SELECT name FROM system.tables WHERE database = currentDatabase()")["rows"]}
+
+
+def columns(query: Callable[[str], dict], table: str) -> set[str]:
+    """A table's columns (an archive from before a migration lacks its columns)."""
+    return {r[0] for r in query("SELECT name FROM system.columns WHERE database = currentDatabase() "
+                                f"AND table = {sql_string(table)}")["rows"]}

@@ -1,0 +1,349 @@
+"""The `papertape` command line.
+
+A command imports the layers it runs inside its handler: the pipeline (Faust, aiokafka, chdb) and the live
+sources (pybit) take about 0.7 s to import, which `papertape session pause` or `papertape sql` should not pay.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from infra.archive import Archive, NoHistory
+from infra.sql_endpoint import running
+from papertape.app.formatting import format_table, money
+from papertape.config import Settings, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="papertape", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the pipeline on the embedded defaults (or a config file)")
+    run.add_argument("--config", type=Path, help="TOML settings file")
+    run.add_argument("--data-dir", type=Path)
+    run.add_argument("--replay", type=Path, nargs="+", help="tapes to replay (default: the bundled recording)")
+    run.add_argument("--speed", type=float, help="0 = as fast as possible (default), N = N x real time")
+    run.add_argument("--seconds", type=float, dest="replay_seconds", help="replay only the first N seconds")
+    run.add_argument("--fresh", action="store_true", help="delete the data directory first")
+    run.add_argument("--broker", choices=["kafka", "tansu"],
+                     help="the embedded broker: Apache Kafka (default; needs Java 17+) or Tansu")
+    run.add_argument("--live", action="store_true", help="trade on Bybit's live public streams instead of a tape")
+    run.add_argument("--record", type=Path, help="with --live: also record what arrives to this tape")
+    run.add_argument("--for", type=float, dest="live_seconds", help="with --live: stop after N seconds")
+    run.add_argument("--tokens", action="store_true", help="with --live: also price the DEX tokens from CoinGecko")
+    run.add_argument("--coingecko-url", help="CoinGecko API base URL (default: api.coingecko.com)")
+    _universe_args(run)
+
+    record = sub.add_parser("record", help="record Bybit's live public streams to a tape")
+    record.add_argument("out", type=Path, help="the tape to write (gzip)")
+    record.add_argument("--config", type=Path)
+    record.add_argument("--data-dir", type=Path)
+    record.add_argument("--seconds", type=float, help="stop after N seconds")
+    record.add_argument("--max-mb", type=float, help="stop when the tape reaches N MB")
+    _universe_args(record)
+
+    instruments = sub.add_parser("instruments", help="the Bybit universe the filters select (cached)")
+    instruments.add_argument("--config", type=Path)
+    instruments.add_argument("--data-dir", type=Path)
+    instruments.add_argument("--json", action="store_true")
+    _universe_args(instruments)
+
+    worker = sub.add_parser("worker", help="run the Faust worker (every agent)")
+    worker.add_argument("--settings-json", type=Path)
+    worker.add_argument("--config", type=Path)
+    worker.add_argument("--tansu", action="store_true", help="the broker is Tansu: apply its fixes")
+
+    recorder = sub.add_parser("recorder", help="record every topic into ClickHouse and relay alerts")
+    recorder.add_argument("--config", type=Path)
+    recorder.add_argument("--data-dir", type=Path)
+
+    sql = sub.add_parser("sql", help="query the history in ClickHouse")
+    sql.add_argument("query")
+    sql.add_argument("--data-dir", type=Path)
+    sql.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    status = sub.add_parser("status", help="is a run in progress; sessions with their equity")
+    status.add_argument("--data-dir", type=Path)
+
+    audit = sub.add_parser("audit", help="recompute fees, realized P&L, funding and cash from ClickHouse; "
+                                          "exit 1 on any mismatch")
+    audit.add_argument("--data-dir", type=Path)
+    audit.add_argument("--session", help="only this session")
+    audit.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    audit.add_argument("--config", type=Path, help="TOML settings with the sessions' deposits (default: the run's)")
+
+    _session_args(sub)
+
+    args = parser.parse_args(argv)
+    try:
+        return {"run": cmd_run, "worker": cmd_worker, "recorder": cmd_recorder, "sql": cmd_sql,
+                "status": cmd_status, "record": cmd_record, "instruments": cmd_instruments,
+                "audit": cmd_audit, "session": cmd_session}[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _session_args(sub) -> None:
+    """`papertape session ...` (papertape/app/sessions.py)."""
+    session = sub.add_parser("session", help="start, stop, pause, resume, reconfigure, list and show sessions")
+    commands = session.add_subparsers(dest="session_command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, with_id: bool = True) -> argparse.ArgumentParser:
+        p = commands.add_parser(name, help=help, description=help)
+        if with_id:
+            p.add_argument("id", help="the session id")
+        p.add_argument("--data-dir", type=Path, help="the data directory (default: papertape-data, or PAPERTAPE_DATA)")
+        return p
+
+    start = command("start", "start a session in the running pipeline (validated here first)")
+    start.add_argument("--config", type=Path, help="TOML file of the session's fields, or a settings file with "
+                                                   "[[sessions]] (the entry with this id, or its only one)")
+    start.add_argument("--strategy", help="a built-in, or package.module:Class")
+    start.add_argument("--intel", type=int, help="1 (cautious) .. 10 (aggressive)")
+    start.add_argument("--balance", help="deposit in the settle coin")
+    start.add_argument("--symbols", nargs="+", help='symbols to trade ("*": every one)')
+    start.add_argument("--param", action="append", metavar="KEY=VALUE", help="a strategy parameter (repeatable)")
+    start.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="any config field, dotted for nested ones: risk.max_daily_trades=3 (repeatable)")
+    command("stop", "cancel the session's orders, close its positions at market, and end it")
+    command("pause", "no new entries (exits, stops and take-profits go on)")
+    command("resume", "undo pause")
+    config = command("config", "change settings of a running or paused session")
+    config.add_argument("changes", nargs="+", metavar="KEY=VALUE",
+                        help="values are JSON when they parse, else text: intel=7 risk.max_daily_trades=3 "
+                             "'symbols=[\"BTCUSDT\"]'")
+    for name, help in (("list", "every session with its status, equity, positions, fills and breakers"),
+                       ("show", "a session's status, config, positions and last decisions")):
+        p = command(name, help, with_id=name == "show")
+        p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def _universe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--symbols", nargs="+", help="only these symbols (default: every one passing the filters)")
+    p.add_argument("--exclude", nargs="+")
+    p.add_argument("--min-turnover", type=str, dest="min_turnover_24h", help="minimum 24 h turnover, quote coin")
+    p.add_argument("--category", choices=["linear", "spot"])
+    p.add_argument("--settle-coin")
+    p.add_argument("--ws-url", help="public WebSocket URL (default: Bybit mainnet)")
+    p.add_argument("--rest-url", help="REST URL (default: Bybit mainnet)")
+
+
+def _settings(args) -> Settings:
+    overrides = {k: getattr(args, k, None) for k in ("data_dir", "replay", "speed", "replay_seconds", "broker")}
+    settings = load_settings(getattr(args, "config", None), **overrides)
+    bybit = {k: getattr(args, k, None) for k in ("symbols", "exclude", "min_turnover_24h", "category", "settle_coin",
+                                                  "ws_url", "rest_url")}
+    bybit = {k: v for k, v in bybit.items() if v is not None}
+    if bybit:
+        settings = settings.model_copy(update={"bybit": settings.bybit.model_copy(update=bybit)})
+        settings = Settings.model_validate(settings.model_dump())  # validate the overrides
+    return settings
+
+
+def cmd_record(args) -> int:
+    from papertape.app.live import record
+    from streams.bybit.instruments import InstrumentsUnavailable
+
+    settings = _settings(args)
+    try:
+        done = asyncio.run(record(settings, args.out, args.seconds, args.max_mb, sys.stdout))
+    except (InstrumentsUnavailable, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"recorded {done['messages']} messages ({done['bytes'] / 1e6:.2f} MB, {done['frames']} frames) of "
+          f"{done['symbols']} symbols to {args.out}; replay it with: papertape run --replay {args.out}")
+    return 0
+
+
+def cmd_instruments(args) -> int:
+    from papertape.app.live import universe
+    from streams.bybit.instruments import INSTRUMENT_LIST, InstrumentsUnavailable
+
+    settings = _settings(args)
+    try:
+        found = universe(settings)
+    except InstrumentsUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(INSTRUMENT_LIST.dump_json(found).decode())
+        return 0
+    cols = ["symbol", "tick_size", "lot_step", "min_qty", "min_notional", "max_leverage", "funding_interval_min"]
+    print(format_table({"columns": cols, "rows": [[str(getattr(i, c)) for c in cols] for i in found]}))
+    print(f"{len(found)} {settings.bybit.category} instruments")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from papertape.app.live import token_instruments, universe, with_tape_instruments
+    from papertape.app.runtime import Pipeline
+    from streams.bybit.instruments import InstrumentsUnavailable
+
+    settings = _settings(args)
+    if args.fresh and settings.data_dir.exists():
+        shutil.rmtree(settings.data_dir)
+    if args.live:
+        try:
+            instruments = universe(settings)
+        except InstrumentsUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        if args.tokens or settings.coingecko.enabled:
+            cg = settings.coingecko.model_copy(update={"enabled": True, **(
+                {"base_url": args.coingecko_url} if args.coingecko_url else {})})
+            settings = settings.model_copy(update={"coingecko": cg})
+            instruments = instruments + token_instruments(settings)
+        settings = settings.model_copy(update={"instruments": instruments})
+    else:
+        settings = with_tape_instruments(settings)
+
+    async def go() -> tuple[dict, list[dict]]:
+        pipe = Pipeline(settings)
+        try:
+            await pipe.start()
+            if args.live:
+                done = await _run_live(pipe, args)
+            else:
+                pipe.say(f"replaying {len(settings.replay)} file(s) for {len(settings.sessions)} sessions "
+                         f"({'as fast as possible' if not settings.speed else f'{settings.speed:g}x real time'})")
+                done = await pipe.replay()
+                pipe.say(f"replay done: {done['frames']} frames, {done['trades']} trades; waiting for the pipeline")
+                await pipe.wait_finished()
+            return done, pipe.summary()
+        finally:
+            await pipe.stop()
+
+    done, rows = asyncio.run(go())
+    print_summary(done, rows)
+    return 0
+
+
+async def _run_live(pipe, args) -> dict:
+    from papertape.app.live import stop_on_signals
+
+    stop = stop_on_signals(asyncio.Event())
+    if args.live_seconds:
+        asyncio.get_running_loop().call_later(args.live_seconds, stop.set)
+    symbols = [i.symbol for i in pipe.settings.instruments if i.category != "dex"]  # tokens are not on Bybit
+    done = await pipe.live(stop, symbols, args.record)
+    pipe.say(f"live feed stopped: {done['frames']} frames, {done['trades']} trades; waiting for the pipeline")
+    await pipe.wait_finished()
+    return done
+
+
+def print_summary(done: dict, rows: list[dict]) -> None:
+    print(f"\nevents processed: {done['frames']} market frames ({done['trades']} trades)")
+    cols = ["session", "orders", "fills", "fees", "realized", "cash", "equity"]
+    print(format_table({"columns": cols, "rows": [[money(r.get(c)) for c in cols] for r in rows]}))
+    print(f"total fills: {sum(int(r.get('fills') or 0) for r in rows)}")
+
+
+def cmd_worker(args) -> int:
+    from faust import Worker
+
+    from agents.app import create_app
+    from infra.broker import ensure_topics
+    from schemas import partition_counts
+
+    if args.settings_json:
+        settings = Settings.model_validate_json(args.settings_json.read_text())
+    else:
+        settings = load_settings(args.config)
+    if not settings.kafka_bootstrap:
+        print("papertape worker needs KAFKA_BOOTSTRAP (or --settings-json from `papertape run`)", file=sys.stderr)
+        return 2
+    topics = partition_counts(settings.md_partitions, settings.session_partitions, settings.names)
+    replication = asyncio.run(ensure_topics(settings.kafka_bootstrap, topics))
+    app = create_app(settings, use_tansu=args.tansu, replication=replication)
+
+    # The code and the app's objects live as long as the process: keep the collector from rescanning them,
+    # and let it run less often (ticks are short-lived tuples, freed by reference counting anyway).
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    return 0
+
+
+def cmd_recorder(args) -> int:
+    """The archive edge on its own (docker-compose): runs until SIGTERM or Ctrl-C."""
+    from papertape.app.live import stop_on_signals
+    from papertape.app.runtime import Pipeline
+
+    settings = _settings(args)
+    if not settings.kafka_bootstrap:
+        print("papertape recorder needs KAFKA_BOOTSTRAP", file=sys.stderr)
+        return 2
+
+    async def go() -> None:
+        pipe = Pipeline(settings, console_alerts="info")
+        stop = stop_on_signals(asyncio.Event())
+        try:
+            await pipe.start(worker=False)
+            await stop.wait()
+        finally:
+            await pipe.stop()
+
+    asyncio.run(go())
+    return 0
+
+
+def _archive(settings: Settings) -> Archive:
+    return Archive(settings.data_dir, settings.clickhouse_url)
+
+
+def cmd_sql(args) -> int:
+    settings = _settings(args)
+    try:
+        with _archive(settings) as archive:
+            result = archive.query(args.query)
+    except Exception as exc:  # the message from ClickHouse is what the user needs
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, default=str) if args.json else format_table(result))
+    return 0
+
+
+def cmd_status(args) -> int:
+    settings = _settings(args)
+    info = running(settings.data_dir)
+    print(f"run in progress (pid {info['pid']}, broker {info['bootstrap']})" if info else "no run in progress")
+    try:
+        archive = _archive(settings)
+    except NoHistory as exc:
+        print(exc)
+        return 0
+    with archive:
+        _print_status(archive)
+    return 0
+
+
+def _print_status(archive: Archive) -> None:
+    print(format_table(archive.query("""
+        SELECT session, argMax(equity, ts) AS equity, argMax(cash, ts) AS cash,
+               argMax(open_positions, ts) AS open_positions, max(ts) AS as_of_ms
+        FROM equity GROUP BY session ORDER BY session""")))
+    print(format_table(archive.query("""
+        SELECT (SELECT count() FROM fills) AS fills, (SELECT count() FROM order_events) AS order_events,
+               (SELECT count() FROM md_trades) AS trades, (SELECT count() FROM dead_letters) AS dead_letters""")))
+
+
+def cmd_session(args) -> int:
+    from papertape.app.sessions import main as session
+
+    return session(args)
+
+
+def cmd_audit(args) -> int:
+    from papertape.app.audit import main as audit
+
+    settings = _settings(args)
+    return audit(settings.data_dir, args.session, args.json, args.config, settings.clickhouse_url)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""The embedded pipeline: broker, ClickHouse, recorder, alert relay, a worker process and the replay source.
+
+`papertape run` drives one Pipeline; tests drive the same class (and kill its worker on purpose).
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+import schemas as s
+from infra import tansu
+from infra.broker import die_with_parent, ensure_topics, wait_group_coordinator
+from infra.clickhouse import connect, migrate
+from infra.kafka import EmbeddedKafka, kafka_jars_cached, kafka_version
+from infra.kafka import unavailable_reason as kafka_unavailable_reason
+from infra.sql_endpoint import RUN_FILE, query_local, serve
+from papertape.app.live import feed_for, tape_header, token_prices
+from papertape.config import Settings
+from schemas.topics import kafka_partition
+from streams.formats.tape import TapeWriter
+from streams.formats.wire import WireFrame
+from streams.sinks.alerts import AlertFanout, AlertRelay, ConsoleChannel, WebhookChannel
+from streams.sinks.recorder import Recorder
+from streams.sources.replay import BatchSender, ReplaySource
+
+STOP_TIMEOUT_S = 30.0
+
+
+class FinishWatch:
+    """An alert channel that notes which engine partitions reported the end of the tape."""
+
+    min_severity = "info"
+
+    def __init__(self) -> None:
+        self.partitions: set[str] = set()
+
+    async def send(self, alert: s.Alert) -> None:
+        if alert.source == "engine" and alert.title == "tape finished":
+            self.partitions.add(alert.id.split(":")[1])
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, out=None, console_alerts: str = "warning") -> None:
+        self.settings = settings
+        self.out = out or sys.stdout  # looked up now: a caller may have redirected it
+        self.console_alerts = console_alerts
+        self.broker: EmbeddedKafka | tansu.EmbeddedTansu | None = None
+        self.tansu = False
+        self.workers: list[subprocess.Popen | None] = [None] * settings.workers
+        self.finish = FinishWatch()
+        self.workers_started = 0
+        self.max_worker_restarts = 3
+        self._watchdog: asyncio.Task | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    async def start(self, worker: bool = True) -> "Pipeline":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.settings.kafka_bootstrap is None:
+            self.broker = self._start_embedded_broker()
+            self.settings = self.settings.model_copy(update={"kafka_bootstrap": self.broker.bootstrap})
+        else:
+            self.say(f"broker: {self.settings.kafka_bootstrap}"
+                     + (f" (namespace {self.settings.namespace!r})" if self.settings.namespace else ""))
+        names = self.settings.names
+        if isinstance(self.broker, EmbeddedKafka):
+            await wait_group_coordinator(self.settings.kafka_bootstrap)  # a new cluster: before any group joins
+        await ensure_topics(self.settings.kafka_bootstrap,
+                            s.partition_counts(self.settings.md_partitions, self.settings.session_partitions, names))
+        self.ch = connect(self.settings.clickhouse_url, self.data_dir)
+        migrate(self.ch)
+        where = self.settings.clickhouse_url or f"embedded (chdb) in {self.data_dir / 'clickhouse'}"
+        self.say(f"clickhouse: {where}")
+        self.sql_runner, port = await serve(self.ch)
+        (self.data_dir / RUN_FILE).write_text(json.dumps({"pid": os.getpid(), "sql_port": port,
+                                                          "bootstrap": self.settings.kafka_bootstrap,
+                                                          "namespace": self.settings.namespace}))
+        consumer = tansu.CONSUMER_SETTINGS if self.tansu else {}
+        self.recorder = Recorder(self.settings.kafka_bootstrap, self.ch, names=names, **consumer)
+        await self.recorder.start()
+        channels = [ConsoleChannel(self.console_alerts, self.out), self.finish]
+        if self.settings.webhook_url:
+            channels.append(WebhookChannel(self.settings.webhook_url))
+        self.alerts = AlertRelay(self.settings.kafka_bootstrap, AlertFanout(channels), names=names, **consumer)
+        await self.alerts.start()
+        if worker:
+            for i in range(len(self.workers)):
+                self.start_worker(i)
+            self._watchdog = asyncio.create_task(self._watch())
+        return self
+
+    def _start_embedded_broker(self) -> EmbeddedKafka | tansu.EmbeddedTansu:
+        """Apache Kafka in the data directory (a new one each run, as a run starts from its tape), or Tansu where
+        it was asked for or Java is missing."""
+        if self.settings.broker == "kafka":
+            reason = kafka_unavailable_reason()
+            if reason is None:
+                shutil.rmtree(self.data_dir / "kafka", ignore_errors=True)
+                if not kafka_jars_cached():
+                    self.say(f"broker: resolving Apache Kafka {kafka_version()}'s jars with Maven (once)")
+                broker = EmbeddedKafka(self.data_dir / "kafka")
+                self.say(f"broker: embedded Apache Kafka {kafka_version()} on {broker.bootstrap}")
+                return broker
+            self.say(f"broker: Apache Kafka cannot run here ({reason}); the embedded Tansu instead")
+        self.tansu = True
+        tansu.apply_to_clients(tansu=True)  # the recorder's and relay's consumers
+        broker = tansu.EmbeddedTansu(self.data_dir / "broker.log")
+        self.say(f"broker: embedded Tansu on {broker.bootstrap}")
+        return broker
+
+    async def _watch(self) -> None:
+        """Replace a worker that died; restart an embedded Kafka broker that died, on its log directory."""
+        while True:
+            await asyncio.sleep(0.2)
+            for i, worker in enumerate(self.workers):
+                if worker is not None and worker.poll() is not None:
+                    self._revive_worker(i)
+            if isinstance(self.broker, EmbeddedKafka):
+                for node in range(self.broker.n):
+                    if not self.broker.node_running(node):
+                        self.say(f"broker node {node} died; restarting it on its log directory")
+                        self.broker.start_node(node)  # from this (the main) thread: it must die with this process
+
+    # --- the worker processes -------------------------------------------------------------------------------
+    @property
+    def worker(self) -> subprocess.Popen | None:
+        return self.workers[0]
+
+    def start_worker(self, i: int = 0) -> subprocess.Popen:
+        self.workers_started += 1
+        cfg = self.data_dir / "worker-settings.json"
+        cfg.write_text(self.settings.model_dump_json())
+        log = open(self.data_dir / f"worker-{self.workers_started}.log", "wb")
+        cmd = [sys.executable, "-m", "papertape.app.cli", "worker", "--settings-json", str(cfg)]
+        if self.tansu:
+            cmd.append("--tansu")
+        # the worker dies with the supervisor (as the embedded broker does), however the supervisor ends
+        worker = self.workers[i] = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
+        if i == 0:
+            (self.data_dir / "worker.pid").write_text(str(worker.pid))
+        return worker
+
+    def _revive_worker(self, i: int) -> None:
+        """A worker that died is replaced; it resumes from the last checkpoint of each partition it gets."""
+        code = self.workers[i].returncode
+        if self.workers_started > self.max_worker_restarts + len(self.workers) - 1:
+            raise RuntimeError(f"a worker exited with code {code}, after {self.workers_started} worker starts; "
+                               f"see {self.data_dir}/worker-{self.workers_started}.log")
+        self.say(f"worker exited with code {code}; starting a new one (it resumes from its checkpoints)")
+        self.start_worker(i)
+
+    def kill_worker(self, sig: int = signal.SIGKILL, i: int = 0) -> None:
+        worker = self.workers[i]
+        if worker and worker.poll() is None:
+            worker.send_signal(sig)
+            worker.wait(timeout=60)
+
+    # --- the source ------------------------------------------------------------------------------------------
+    async def _source_producer(self):
+        """A started producer for md.events and the `send(topic, key, value, partition)` sources call."""
+        # idempotent (no repeats when a request is retried) and acks=all, except on Tansu, which has neither
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, linger_ms=5,
+                                    max_batch_size=1 << 20, enable_idempotence=not self.tansu)
+        await producer.start()
+        names = self.settings.names
+
+        async def send(topic, key, value, partition):
+            await producer.send(names.topic(topic), value=value, key=key, partition=partition)
+
+        return producer, send
+
+    async def replay(self, progress: bool = True, frames=None) -> dict:
+        """Play the settings' tape (or `frames`, WireFrames in event-time order) onto md.events."""
+        producer, send = await self._source_producer()
+        try:
+            source = ReplaySource(self.settings.replay, send, self.settings.md_partitions, kafka_partition,
+                                  speed=self.settings.speed, max_seconds=self.settings.replay_seconds,
+                                  progress=self._progress if progress else None, frames=frames)
+            summary = await source.run()
+            await producer.flush()
+        finally:
+            await producer.stop()
+        return dataclasses.asdict(summary)
+
+    async def live(self, stop: asyncio.Event, symbols: list[str], record_to: Path | None = None,
+                   progress_every_s: float = 5.0) -> dict:
+        """Bybit's live public streams for `symbols` onto md.events until `stop`; optionally also to a tape."""
+        producer, send = await self._source_producer()
+        writer = None
+        if record_to is not None:
+            writer = TapeWriter(record_to, tape_header(self.settings, list(self.settings.instrument_map().values())))
+        out = BatchSender(send, self.settings.md_partitions, kafka_partition, origin="bybit")
+        frames = trades = 0
+
+        async def on_frames(batch) -> None:
+            nonlocal frames, trades
+            for frame in batch:
+                await out.add(frame)
+                trades += frame.trades
+            await out.flush_all(feed.order.released_to)  # every partition learns how far event time got
+            frames += len(batch)
+
+        feed = feed_for(self.settings, symbols, on_frames, on_raw=writer.write if writer else None,
+                        on_alert=lambda sev, title, text: self.say(f"  [{sev}] {title}: {text}"))
+        self.say(f"live: {len(symbols)} Bybit {self.settings.bybit.category} symbols on {len(feed.connections)} "
+                 f"connection(s)" + (f", recording to {record_to}" if writer else ""))
+        task = asyncio.create_task(feed.run(stop))
+        tokens = None
+        if self.settings.coingecko.enabled:
+            def push(priced) -> None:  # frames of token prices join the feed's event-time order
+                for f in priced:
+                    feed.saw(f.ts)
+                    feed.order.push(WireFrame(f.ts, f.recv_ts, f.symbol, 0, f.model_dump_json().encode(),
+                                              f.status == "live"))
+
+            tokens = asyncio.create_task(token_prices(self.settings, push, stop))
+        try:
+            while not task.done():
+                await asyncio.wait([task], timeout=progress_every_s)
+                fills = self.recorder.rows_written.get("fills_log", 0)
+                self.say(f"  live: {frames:>9} frames  stale {len(feed.watch.stale):>4}  gaps {feed.stats.gaps}  "
+                         f"fills recorded {fills}")
+            stats = task.result()
+            if tokens is not None:
+                await tokens
+            await out.flush_all(max(feed.order.released_to, 0), end=True)  # sessions close their books
+            await producer.flush()
+        finally:
+            if writer:
+                writer.close()
+            await producer.stop()
+        return {"frames": frames, "trades": trades, "messages": stats.messages, "gaps": stats.gaps,
+                "stale": stats.stale}
+
+    def _progress(self, p) -> None:
+        fills = self.recorder.rows_written.get("fills_log", 0)
+        clock = time.strftime("%H:%M:%S", time.gmtime(p.event_ts / 1000))
+        self.say(f"  replay: {p.frames:>8} frames  event time {clock}  {p.frames_per_s:>8.0f} frames/s"
+                 f"  fills recorded {fills}")
+
+    async def wait_finished(self, timeout: float = 600.0, progress_every_s: float = 2.0) -> None:
+        """Until every engine partition has reported the end of the tape and all of it is in ClickHouse."""
+        deadline = time.monotonic() + timeout
+        want = self.settings.session_partitions
+        next_report = time.monotonic() + progress_every_s
+        while len(self.finish.partitions) < want:
+            if progress_every_s and time.monotonic() >= next_report:
+                next_report += progress_every_s
+                rows = self.recorder.rows_written
+                self.say(f"  pipeline: marks {rows.get('md_marks_log', 0)}  decisions {rows.get('decisions_log', 0)}"
+                         f"  fills {rows.get('fills_log', 0)}  engine partitions done "
+                         f"{len(self.finish.partitions)}/{want}")
+            if self._watchdog is not None and self._watchdog.done():
+                self._watchdog.result()  # the worker kept dying: raise why
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(self.finish.partitions)}/{want} engine partitions finished")
+            await asyncio.sleep(0.1)
+        await self.recorder.wait_caught_up(timeout=max(5.0, deadline - time.monotonic()))
+
+    # --- results --------------------------------------------------------------------------------------------
+    def query(self, sql: str) -> dict:
+        return query_local(self.ch, sql)
+
+    def summary(self) -> list[dict]:
+        """Per session: orders, fills, fees, realized P&L, cash, equity (from ClickHouse)."""
+        res = self.query("""
+            SELECT e.session AS session, o.orders, f.fills, f.fees, f.realized, e.cash, e.equity, e.unrealized
+            FROM (SELECT session, argMax(cash, ts) AS cash, argMax(equity, ts) AS equity,
+                         argMax(unrealized_pnl, ts) AS unrealized FROM equity GROUP BY session) AS e
+            LEFT JOIN (SELECT session, count() AS fills, sum(fee) AS fees, sum(realized_pnl) AS realized
+                       FROM fills GROUP BY session) AS f ON f.session = e.session
+            LEFT JOIN (SELECT session, uniqExact(order_id) AS orders FROM order_events GROUP BY session) AS o
+                   ON o.session = e.session
+            ORDER BY e.session""")
+        return [dict(zip(res["columns"], row)) for row in res["rows"]]
+
+    async def stop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        running = [w for w in self.workers if w is not None and w.poll() is None]
+        for worker in running:
+            worker.terminate()
+        for worker in running:
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        for part in ("alerts", "recorder"):
+            if hasattr(self, part):
+                try:  # a consumer whose group session was lost can retry its last commit for ever
+                    await asyncio.wait_for(getattr(self, part).stop(), STOP_TIMEOUT_S)
+                except asyncio.TimeoutError:
+                    self.say(f"the {part} did not stop within {STOP_TIMEOUT_S:g} s; left behind (what it had not "
+                             "committed is read again by the next one)")
+        if hasattr(self, "sql_runner"):
+            await self.sql_runner.cleanup()
+        (self.data_dir / RUN_FILE).unlink(missing_ok=True)
+        if hasattr(self, "ch"):
+            self.ch.close()
+        if self.broker:
+            self.broker.stop()
+
+    async def __aenter__(self) -> "Pipeline":
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
