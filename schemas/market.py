@@ -6,6 +6,7 @@ from typing import Annotated, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field
 
 from .base import EventTime, Message, PriceStr, QtyStr, SignedStr, Symbol
+from .vocabulary import FeedStatus, Side
 
 # A book level: [price, quantity], both decimal strings; quantity "0" removes the level.
 Level = tuple[PriceStr, QtyStr]
@@ -18,7 +19,7 @@ class Trade(BaseModel):
     ts: EventTime
     price: PriceStr
     qty: QtyStr
-    side: Literal["buy", "sell"]  # the aggressor's side
+    side: Side  # the aggressor's side
 
 
 class Ticker(BaseModel):
@@ -53,7 +54,6 @@ class Bar(BaseModel):
 
 # What a frame says about its symbol's feed: "live" data; "stale": no update for the source's limit until `ts`,
 # so nothing may trade on the old prices; "unavailable": no source can price it now.
-FeedStatus = Literal["live", "stale", "unavailable"]
 
 
 class MarketFrame(Message):
@@ -103,7 +103,7 @@ class TickTrade(NamedTuple):
     ts: EventTime
     price: PriceStr
     qty: QtyStr
-    side: Literal["buy", "sell"]
+    side: Side
 
 
 class Tick(NamedTuple):

@@ -6,8 +6,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from .base import Message, SessionId
-
-Severity = Literal["info", "warning", "error", "critical"]
+from .vocabulary import Command, SessionState, Severity
 
 
 class Alert(Message):
@@ -29,7 +28,7 @@ class Control(Message):
 
     kind: Literal["control"] = "control"
     session: SessionId
-    command: Literal["start", "stop", "pause", "resume", "config"]
+    command: Command
     config: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -39,7 +38,7 @@ class SessionStatus(Message):
 
     kind: Literal["session"] = "session"
     session: SessionId
-    status: Literal["running", "paused", "stopped"]
+    status: SessionState
     event: str = Field(max_length=200)  # what changed: started, paused, breaker tripped: daily_trades, ...
     strategy: str = Field(max_length=200)
     intel: int = Field(ge=1, le=10)

@@ -7,8 +7,19 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from .base import EventTime, Message, Money, PosQty, Price, Qty, Ratio, SessionId, Symbol
-
-Side = Literal["buy", "sell"]
+from .vocabulary import (
+    LIMIT_TYPES,
+    TRIGGER_TYPES,
+    DecisionAction,
+    ExecType,
+    Exposure,
+    Liquidity,
+    OrderStatus,
+    OrderType,
+    Side,
+    TimeInForce,
+    TriggerBy,
+)
 
 
 class Signal(Message):
@@ -17,16 +28,12 @@ class Signal(Message):
     kind: Literal["signal"] = "signal"
     session: SessionId
     symbol: Symbol
-    target: Literal["long", "short", "flat"]
+    target: Exposure
     confidence: Ratio = 1.0
     strategy: str = Field(default="external", max_length=120)
     reasoning: str = Field(default="", max_length=2000)
 
 
-OrderType = Literal["market", "limit", "stop_market", "stop_limit", "take_profit_market", "take_profit_limit",
-                   "trailing_stop"]
-LIMIT_TYPES = ("limit", "stop_limit", "take_profit_limit")
-TRIGGER_TYPES = ("stop_market", "stop_limit", "take_profit_market", "take_profit_limit")
 
 
 class Order(Message):
@@ -47,10 +54,10 @@ class Order(Message):
     type: OrderType = "market"
     qty: PosQty
     price: Price | None = None  # the limit price of limit, stop_limit and take_profit_limit
-    tif: Literal["GTC", "IOC", "FOK", "PostOnly"] = "GTC"
+    tif: TimeInForce = "GTC"
     reduce_only: bool = False
     trigger_price: Price | None = None
-    trigger_by: Literal["last", "mark"] = "last"
+    trigger_by: TriggerBy = "last"
     trail_amount: Price | None = None
     trail_percent: Annotated[Decimal, Field(gt=0, lt=100, allow_inf_nan=False)] | None = None
     activation_price: Price | None = None
@@ -114,7 +121,6 @@ class AmendOrder(Message):
         return self
 
 
-OrderStatus = Literal["new", "partially_filled", "filled", "cancelled", "rejected", "triggered", "expired", "amended"]
 
 
 class OrderEvent(Message):
@@ -141,12 +147,12 @@ class Fill(Message):
     side: Side
     price: Price
     qty: PosQty
-    liquidity: Literal["maker", "taker"]
+    liquidity: Liquidity
     fee_rate: Money
     fee: Money  # in the settle coin; positive is paid (on a DEX: the gas)
     realized_pnl: Money  # price P&L this fill closed, before fees
     settle_coin: str = "USDT"
-    exec_type: Literal["trade", "liquidation"] = "trade"
+    exec_type: ExecType = "trade"
 
 
 class Funding(Message):
@@ -195,7 +201,7 @@ class Decision(Message):
     kind: Literal["decision"] = "decision"
     session: SessionId
     symbol: Symbol
-    action: Literal["buy", "sell", "hold", "blocked", "reject", "cancel", "amend"]
+    action: DecisionAction
     reasoning: str = Field(default="", max_length=2000)
     confidence: Ratio = 0.0
     risk_score: Ratio | None = None

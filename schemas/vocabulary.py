@@ -1,0 +1,28 @@
+"""The shared vocabulary: every word a message, the core or a setting uses for a side, an order type, a status or
+a category, as a `Literal` type. Code types its values with these instead of writing `str`, so mypy checks each
+word against the list (a typo is a type error) at no cost when the code runs: the values stay plain strings."""
+from __future__ import annotations
+
+from typing import Literal
+
+Side = Literal["buy", "sell"]  # of an order, a fill, or a trade's aggressor
+PositionSide = Literal["long", "short"]
+Exposure = Literal["long", "short", "flat"]  # what a signal asks to hold
+OrderType = Literal["market", "limit", "stop_market", "stop_limit", "take_profit_market", "take_profit_limit",
+                    "trailing_stop"]
+TimeInForce = Literal["GTC", "IOC", "FOK", "PostOnly"]
+TriggerBy = Literal["last", "mark"]
+OrderStatus = Literal["new", "partially_filled", "filled", "cancelled", "rejected", "triggered", "expired", "amended"]
+Liquidity = Literal["maker", "taker"]
+ExecType = Literal["trade", "liquidation"]
+DecisionAction = Literal["buy", "sell", "hold", "blocked", "reject", "cancel", "amend"]
+Category = Literal["linear", "spot", "dex"]  # Bybit's USDT perpetuals and spot, and DEX tokens
+VenueKind = Literal["paper", "dex"]  # the paper venue a session trades on
+MarginMode = Literal["cross", "isolated"]
+FeedStatus = Literal["live", "stale", "unavailable"]  # of a symbol's market data
+Severity = Literal["info", "warning", "error", "critical"]
+Command = Literal["start", "stop", "pause", "resume", "config"]  # of a session, on the control topic
+SessionState = Literal["running", "paused", "stopped"]
+
+LIMIT_TYPES: tuple[OrderType, ...] = ("limit", "stop_limit", "take_profit_limit")  # they carry a limit price
+TRIGGER_TYPES: tuple[OrderType, ...] = ("stop_market", "stop_limit", "take_profit_market", "take_profit_limit")
