@@ -314,7 +314,7 @@ def deposits(config: Path | None, data_dir: Path) -> tuple[dict[str, Decimal], s
     if config is not None:
         settings, source = load_settings(config), f"config {config}"
     elif run_settings.exists():
-        settings, source = Settings.model_validate_json(run_settings.readexact()), f"the run's {run_settings}"
+        settings, source = Settings.model_validate_json(run_settings.read_text()), f"the run's {run_settings}"
     else:
         settings, source = load_settings(None), "the embedded defaults"
     return {c.id: Decimal(c.balance) for c in settings.sessions}, source
