@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test bench clean
+.PHONY: install run test test-fast lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,20 @@ install: $(BIN)/.installed
 run: install
 	$(BIN)/papertape run
 
-test: install
+# Everything CI runs: the static checks, then every test (unit and integration, real broker and ClickHouse).
+test: lint
 	$(BIN)/pytest -q -ra
+
+# The pure core and the parsers, on both cores, in seconds: no broker, no ClickHouse, no whole-tape runs.
+test-fast: install
+	$(BIN)/pytest -q -m "not slow" -n 2 tests/unit
+
+# ruff (pyflakes, import order, complexity), mypy (strict on the core and the schemas), import-linter (layers point
+# one way, no import cycles).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

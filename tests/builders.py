@@ -1,4 +1,5 @@
-"""Helpers the tests share: running the command line, and giving each run its own topics on the shared broker."""
+"""Helpers the tests share: paths, running the command line, giving each run its own topics on the shared broker,
+and building messages."""
 from __future__ import annotations
 
 import json
@@ -6,8 +7,10 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
+import schemas as s
 from papertape.config import Settings
 
 HERE = Path(__file__).resolve().parent  # tests/: helpers, stand-ins and user strategies
@@ -53,3 +56,11 @@ def query_rows(data_dir: Path, queries: dict[str, str]) -> dict[str, list]:
         assert r.returncode == 0, r.stderr
         out[name] = json.loads(r.stdout)["rows"]
     return out
+
+
+def tick(symbol: str, ts: int, bid: str | None = None, ask: str | None = None, bq: str | None = None,
+         aq: str | None = None, trades: Iterable[tuple[str, str, str]] = (), pos: int = 0, mark: str | None = None,
+         depth: tuple | None = None, funding: tuple | None = None, status: str = "live") -> s.Tick:
+    """A tick as the market actor sends it to engines; `trades` are (price, qty, aggressor side)."""
+    return s.Tick(symbol, ts, bid, ask, bq, aq, [s.TickTrade(ts, p, q, side) for p, q, side in trades], pos, mark,
+                  status, None, depth, funding)

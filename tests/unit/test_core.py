@@ -1,11 +1,13 @@
 """The pure core alone: accounting, fees, venue rules, event-time merge, checkpoints. Values by hand."""
 import random
 from decimal import Decimal as D
+from functools import partial
 
 import orjson
 import pytest
 
 import schemas as s
+from builders import tick
 from papertape.core.account import Account
 from papertape.core.bars import BarBuilder
 from papertape.core.book import MAX_LEVELS, Book
@@ -15,9 +17,12 @@ from papertape.core.instruments import DEFAULT_INSTRUMENTS
 from papertape.core.session_config import SessionConfig
 from papertape.core.strategies.trend_following import TrendFollowing
 
+btc = partial(tick, "BTCUSDT")
 
-def tick(ts, bid, ask, trades=(), symbol="BTCUSDT", pos=0):
-    return s.Tick(symbol, ts, bid, ask, None, None, [s.TickTrade(ts, p, "1", "buy") for p in trades], pos)
+
+def bought(prices):
+    """Trades of 1 at each price, the buyer the aggressor."""
+    return [(p, "1", "buy") for p in prices]
 
 
 def run(orders, ticks, latency=0, **cfg):
@@ -57,7 +62,7 @@ def test_account_long_partial_close_then_flip_short():
 
 def test_market_order_takes_the_touch_as_it_stood_at_arrival():
     orders = [{"at": 1000, "symbol": "BTCUSDT", "side": "buy", "qty": "0.010"}]
-    ticks = [tick(1000, "59999.9", "60000.0"), tick(1040, "60000.0", "60000.5"), tick(1060, "60000", "60009")]
+    ticks = [btc(1000, "59999.9", "60000.0"), btc(1040, "60000.0", "60000.5"), btc(1060, "60000", "60009")]
     _, out = run(orders, ticks, latency=50)  # arrives at 1050: the book of the tick at 1040
     (fill,) = kinds(out, "fill")
     assert (fill.ts, fill.price, fill.liquidity) == (1050, D("60000.5"), "taker")
@@ -66,15 +71,16 @@ def test_market_order_takes_the_touch_as_it_stood_at_arrival():
 
 def test_limit_fills_only_when_a_trade_prints_through_it():
     orders = [{"at": 1000, "symbol": "BTCUSDT", "side": "buy", "qty": "0.002", "type": "limit", "price": "59990.0"}]
-    ticks = [tick(1000, "59999.9", "60000.0"), tick(1100, "59990.0", "59991.0", ["59990.0"]),  # at touch: no
-             tick(1200, "59989.0", "59990.0", ["59989.9"])]  # through: fills at the limit, as maker
+    ticks = [btc(1000, "59999.9", "60000.0"),
+             btc(1100, "59990.0", "59991.0", trades=bought(["59990.0"])),  # at touch: no
+             btc(1200, "59989.0", "59990.0", trades=bought(["59989.9"]))]  # through: fills at the limit, as maker
     _, out = run(orders, ticks)
     (fill,) = kinds(out, "fill")
     assert (fill.ts, fill.price, fill.liquidity, fill.fee) == (1200, D("59990.0"), "maker", D("0.02399600"))
 
 
 def test_marketable_limit_takes_at_the_touch_and_postonly_ioc_rules():
-    ticks = [tick(1000, "100.0", "60000.0"), tick(1100, "100.0", "60000.0"), tick(1200, "100.0", "60000.0")]
+    ticks = [btc(1000, "100.0", "60000.0"), btc(1100, "100.0", "60000.0"), btc(1200, "100.0", "60000.0")]
     def mk(tif, px):
         return {"at": 1000, "symbol": "BTCUSDT", "side": "buy", "qty": "0.001", "type": "limit", "price": px,
                 "tif": tif}
@@ -88,7 +94,7 @@ def test_marketable_limit_takes_at_the_touch_and_postonly_ioc_rules():
 
 
 def test_reduce_only_cannot_open_and_bad_lot_is_rejected():
-    ticks = [tick(1000, "100.0", "100.1"), tick(1100, "100.0", "100.1")]
+    ticks = [btc(1000, "100.0", "100.1"), btc(1100, "100.0", "100.1")]
     _, out = run([{"at": 1000, "symbol": "BTCUSDT", "side": "sell", "qty": "0.001", "reduce_only": True},
                   {"at": 1000, "symbol": "BTCUSDT", "side": "buy", "qty": "0.0015"}], ticks)
     assert [e.status for e in kinds(out, "order_event")] == ["rejected"]
@@ -98,8 +104,8 @@ def test_reduce_only_cannot_open_and_bad_lot_is_rejected():
 def test_round_trip_cash_equals_hand_computation():
     orders = [{"at": 1000, "symbol": "ETHUSDT", "side": "buy", "qty": "0.50"},
               {"at": 2000, "symbol": "ETHUSDT", "side": "sell", "qty": "0.50"}]
-    ticks = [tick(1000, "2500.00", "2500.01", symbol="ETHUSDT"), tick(1500, "2510.00", "2510.05", symbol="ETHUSDT"),
-             tick(2500, "2490.10", "2490.20", symbol="ETHUSDT"), tick(3000, "2400.00", "2400.01", symbol="ETHUSDT")]
+    ticks = [tick("ETHUSDT", 1000, "2500.00", "2500.01"), tick("ETHUSDT", 1500, "2510.00", "2510.05"),
+             tick("ETHUSDT", 2500, "2490.10", "2490.20"), tick("ETHUSDT", 3000, "2400.00", "2400.01")]
     eng, out = run(orders, ticks)  # no latency: each order meets the book of the tick that triggered it
     buy, sell = kinds(out, "fill")
     assert (buy.price, sell.price) == (D("2500.01"), D("2490.10"))
@@ -117,7 +123,7 @@ def test_merger_releases_the_same_order_whatever_the_delivery_order():
         for i in range(20):
             ts = 1000 + i * 7 + origin
             batches.append(s.TickBatch(id=f"{origin}:{i}", ts=ts, origin=origin, seq=i, wm=ts,
-                                       ticks=[tick(ts, "1.0", "1.1", pos=i)]))
+                                       ticks=[btc(ts, "1.0", "1.1", pos=i)]))
     for origin in range(3):
         batches.append(s.TickBatch(id=f"{origin}:end", ts=0, origin=origin, seq=99, wm=0, end=True))
 
@@ -151,7 +157,7 @@ def test_checkpoint_restore_mid_tape_gives_identical_outputs():
         price += rng.choice([-5, -1, 1, 5]) * 0.1
         p = f"{price:.1f}"
         ticks.append(s.TickBatch(id=str(i), ts=1000 + 20 * i, origin=0, seq=i, wm=1000 + 20 * i + 1,
-                                 ticks=[tick(1000 + 20 * i, p, f"{price + 0.1:.1f}", [p], pos=i)]))
+                                 ticks=[btc(1000 + 20 * i, p, f"{price + 0.1:.1f}", trades=bought([p]), pos=i)]))
         if i % 10 == 9:  # a second, idle origin promises less often: ticks wait in the merger meanwhile
             ticks.append(s.TickBatch(id=f"idle{i}", ts=1000 + 20 * i + 1, origin=1, seq=i, wm=1000 + 20 * i + 1))
     ticks.append(s.TickBatch(id="end", ts=0, origin=1, seq=10**6, wm=0, end=True))
@@ -177,7 +183,7 @@ def test_trend_following_matches_an_independent_ema():
     closes = [10.0, 11.0, 12.0, 11.0, 9.0, 8.0]
     intents = []
     for i, c in enumerate(closes + [0.0]):  # the last tick only closes the previous bar
-        bar = bars.on_tick(tick(i * 10, f"{c or 1:.1f}", f"{(c or 1) + 1:.1f}", [f"{c or 1:.1f}"]))
+        bar = bars.on_tick(btc(i * 10, f"{c or 1:.1f}", f"{(c or 1) + 1:.1f}", trades=bought([f"{c or 1:.1f}"])))
         intents += strat.on_bar(bar) if bar else []
     fast = slow = None
     expected = []
@@ -221,8 +227,8 @@ def test_nothing_trades_on_a_stale_symbol_until_it_is_live_again():
     orders = [{"at": 2000, "symbol": "BTCUSDT", "side": "buy", "qty": "0.010"},
               {"at": 4000, "symbol": "BTCUSDT", "side": "buy", "qty": "0.010"}]
     stale = s.Tick("BTCUSDT", 2000, None, None, None, None, [], 0, None, "stale")
-    ticks = [tick(1000, "59999.9", "60000.0"), stale, tick(3000, "60000.0", "60000.5"),
-             tick(4000, "60001.0", "60001.5"), tick(5000, "60001.0", "60001.5")]
+    ticks = [btc(1000, "59999.9", "60000.0"), stale, btc(3000, "60000.0", "60000.5"),
+             btc(4000, "60001.0", "60001.5"), btc(5000, "60001.0", "60001.5")]
     eng, out = run(orders, ticks)
     first, second = kinds(out, "decision")
     assert first.action == "reject" and "BTCUSDT data is stale" in first.reasoning

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import schemas as s
+from builders import tick
 from papertape.core.book import Book, price_text
 from papertape.core.engine import Engine
 from papertape.core.instruments import Instrument
@@ -49,11 +50,6 @@ def qs(n: int) -> str:
 
 def lots(n: int) -> str:
     return format(D(n) * LOT, "f")
-
-
-def tk(symbol, ts, bid=None, ask=None, bq=None, aq=None, trades=(), depth=None, mark=None, funding=None):
-    return s.Tick(symbol, ts, bid, ask, bq, aq, [s.TickTrade(ts, p, q, side) for p, q, side in trades], 0, mark,
-                  "live", None, depth, funding)
 
 
 # --- markets ---------------------------------------------------------------------------------------------------
@@ -95,12 +91,12 @@ def markets(draw) -> Market:
     first_quote: dict = {}
     ts = 1000
     for _ in range(draw(st.integers(0, 2))):
-        ticks.append(tk("YUSDT", ts, "49.9", "50.0", "5", "5"))
+        ticks.append(tick("YUSDT", ts, "49.9", "50.0", "5", "5"))
         mids.append((max(bids) + min(asks)) // 2)
         first_quote.setdefault("YUSDT", ts)
         ts += draw(st.integers(1, 50))
     first_quote["XUSDT"] = ts
-    ticks.append(tk("XUSDT", ts, *top(), depth=(levels(bids), levels(asks), True) if with_depth else None,
+    ticks.append(tick("XUSDT", ts, *top(), depth=(levels(bids), levels(asks), True) if with_depth else None,
                     mark=None, funding=None))
     mids.append((max(bids) + min(asks)) // 2)
     for _ in range(draw(st.integers(5, 35))):
@@ -108,7 +104,7 @@ def markets(draw) -> Market:
         kind = draw(st.sampled_from(["trade", "trade", "print", "level", "level", "shift", "quiet", "y"]))
         if kind == "y":
             trades = [("50.0", "1", "buy")] if draw(st.booleans()) else []
-            ticks.append(tk("YUSDT", ts, "49.9", "50.0", "5", "5", trades=trades))
+            ticks.append(tick("YUSDT", ts, "49.9", "50.0", "5", "5", trades=trades))
             mids.append(mids[-1])
             first_quote.setdefault("YUSDT", ts)
             continue
@@ -171,7 +167,7 @@ def markets(draw) -> Market:
         if draw(st.integers(0, 7)) == 0:
             funding = (draw(st.sampled_from(["0.0001", "-0.0002", "0.0005", "-0.001", "0"])),
                        ts + draw(st.integers(1, 3000)))
-        ticks.append(tk("XUSDT", ts, *(after if show_top else (None,) * 4), trades=trades, depth=depth, mark=mark,
+        ticks.append(tick("XUSDT", ts, *(after if show_top else (None,) * 4), trades=trades, depth=depth, mark=mark,
                         funding=funding))
         mids.append(mid)
     return Market(ticks, with_depth, first_quote, mids)
@@ -496,7 +492,7 @@ def order(at, id, side, qty, **kw):
 
 
 def quote(ts, **kw):
-    return tk("XUSDT", ts, "99", "100", "5", "5", **kw)
+    return tick("XUSDT", ts, "99", "100", "5", "5", **kw)
 
 
 def events(sim, suffix):
@@ -523,7 +519,7 @@ def test_a_liquidation_cancels_each_open_order_once():
                order(1000, "l1", "buy", "0.1", type="limit", price="90", oco="g"),
                order(1000, "l2", "buy", "0.1", type="limit", price="91", oco="g")],
               {"latency_ms": 0, "balance": "1000", "leverage": "50", "margin_mode": "isolated"})
-    sim.feed([quote(1000), quote(1001), tk("XUSDT", 1002, "98", "98.1", "5", "5", mark="98")])
+    sim.feed([quote(1000), quote(1001), tick("XUSDT", 1002, "98", "98.1", "5", "5", mark="98")])
     assert [f.exec_type for f in sim.of("fill")] == ["trade", "liquidation"]
     assert [s_ for s_, _ in events(sim, "-l2")] == ["new", "cancelled"]
 
@@ -533,7 +529,7 @@ def test_a_trailing_stop_with_an_activation_price_never_fires_before_it_is_reach
     sim = Sim([order(1000, "e", "buy", "1"),
                order(1001, "tr", "sell", "1", type="trailing_stop", trail_amount="1", activation_price="110",
                      reduce_only=True)], {"latency_ms": 0})
-    sim.feed([quote(1000), quote(1001), tk("XUSDT", 1002, trades=[("98", "1", "sell")]), quote(1003)])
+    sim.feed([quote(1000), quote(1001), tick("XUSDT", 1002, trades=[("98", "1", "sell")]), quote(1003)])
     assert [s_ for s_, _ in events(sim, "-tr")] == ["new"]
 
 
