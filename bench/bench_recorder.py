@@ -33,7 +33,8 @@ from infra.clickhouse import connect, migrate  # noqa: E402
 from infra.tansu import EmbeddedTansu  # noqa: E402
 from papertape.config import BUNDLED_TAPE  # noqa: E402
 from schemas import decode, partition_counts  # noqa: E402
-from streams.sinks.recorder import COLUMNS, INSERT_FORMAT, Recorder, encode_rows, message_rows  # noqa: E402
+from streams.sinks.recorder import Recorder  # noqa: E402
+from streams.sinks.rows import COLUMNS, INSERT_FORMAT, encode_rows, message_rows  # noqa: E402
 from streams.sources.replay import ReplaySource  # noqa: E402
 
 MD_PARTITIONS = 4

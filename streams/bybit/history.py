@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from streams.formats.csv_market import (
+from streams.formats.csv_common import (
     NS_PER_MS,
     TradeRow,
     column,
@@ -49,10 +49,10 @@ def _first_line(lines: list[bytes]) -> int:
 
 def _columns(line: bytes, *names: str) -> list[int]:
     cols = header(line)
-    found = [column(cols, name.lower()) for name in names]
-    if None in found:
-        raise ValueError(f"header lacks {[n for n, at in zip(names, found) if at is None]}")
-    return found  # type: ignore[return-value]
+    found = [at for name in names if (at := column(cols, name.lower())) is not None]
+    if len(found) < len(names):
+        raise ValueError(f"header lacks {[n for n in names if column(cols, n.lower()) is None]}")
+    return found
 
 
 def read_trading(lines: list[bytes], bad: Bad) -> Iterator[WireFrame]:

@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Iterable
 
 import orjson
 from pybit.unified_trading import WebSocket
@@ -75,7 +75,7 @@ Alert = Callable[[str, str, str], None]  # severity, title, text
 
 class BybitPublicFeed:
     def __init__(self, symbols: list[str], on_frames: Callable[[list[WireFrame]], Awaitable[object]], *,
-                 deep: list[str] = (), depth: int = 50, category: str = "linear", url: str | None = None,
+                 deep: Iterable[str] = (), depth: int = 50, category: str = "linear", url: str | None = None,
                  on_raw: Callable[[int, bytes], object] | None = None, on_alert: Alert | None = None,
                  stale_after_s: float = 15.0, silence_s: float = 30.0, lateness_ms: int = 250,
                  flush_every_s: float = 0.05, max_symbols_per_connection: int = 100, ping_interval: int = 20,

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 from collections import OrderedDict
-from typing import Protocol
+from typing import Any, Protocol, TextIO
 
 import httpx
 from aiokafka import AIOKafkaConsumer
@@ -25,7 +25,7 @@ class Channel(Protocol):
 
 
 class ConsoleChannel:
-    def __init__(self, min_severity: str = "info", stream=None) -> None:
+    def __init__(self, min_severity: str = "info", stream: TextIO | None = None) -> None:
         self.min_severity = min_severity
         self.stream = stream or sys.stderr
 
@@ -83,7 +83,7 @@ class AlertRelay:
     """Consumes `alerts` (its own consumer group) and hands each alert to the fan-out."""
 
     def __init__(self, bootstrap: str, fanout: AlertFanout, group_id: str = "papertape-alert-relay",
-                 names: s.Namespace = s.Namespace(), **consumer_options) -> None:
+                 names: s.Namespace = s.Namespace(), **consumer_options: Any) -> None:
         self.fanout = fanout
         self.consumer = AIOKafkaConsumer(names.topic("alerts"), bootstrap_servers=bootstrap,
                                          group_id=names.group(group_id),

@@ -1,10 +1,8 @@
 """Recorder: every recorded topic into ClickHouse, at least once (the tables dedupe by id).
 
 Offsets are committed only after all rows of a batch are inserted; a failing insert is retried with
-backoff, never dropped, so an outage or a restart loses nothing.
-
-Built for md.events volume (bench/bench_recorder.py): a MarketBatch is validated only as far as it is recorded
-(see md_events_rows), and rows go to ClickHouse as JSON columns that the engine parses, never as Python Decimals.
+backoff, never dropped, so an outage or a restart loses nothing. What a message's rows are is
+`streams.sinks.rows`; this module is the consumer loop around it.
 """
 from __future__ import annotations
 
@@ -12,251 +10,16 @@ import asyncio
 import logging
 import time
 from collections import Counter, defaultdict
-from decimal import Decimal
-from typing import Annotated, Any, Callable, Iterable, Literal, Mapping
+from typing import Any, Iterable
 
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from pydantic import BaseModel, TypeAdapter, ValidationError
-from typing_extensions import NotRequired, TypedDict
 
 from infra.broker import GROUP_SESSION
 from infra.clickhouse import call
-from schemas import InvalidMessage, MarketBatch, MarketFrame, Namespace, decode
-from schemas.codec import MAX_MESSAGE_BYTES, reason_of, split_batch
+from schemas import InvalidMessage, Namespace
+from streams.sinks.rows import COLUMNS, INSERT_FORMAT, RECORDED_TOPICS, Row, encode_rows, message_rows
 
 log = logging.getLogger(__name__)
-
-Row = tuple
-# Columns of each ClickHouse table (see infra/clickhouse/*.sql), in the order rows_for builds them.
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "md_trades_log": ("id", "frame_id", "ts", "venue", "symbol", "price", "qty", "side"),
-    "md_quotes_log": ("id", "ts", "venue", "symbol", "bid", "bid_qty", "ask", "ask_qty"),
-    "md_marks_log": ("id", "ts", "symbol", "bid", "ask", "last", "mark"),
-    "signals_log": ("id", "ts", "session", "symbol", "target", "confidence", "strategy", "reasoning"),
-    "orders_log": ("id", "ts", "session", "symbol", "side", "type", "qty", "price", "tif", "reduce_only",
-                   "trigger_price", "trigger_by", "trail_amount", "trail_percent", "activation_price", "expire_ts",
-                   "oco", "stop_loss", "take_profit"),
-    "order_changes_log": ("id", "ts", "session", "kind", "order_id", "qty", "price", "trigger_price"),
-    "order_events_log": ("id", "ts", "session", "order_id", "symbol", "side", "type", "status", "qty", "price",
-                         "trigger_price", "filled_qty", "avg_price", "reason"),
-    "fills_log": ("id", "ts", "session", "order_id", "symbol", "side", "price", "qty", "liquidity", "fee_rate",
-                  "fee", "realized_pnl", "settle_coin", "exec_type"),
-    "funding_log": ("id", "ts", "session", "symbol", "rate", "mark", "qty", "amount", "settle_coin"),
-    "positions_log": ("id", "ts", "session", "symbol", "qty", "avg_price", "mark", "realized_pnl",
-                      "unrealized_pnl"),
-    "equity_log": ("id", "ts", "session", "cash", "equity", "realized_pnl", "unrealized_pnl", "fees", "funding",
-                   "open_positions"),
-    "decisions_log": ("id", "ts", "session", "symbol", "action", "reasoning", "confidence", "risk_score",
-                      "opportunity_score", "intel", "features", "order_id"),
-    "alerts_log": ("id", "ts", "severity", "source", "title", "text", "session"),
-    "control_log": ("id", "ts", "session", "command", "config"),
-    "sessions_log": ("id", "ts", "session", "status", "event", "strategy", "intel", "breakers", "config"),
-    "dead_letters_log": ("id", "ts", "topic", "partition", "offset", "key", "error", "payload"),
-}
-
-_DECIMAL_LIMIT = Decimal(10) ** 20  # Decimal(38, 18) holds 20 integer digits
-
-
-def _d(x: Decimal | str | None) -> Decimal | None:
-    """A value for a Decimal(38, 18) column. Out of range raises ValueError: the message is unrecordable
-    (an insert would fail on every retry). Digits past the 18th decimal are cut by ClickHouse."""
-    if type(x) is str:
-        x = Decimal(x)
-    if x is not None and not -_DECIMAL_LIMIT < x < _DECIMAL_LIMIT:
-        raise ValueError(f"decimal out of range for Decimal(38, 18): {x}")
-    return x
-
-
-def _int(x: int, bits: int, signed: bool = True) -> int:
-    low, high = (-(1 << (bits - 1)), 1 << (bits - 1)) if signed else (0, 1 << bits)
-    if not low <= x < high:
-        raise ValueError(f"integer out of range for {'' if signed else 'U'}Int{bits}: {x}")
-    return x
-
-
-def _json(obj: Any) -> str:
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS, default=str).decode()
-
-
-def _frames(m: Any) -> list[MarketFrame]:
-    """The frames of an md.events message (a watermark has none)."""
-    if isinstance(m, MarketBatch):
-        return m.frames
-    return [m] if isinstance(m, MarketFrame) else []
-
-
-def _md_events(m: Any) -> list[tuple[str, Row]]:
-    trades: list[Row] = []
-    quotes: list[Row] = []
-    for frame in _frames(m):
-        _frame_rows(frame.__dict__, trades, quotes)
-    return [("md_trades_log", row) for row in trades] + [("md_quotes_log", row) for row in quotes]
-
-
-def _frame_rows(f: Mapping[str, Any], trades: list[Row], quotes: list[Row]) -> None:
-    """Appends the rows of a frame's fields (a MarketFrame's or a _RecordedFrame's); prices stay decimal strings."""
-    fid, venue, symbol = f["id"], f["venue"], f["symbol"]
-    for i, t in enumerate(f.get("trades", ())):
-        trades.append((f"{fid}:{i}", fid, t.ts, venue, symbol, t.price, t.qty, t.side))
-    bid, ask = f.get("bid"), f.get("ask")
-    if bid is not None or ask is not None:
-        quotes.append((fid, f["ts"], venue, symbol, bid, f.get("bid_qty"), ask, f.get("ask_qty")))
-
-
-def _one(table: str, build: Callable[[Any], Row]) -> Callable[[Any], list[tuple[str, Row]]]:
-    return lambda m: [(table, build(m))]
-
-
-def _orders(m: Any) -> list[tuple[str, Row]]:
-    """The orders topic: an Order into orders_log, a cancel or an amend into order_changes_log."""
-    if m.kind == "order":
-        return [("orders_log", (
-            m.id, m.ts, m.session, m.symbol, m.side, m.type, _d(m.qty), _d(m.price), m.tif, m.reduce_only,
-            _d(m.trigger_price), m.trigger_by, _d(m.trail_amount), _d(m.trail_percent), _d(m.activation_price),
-            m.expire_ts, m.oco, _d(m.stop_loss), _d(m.take_profit)))]
-    # a cancel has no qty, price or trigger_price: NULL
-    return [("order_changes_log", (m.id, m.ts, m.session, m.kind, m.order_id, _d(getattr(m, "qty", None)),
-                                   _d(getattr(m, "price", None)), _d(getattr(m, "trigger_price", None))))]
-
-
-_ROWS: dict[str, Callable[[Any], list[tuple[str, Row]]]] = {
-    "md.events": _md_events,
-    "md.marks": _one("md_marks_log", lambda m: (m.id, m.ts, m.symbol, _d(m.bid), _d(m.ask), _d(m.last),
-                                                _d(m.mark))),
-    "signals": _one("signals_log", lambda m: (m.id, m.ts, m.session, m.symbol, m.target, m.confidence,
-                                              m.strategy, m.reasoning)),
-    "orders": _orders,
-    "order.events": _one("order_events_log", lambda m: (
-        m.id, m.ts, m.session, m.order_id, m.symbol, m.side, m.type, m.status, _d(m.qty), _d(m.price),
-        _d(m.trigger_price), _d(m.filled_qty), _d(m.avg_price), m.reason)),
-    "fills": _one("fills_log", lambda m: (
-        m.id, m.ts, m.session, m.order_id, m.symbol, m.side, _d(m.price), _d(m.qty), m.liquidity,
-        _d(m.fee_rate), _d(m.fee), _d(m.realized_pnl), m.settle_coin, m.exec_type)),
-    "funding": _one("funding_log", lambda m: (
-        m.id, m.ts, m.session, m.symbol, _d(m.rate), _d(m.mark), _d(m.qty), _d(m.amount), m.settle_coin)),
-    "positions": _one("positions_log", lambda m: (
-        m.id, m.ts, m.session, m.symbol, _d(m.qty), _d(m.avg_price), _d(m.mark), _d(m.realized_pnl),
-        _d(m.unrealized_pnl))),
-    "equity": _one("equity_log", lambda m: (
-        m.id, m.ts, m.session, _d(m.cash), _d(m.equity), _d(m.realized_pnl), _d(m.unrealized_pnl), _d(m.fees),
-        _d(m.funding), _int(m.open_positions, 32, signed=False))),
-    "decisions": _one("decisions_log", lambda m: (
-        m.id, m.ts, m.session, m.symbol, m.action, m.reasoning, m.confidence, m.risk_score, m.opportunity_score,
-        m.intel, _json(m.features), m.order_id)),
-    "alerts": _one("alerts_log", lambda m: (m.id, m.ts, m.severity, m.source, m.title, m.text, m.session)),
-    "control": _one("control_log", lambda m: (m.id, m.ts, m.session, m.command, _json(m.config))),
-    "sessions": _one("sessions_log", lambda m: (m.id, m.ts, m.session, m.status, m.event, m.strategy, m.intel,
-                                                _json(m.breakers), _json(m.config))),
-    "errors.dlq": _one("dead_letters_log", lambda m: (
-        m.id, m.ts, m.topic, _int(m.partition, 32), _int(m.offset, 64), m.key, m.error, m.payload)),
-}
-
-# Every topic but md.ticks, which is derived from md.events.
-RECORDED_TOPICS: tuple[str, ...] = tuple(_ROWS)
-
-
-def rows_for(topic: str, model: Any) -> list[tuple[str, Row]]:
-    """(table, row) pairs that record `model` read from `topic`; [] for what is not recorded.
-
-    Raises ValueError when a value does not fit its column (the message cannot be recorded).
-    """
-    build = _ROWS.get(topic)
-    return build(model) if build else []
-
-
-# --- md.events, the hot path ---------------------------------------------------------------------------------
-
-def _fields_of(model: type[BaseModel], names: Iterable[str]) -> Any:
-    """A TypedDict of `model`'s fields `names`, each validated as `model` validates it. Other keys are ignored
-    without being turned into Python objects."""
-    fields = {}
-    for name in names:
-        info = model.model_fields[name]
-        kind = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
-        fields[name] = kind if info.is_required() else NotRequired[kind]
-    return TypedDict(f"Recorded{model.__name__}", fields)
-
-
-_RecordedFrame = _fields_of(MarketFrame, ("id", "ts", "venue", "symbol", "trades", "bid", "bid_qty", "ask", "ask_qty"))
-_FRAME = TypeAdapter(_RecordedFrame)
-_BATCH = TypeAdapter(TypedDict("RecordedBatch", {"kind": Literal["batch"], "frames": list[_RecordedFrame]}))
-
-
-def md_events_rows(value: bytes | None) -> tuple[dict[str, list[Row]], list[str]]:
-    """Rows per table of an md.events message, and why frames of a batch were refused (the others are kept).
-
-    A MarketBatch is validated as far as it is recorded: its frames' recorded fields, as the schema says. Their
-    depth levels and other fields, and the envelope, are the market actor's business and are skipped: this costs
-    half of decoding the MarketBatch (bench/bench_recorder.py). Raises InvalidMessage when nothing is recordable.
-    """
-    frames = None
-    if value is not None and len(value) <= MAX_MESSAGE_BYTES:
-        try:
-            frames = _BATCH.validate_json(value)["frames"]
-        except ValidationError:
-            pass  # not a batch, or a bad one: the exact path below says why
-    refused: list[str] = []
-    if frames is None:
-        try:
-            frames = [frame.__dict__ for frame in _frames(decode("md.events", value))]
-        except InvalidMessage:
-            parts = split_batch(value)
-            if parts is None:
-                raise
-            frames, refused = _valid_frames(parts[1])
-    trades: list[Row] = []
-    quotes: list[Row] = []
-    for f in frames:
-        _frame_rows(f, trades, quotes)
-    return {"md_trades_log": trades, "md_quotes_log": quotes}, refused
-
-
-def _valid_frames(raw_frames: list) -> tuple[list, list[str]]:
-    valid, refused = [], []
-    for i, frame in enumerate(raw_frames):
-        try:
-            valid.append(_FRAME.validate_python(frame))
-        except ValidationError as exc:
-            refused.append(f"frame {i}: {reason_of(exc)}")
-    return valid, refused
-
-
-def message_rows(topic: str, value: bytes | None) -> tuple[dict[str, list[Row]], list[str]]:
-    """Rows per table recording a message of `topic`, and the refused parts of a partly recordable one.
-
-    Raises InvalidMessage or ValueError when the message is not recordable at all.
-    """
-    if topic == "md.events":
-        return md_events_rows(value)
-    rows: dict[str, list[Row]] = defaultdict(list)
-    for table, row in rows_for(topic, decode(topic, value)):
-        rows[table].append(row)
-    return rows, []
-
-
-INSERT_FORMAT = "JSONCompactColumns"
-
-
-def encode_rows(table: str, rows: list[Row]) -> bytes:
-    """`rows` of `table` as one JSON array per column, for raw_insert: ClickHouse parses the decimal strings (and
-    Decimals, sent as their str()) itself; clickhouse-connect's insert converts each Decimal in Python, 10x the
-    Python time of this one orjson call.
-
-    Times (`ts`, `expire_ts`) go as seconds: ClickHouse reads a JSON number as seconds, and ms / 1000 is exact for
-    every EventTime (below 1e14 ms: at most 15 significant digits, which a double keeps).
-    """
-    columns = list(zip(*rows))
-    for i in _TIME_COLUMNS[table]:
-        columns[i] = [None if ms is None else ms / 1000 for ms in columns[i]]
-    return orjson.dumps(columns, default=str)
-
-
-# Positions of the DateTime64 columns (event times in ms) of each table.
-_TIME_COLUMNS: dict[str, tuple[int, ...]] = {
-    table: tuple(i for i, name in enumerate(columns) if name in ("ts", "expire_ts"))
-    for table, columns in COLUMNS.items()
-}
 
 
 def _log_crash(task: asyncio.Task) -> None:
@@ -291,7 +54,7 @@ class Recorder:
         self.bootstrap_servers = bootstrap_servers
         self.client = client
         self.topics = tuple(topics)
-        unknown = [t for t in self.topics if t not in _ROWS]
+        unknown = [t for t in self.topics if t not in RECORDED_TOPICS]
         if unknown:
             raise ValueError(f"not recordable topics: {unknown}")
         self.names = names
@@ -359,7 +122,7 @@ class Recorder:
                     writing = None
                 if writing is None and offsets and (self._stopping or self._write_due(rows)):
                     self._last_write = time.monotonic()
-                    writing = asyncio.create_task(self._write(rows, offsets))
+                    writing = asyncio.create_task(self._write(consumer, rows, offsets))
                     rows, offsets = defaultdict(list), {}
                 self._busy = writing is not None or bool(offsets)
                 if self._stopping:
@@ -413,10 +176,11 @@ class Recorder:
                                 "; ".join(refused[:3]))
             offsets[tp] = records[-1].offset + 1
 
-    async def _write(self, rows: dict[str, list[Row]], offsets: dict[TopicPartition, int]) -> None:
+    async def _write(self, consumer: AIOKafkaConsumer, rows: dict[str, list[Row]],
+                     offsets: dict[TopicPartition, int]) -> None:
         await self._insert(rows)
         try:
-            await self._consumer.commit(offsets)
+            await consumer.commit(offsets)
         except Exception as exc:  # the rows are in; re-reading them is harmless (dedupe by id)
             log.warning("recorder: commit failed, the batch may be read again: %s", exc)
         self.batches += 1
@@ -440,6 +204,12 @@ class Recorder:
             self.rows_written[table] += n
             delay = self.backoff[0]
 
+    # --- caught up ----------------------------------------------------------------------------------------------
+    # A broker workaround that stays here, as it applies to every broker alike: caught up is judged by the high
+    # watermarks of the consumer's own fetch responses, never by ListOffsets. ListOffsets(latest) answers too low on
+    # Tansu (see infra/tansu.py); a fetch's high watermark is right on Kafka and Tansu both and costs no request, so
+    # the recorder need not know which broker it runs on.
+
     async def lag(self) -> dict[TopicPartition, int | None]:
         """Per assigned partition: high watermark (from the last fetch) minus position; None if not fetched yet."""
         consumer = self._consumer
@@ -452,13 +222,13 @@ class Recorder:
         """Every offset below the partitions' high watermarks is inserted into ClickHouse, judging by fetch
         responses processed at or after `since_ms` (ms since epoch), if given.
 
-        Uses the fetch high watermark, not ListOffsets: Tansu's ListOffsets(latest) can be too low.
+        Uses the fetch high watermark, not ListOffsets (see above).
         """
         consumer = self._consumer
         if consumer is None or self._busy or self._task is None or self._task.done():
             return False
         partitions = consumer.assignment()
-        if not partitions or (since_ms is not None and self._last_fetch(partitions) < since_ms):
+        if not partitions or (since_ms is not None and _last_fetch(consumer, partitions) < since_ms):
             return False
         try:
             for tp in partitions:
@@ -468,10 +238,6 @@ class Recorder:
         except Exception:  # partitions revoked by a rebalance meanwhile
             return False
         return not self._busy
-
-    def _last_fetch(self, partitions: Iterable[TopicPartition]) -> int:
-        """The oldest of the partitions' last fetch response times (ms)."""
-        return min(self._consumer.last_poll_timestamp(tp) or 0 for tp in partitions)
 
     async def wait_caught_up(self, timeout: float = 30.0) -> None:
         """Wait until every message acknowledged before this call is in ClickHouse; TimeoutError if not.
@@ -484,12 +250,18 @@ class Recorder:
         called_ms = int(time.time() * 1000)
         first_round_ms: int | None = None
         while True:
-            partitions = self._consumer.assignment() if self._consumer else set()
-            if first_round_ms is None and partitions and self._last_fetch(partitions) >= called_ms:
-                first_round_ms = max(self._consumer.last_poll_timestamp(tp) or 0 for tp in partitions)
+            consumer = self._consumer
+            partitions = consumer.assignment() if consumer else set()
+            if consumer and first_round_ms is None and partitions and _last_fetch(consumer, partitions) >= called_ms:
+                first_round_ms = max(consumer.last_poll_timestamp(tp) or 0 for tp in partitions)
             if first_round_ms is not None and await self.caught_up(since_ms=first_round_ms + 1):
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"recorder not caught up after {timeout}s: lag {await self.lag()}, "
                                    f"busy={self._busy}, insert_failures={self.insert_failures}")
             await asyncio.sleep(0.02)
+
+
+def _last_fetch(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]) -> int:
+    """The oldest of the partitions' last fetch response times (ms)."""
+    return min(consumer.last_poll_timestamp(tp) or 0 for tp in partitions)

@@ -83,7 +83,8 @@ def exact_price(raw: Any) -> str | None:
     # Check the magnitude before formatting: "1e999999999" must not become a billion-digit string.
     if d <= 0 or d.adjusted() >= 20 or d.adjusted() < -_DECIMALS:
         return None
-    if d.as_tuple().exponent < -_DECIMALS:  # type: ignore[operator]
+    exponent = d.as_tuple().exponent  # an int: d is finite ('n', 'N', 'F' are NaN's and infinity's)
+    if isinstance(exponent, int) and exponent < -_DECIMALS:
         d = d.quantize(Decimal(1).scaleb(-_DECIMALS), rounding=ROUND_HALF_EVEN, context=_CTX)
         text = format(d, "f").rstrip("0").rstrip(".")
     else:

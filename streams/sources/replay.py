@@ -18,7 +18,9 @@ import orjson
 
 import streams.bybit.history as bybit_history
 import streams.formats.binance_usdm as binance_usdm
-import streams.formats.csv_market as csv_market
+import streams.formats.csv_ohlcv as csv_ohlcv
+import streams.formats.csv_trades as csv_trades
+import streams.formats.lean as lean
 import streams.formats.tape as tape
 from schemas import SCHEMA_VERSION, MarketFrame
 from schemas.topics import kafka_partition, murmur2  # noqa: F401  (re-exported)
@@ -30,8 +32,7 @@ PartitionFor = Callable[[bytes, int], int]
 # Recording formats, tried in this order on a file's first non-empty line and name.
 # Header-named formats before the generic CSVs that would also read them; Lean files are known by their name.
 FORMATS: list[Format] = [tape.TAPE_FORMAT, tape.BYBIT_V5_FORMAT, binance_usdm.FORMAT, bybit_history.TRADING,
-                         bybit_history.SPOT, csv_market.LEAN, csv_market.LEAN_FUNDING, csv_market.OHLCV_CSV,
-                         csv_market.TRADES_CSV]
+                         bybit_history.SPOT, lean.LEAN, lean.LEAN_FUNDING, csv_ohlcv.OHLCV_CSV, csv_trades.TRADES_CSV]
 
 
 class Tape:
@@ -48,8 +49,12 @@ class Tape:
         self.bad_examples: list[str] = []
 
     def __iter__(self) -> Iterator[MarketFrame | WireFrame]:
-        frames = heapq.merge(*(self._file_frames(p) for p in self.paths), key=lambda f: (f.ts, f.recv_ts))
+        frames = self.wire_frames()
         return frames if self.wire else (MarketFrame.model_validate_json(f.json) for f in frames)
+
+    def wire_frames(self) -> Iterator[WireFrame]:
+        """The frames as `WireFrame`s, whatever `wire` says (instead of iterating the tape)."""
+        return heapq.merge(*(self._file_frames(p) for p in self.paths), key=lambda f: (f.ts, f.recv_ts))
 
     def _file_frames(self, path: Path) -> Iterator[WireFrame]:
         lines = read_lines(path)
@@ -186,12 +191,14 @@ class ReplaySource:
 
     async def run(self) -> ReplaySummary:
         tape = iter_tape(self.paths, wire=True)
-        frames = tape if self.frames is None else self.frames
+        frames = tape.wire_frames() if self.frames is None else self.frames
         loop = asyncio.get_running_loop()
         started = last_report = last_flush = loop.time()
         every = self.watermark_every_ms
         count = trades = 0
-        first_ts = last_ts = next_watermark = None
+        first_ts: int | None = None
+        last_ts: int | None = None
+        next_watermark = 0  # set by the first frame
         out = self.out
 
         for frame in frames:

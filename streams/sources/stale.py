@@ -7,6 +7,8 @@ symbols stale at the same moments.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class StaleWatch:
     def __init__(self, after_ms: int = 15_000) -> None:
@@ -21,7 +23,7 @@ class StaleWatch:
             self.last[symbol] = ts
         self.stale.discard(symbol)
 
-    def expect(self, symbols, now: int) -> None:
+    def expect(self, symbols: Iterable[str], now: int) -> None:
         """Symbols subscribed at `now`: silence from then on counts too."""
         for symbol in symbols:
             self.last.setdefault(symbol, now)

@@ -17,7 +17,7 @@ from infra.clickhouse import MIGRATIONS_DIR, connect, migrate, migration_files, 
 from infra.sql_endpoint import query_local, query_remote, serve
 from papertape.app.formatting import format_table
 from schemas import AmendOrder, CancelOrder, Equity, Fill, Funding, MarketFrame, Order, OrderEvent, Trade
-from streams.sinks.recorder import COLUMNS, rows_for
+from streams.sinks.rows import COLUMNS, rows_for
 
 
 def fill(id: str = "f1", fee: str = "0.0000337") -> Fill:

@@ -36,11 +36,11 @@ from schemas import (
     encode,
     partition_counts,
 )
-from streams.sinks.recorder import (
+from streams.sinks.recorder import Recorder
+from streams.sinks.rows import (
     COLUMNS,
     INSERT_FORMAT,
     RECORDED_TOPICS,
-    Recorder,
     encode_rows,
     md_events_rows,
     message_rows,

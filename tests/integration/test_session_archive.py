@@ -15,7 +15,7 @@ from infra.clickhouse import MIGRATIONS_DIR, connect, migrate, split_statements
 from infra.tansu import EmbeddedTansu
 from papertape.app import sessions as session_cli
 from papertape.app.cli import main
-from streams.sinks.recorder import COLUMNS, rows_for
+from streams.sinks.rows import COLUMNS, rows_for
 
 TS = 1_723_161_600_000  # 2024-08-09 00:00:00 UTC
 

@@ -174,6 +174,7 @@ def test_a_quantity_known_valid_is_no_valid_price():
 @pytest.mark.parametrize("line", [
     b"", b"garbage", b"12 not json", b"-5 {}", b"1 []", b"1 {}",
     b'1 {"stream": "btcusdt@aggTrade", "data": {"e": "aggTrade"}}',
+    b'1 {"stream": "x", "data": {"e": ["trade"], "E": 1}}', b'1 {"stream": "x", "data": {"e": {}, "E": 1}}',
     trade_line(p="0"), trade_line(p="0.00"), trade_line(p="-1"), trade_line(p="NaN"), trade_line(q="Infinity"),
     trade_line(p="6.18E+4"), trade_line(p="61800."), trade_line(p=".5"), trade_line(p="061800"),
     trade_line(p=" 61800"), trade_line(p="61800\n"), trade_line(p="６１８００"), trade_line(p=61800.3),
@@ -379,7 +380,8 @@ def test_bad_lines_are_counted_not_fatal(tmp_path):
     lines = raw_lines(ETH)[:300]
     good = len(lines)
     bad = [b"garbage", b"1723161255088156767 {\"stream\": \"x\"", trade_line(s="ETHUSDT", p="0"),
-           b'1 {"stream": "x", "data": {"e": "aggTrade", "E": 1}}']
+           b'1 {"stream": "x", "data": {"e": "aggTrade", "E": 1}}',
+           b'1 {"stream": "x", "data": {"e": ["trade"], "E": 1}}']  # an unhashable event type crashed the replay
     path = tmp_path / "eth_slice.txt"  # plain text, not gzip
     path.write_bytes(b"\n".join(lines[:100] + bad[:2] + lines[100:] + bad[2:]) + b"\n\n")
     recorder, summary = replay([path])

@@ -8,7 +8,7 @@ import schemas as s
 from papertape.app import sessions as session_cli
 from papertape.app.cli import main
 from papertape.app.sessions import CliError, parse_assignments, parse_value
-from streams.sinks.recorder import COLUMNS, rows_for
+from streams.sinks.rows import COLUMNS, rows_for
 
 TS = 1_723_161_600_000  # 2024-08-09 00:00:00 UTC
 
