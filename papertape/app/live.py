@@ -13,8 +13,8 @@ import httpx
 from papertape.config import Settings
 from papertape.core.instruments import Instrument
 from streams.bybit.instruments import INSTRUMENT_LIST, cache_path, load_or_discover, public_http
+from streams.bybit.tape import TapeWriter, header_of
 from streams.bybit.ws import BybitPublicFeed
-from streams.formats.tape import TapeWriter, header_of
 from streams.sources.coingecko import (
     COINGECKO_BASE,
     DEFILLAMA_BASE,
@@ -22,6 +22,7 @@ from streams.sources.coingecko import (
     DefiLlama,
     FeedConfig,
     PriceFeed,
+    Source,
     Token,
     load_api_key,
 )
@@ -62,8 +63,8 @@ async def token_prices(settings: Settings, push, stop: asyncio.Event) -> None:
     config = FeedConfig(tokens=tuple(Token(s, i) for s, i in cg.tokens.items()), ttl_s=cg.ttl_s,
                         max_age_s=cg.max_age_s)
     async with httpx.AsyncClient() as client:
-        sources = [CoinGecko(client, base_url=cg.base_url or COINGECKO_BASE, api_key=load_api_key()),
-                   DefiLlama(client, base_url=cg.fallback_url or DEFILLAMA_BASE)]
+        sources: list[Source] = [CoinGecko(client, base_url=cg.base_url or COINGECKO_BASE, api_key=load_api_key()),
+                                 DefiLlama(client, base_url=cg.fallback_url or DEFILLAMA_BASE)]
         await PriceFeed(sources, config).run(push, cg.every_s, stop)
 
 

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 
 import schemas as s
 from infra import tansu
+from infra.archive import records
 from infra.broker import die_with_parent, ensure_topics, wait_group_coordinator
 from infra.clickhouse import connect, migrate
 from infra.kafka import EmbeddedKafka, kafka_jars_cached, kafka_version
@@ -27,9 +28,9 @@ from infra.sql_endpoint import RUN_FILE, query_local, serve
 from papertape.app.live import feed_for, tape_header, token_prices
 from papertape.config import Settings
 from schemas.topics import kafka_partition
-from streams.formats.tape import TapeWriter
-from streams.formats.wire import WireFrame
-from streams.sinks.alerts import AlertFanout, AlertRelay, ConsoleChannel, WebhookChannel
+from streams.bybit.tape import TapeWriter
+from streams.frames.wire import WireFrame
+from streams.sinks.alerts import AlertFanout, AlertRelay, Channel, ConsoleChannel, WebhookChannel
 from streams.sinks.recorder import Recorder
 from streams.sources.replay import BatchSender, ReplaySource
 
@@ -71,16 +72,18 @@ class Pipeline:
 
     async def start(self, worker: bool = True) -> "Pipeline":
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self.settings.kafka_bootstrap is None:
+        bootstrap = self.settings.kafka_bootstrap
+        if bootstrap is None:
             self.broker = self._start_embedded_broker()
-            self.settings = self.settings.model_copy(update={"kafka_bootstrap": self.broker.bootstrap})
+            bootstrap = self.broker.bootstrap
+            self.settings = self.settings.model_copy(update={"kafka_bootstrap": bootstrap})
         else:
-            self.say(f"broker: {self.settings.kafka_bootstrap}"
+            self.say(f"broker: {bootstrap}"
                      + (f" (namespace {self.settings.namespace!r})" if self.settings.namespace else ""))
         names = self.settings.names
         if isinstance(self.broker, EmbeddedKafka):
-            await wait_group_coordinator(self.settings.kafka_bootstrap)  # a new cluster: before any group joins
-        await ensure_topics(self.settings.kafka_bootstrap,
+            await wait_group_coordinator(bootstrap)  # a new cluster: before any group joins
+        await ensure_topics(bootstrap,
                             s.partition_counts(self.settings.md_partitions, self.settings.session_partitions, names))
         self.ch = connect(self.settings.clickhouse_url, self.data_dir)
         migrate(self.ch)
@@ -88,15 +91,15 @@ class Pipeline:
         self.say(f"clickhouse: {where}")
         self.sql_runner, port = await serve(self.ch)
         (self.data_dir / RUN_FILE).write_text(json.dumps({"pid": os.getpid(), "sql_port": port,
-                                                          "bootstrap": self.settings.kafka_bootstrap,
+                                                          "bootstrap": bootstrap,
                                                           "namespace": self.settings.namespace}))
-        consumer = tansu.CONSUMER_SETTINGS if self.tansu else {}
-        self.recorder = Recorder(self.settings.kafka_bootstrap, self.ch, names=names, **consumer)
+        consumer: tansu.ConsumerSettings = tansu.CONSUMER_SETTINGS if self.tansu else {}
+        self.recorder = Recorder(bootstrap, self.ch, names=names, **consumer)
         await self.recorder.start()
-        channels = [ConsoleChannel(self.console_alerts, self.out), self.finish]
+        channels: list[Channel] = [ConsoleChannel(self.console_alerts, self.out), self.finish]
         if self.settings.webhook_url:
             channels.append(WebhookChannel(self.settings.webhook_url))
-        self.alerts = AlertRelay(self.settings.kafka_bootstrap, AlertFanout(channels), names=names, **consumer)
+        self.alerts = AlertRelay(bootstrap, AlertFanout(channels), names=names, **consumer)
         await self.alerts.start()
         if worker:
             for i in range(len(self.workers)):
@@ -113,9 +116,9 @@ class Pipeline:
                 shutil.rmtree(self.data_dir / "kafka", ignore_errors=True)
                 if not kafka_jars_cached():
                     self.say(f"broker: resolving Apache Kafka {kafka_version()}'s jars with Maven (once)")
-                broker = EmbeddedKafka(self.data_dir / "kafka")
-                self.say(f"broker: embedded Apache Kafka {kafka_version()} on {broker.bootstrap}")
-                return broker
+                kafka = EmbeddedKafka(self.data_dir / "kafka")
+                self.say(f"broker: embedded Apache Kafka {kafka_version()} on {kafka.bootstrap}")
+                return kafka
             self.say(f"broker: Apache Kafka cannot run here ({reason}); the embedded Tansu instead")
         self.tansu = True
         tansu.apply_to_clients(tansu=True)  # the recorder's and relay's consumers
@@ -129,7 +132,7 @@ class Pipeline:
             await asyncio.sleep(0.2)
             for i, worker in enumerate(self.workers):
                 if worker is not None and worker.poll() is not None:
-                    self._revive_worker(i)
+                    self._revive_worker(i, worker)
             if isinstance(self.broker, EmbeddedKafka):
                 for node in range(self.broker.n):
                     if not self.broker.node_running(node):
@@ -157,9 +160,9 @@ class Pipeline:
             (self.data_dir / "worker.pid").write_text(str(worker.pid))
         return worker
 
-    def _revive_worker(self, i: int) -> None:
+    def _revive_worker(self, i: int, dead: subprocess.Popen) -> None:
         """A worker that died is replaced; it resumes from the last checkpoint of each partition it gets."""
-        code = self.workers[i].returncode
+        code = dead.returncode
         if self.workers_started > self.max_worker_restarts + len(self.workers) - 1:
             raise RuntimeError(f"a worker exited with code {code}, after {self.workers_started} worker starts; "
                                f"see {self.data_dir}/worker-{self.workers_started}.log")
@@ -289,7 +292,7 @@ class Pipeline:
             LEFT JOIN (SELECT session, uniqExact(order_id) AS orders FROM order_events GROUP BY session) AS o
                    ON o.session = e.session
             ORDER BY e.session""")
-        return [dict(zip(res["columns"], row)) for row in res["rows"]]
+        return records(res)
 
     async def stop(self) -> None:
         if self._watchdog is not None:

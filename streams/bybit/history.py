@@ -30,7 +30,7 @@ from streams.formats.csv_common import (
     symbol_of,
     trade_frames,
 )
-from streams.formats.wire import Bad, Format, WireFrame
+from streams.frames.wire import Bad, Format, WireFrame
 
 VENUE = "bybit"
 _HEADER = b"timestamp,symbol,side,size,price,"

@@ -23,8 +23,8 @@ from typing import Any, NamedTuple
 import orjson
 
 from schemas import SCHEMA_VERSION
-from streams.formats.frame_json import levels_ok, wire
-from streams.formats.wire import WireFrame
+from streams.frames.frame_json import levels_ok, wire
+from streams.frames.wire import WireFrame
 
 VENUE = "bybit"
 IGNORED_TOPICS = ("liquidation", "allLiquidation")

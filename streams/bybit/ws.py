@@ -23,9 +23,9 @@ from pybit.unified_trading import WebSocket
 
 from streams.bybit.subscriptions import Connection, plan
 from streams.bybit.v5 import BybitNormalizer, Gap, Reply, stale_frame
-from streams.formats.wire import WireFrame
-from streams.sources.event_order import EventOrder
-from streams.sources.stale import StaleWatch
+from streams.frames.event_order import EventOrder
+from streams.frames.stale import StaleWatch
+from streams.frames.wire import WireFrame
 
 log = logging.getLogger(__name__)
 

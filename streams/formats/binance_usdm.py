@@ -15,8 +15,8 @@ from typing import Any, Iterator
 import orjson
 
 from schemas import SCHEMA_VERSION, MarketFrame, Trade
-from streams.formats.frame_json import proven, validate, wire
-from streams.formats.wire import Bad, Format, WireFrame, sorted_lines
+from streams.frames.frame_json import proven, validate, wire
+from streams.frames.wire import Bad, Format, WireFrame, sorted_lines
 
 VENUE = "binance_usdm"
 

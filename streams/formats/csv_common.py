@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from schemas import MarketFrame, Trade
 from schemas.market import Ticker
-from streams.formats.wire import Bad, WireFrame
+from streams.frames.wire import Bad, WireFrame
 
 VENUE = "csv"  # of the generic trades and OHLCV CSVs
 MAX_TRADES = next(m.max_length for m in MarketFrame.model_fields["trades"].metadata if hasattr(m, "max_length"))

@@ -23,7 +23,7 @@ from streams.formats.csv_common import (
     name_stem,
     symbol_of,
 )
-from streams.formats.wire import Bad, Format, WireFrame
+from streams.frames.wire import Bad, Format, WireFrame
 
 # --- the bar interval -----------------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from streams.formats.csv_common import (
     symbol_of,
     trade_frames,
 )
-from streams.formats.wire import Bad, Format, WireFrame
+from streams.frames.wire import Bad, Format, WireFrame
 
 TIME_COLUMNS = ("timestamp", "time", "ts", "date", "datetime", "unix")
 QTY_COLUMNS = ("qty", "size", "amount", "volume", "quantity")

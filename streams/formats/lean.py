@@ -22,7 +22,7 @@ from streams.formats.csv_common import (
     refusal,
     wire,
 )
-from streams.formats.wire import Bad, Format, WireFrame
+from streams.frames.wire import Bad, Format, WireFrame
 
 # Lean keeps `<security>/<market>/<resolution>/<symbol>/<yyyymmdd>_<trade|quote>.zip`; a replayed file carries
 # that path in its name: crypto_bybit_minute_btcusdt_20221213_trade.zip (crypto: spot, cryptofuture: perpetuals).

@@ -17,14 +17,14 @@ from typing import Awaitable, Callable, Iterable, Iterator
 import orjson
 
 import streams.bybit.history as bybit_history
+import streams.bybit.tape as tape
 import streams.formats.binance_usdm as binance_usdm
 import streams.formats.csv_ohlcv as csv_ohlcv
 import streams.formats.csv_trades as csv_trades
 import streams.formats.lean as lean
-import streams.formats.tape as tape
 from schemas import SCHEMA_VERSION, MarketFrame
 from schemas.topics import kafka_partition, murmur2  # noqa: F401  (re-exported)
-from streams.formats.wire import Format, WireFrame  # noqa: F401  (WireFrame re-exported)
+from streams.frames.wire import Format, WireFrame  # noqa: F401  (WireFrame re-exported)
 
 Send = Callable[[str, bytes | None, bytes, int | None], Awaitable[object]]
 PartitionFor = Callable[[bytes, int], int]

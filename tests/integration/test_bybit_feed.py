@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from bybit_ws_server import DERIVATIVES_FILE, SPOT_FILE, BybitWsServer, load_frames
+from streams.bybit.tape import TapeWriter, header_of
 from streams.bybit.ws import BybitPublicFeed
-from streams.formats.tape import TapeWriter, header_of
 from streams.sources.replay import Tape
 
 pytestmark = pytest.mark.timeout(60)

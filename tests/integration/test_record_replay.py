@@ -16,7 +16,7 @@ import pytest
 from builders import DATA
 from bybit_ws_server import DERIVATIVES_FILE, BybitWsServer, load_frames
 from papertape.app.cli import main
-from streams.formats.tape import header_of
+from streams.bybit.tape import header_of
 from streams.sources.replay import Tape
 
 HTTP = DATA / "bybit" / "http" / "nautilus_py" / "linear"

@@ -1,6 +1,6 @@
 """Bybit v5 public messages -> market frames (streams/bybit/v5.py), subscription planning
-(streams/bybit/subscriptions.py), stale symbols (streams/sources/stale.py), event-time ordering
-(streams/sources/event_order.py) and tapes (streams/formats/tape.py).
+(streams/bybit/subscriptions.py), stale symbols (streams/frames/stale.py), event-time ordering
+(streams/frames/event_order.py) and tapes (streams/bybit/tape.py).
 
 Expected values are read off the recorded messages by the meaning Bybit's v5 docs give their fields
 (`T` trade time, `p` price, `v` size, `S` taker side, `BT` block trade, `u` update id, `b`/`a` levels with a
@@ -26,12 +26,12 @@ from streams.bybit.subscriptions import (
     args_chars,
     plan,
 )
+from streams.bybit.tape import BYBIT_V5_FORMAT, TAPE_FORMAT, TapeWriter, header_of
 from streams.bybit.v5 import BybitNormalizer, Gap, Reply, stale_frame
-from streams.formats.tape import BYBIT_V5_FORMAT, TAPE_FORMAT, TapeWriter, header_of
-from streams.formats.wire import WireFrame
-from streams.sources.event_order import EventOrder, restamp
+from streams.frames.event_order import EventOrder, restamp
+from streams.frames.stale import StaleWatch
+from streams.frames.wire import WireFrame
 from streams.sources.replay import Tape
-from streams.sources.stale import StaleWatch
 
 WS = DATA / "bybit" / "ws"
 RECV = 1_700_000_000_123_456_789  # a receive time in ns; frames carry it as recv_ts

@@ -20,9 +20,9 @@ from typing import Any, Iterable, Iterator
 import orjson
 
 from streams.bybit.v5 import BybitNormalizer, Gap, stale_frame
-from streams.formats.wire import Bad, Format, WireFrame
-from streams.sources.event_order import EventOrder
-from streams.sources.stale import StaleWatch
+from streams.frames.event_order import EventOrder
+from streams.frames.stale import StaleWatch
+from streams.frames.wire import Bad, Format, WireFrame
 
 MAGIC = b"#papertape-tape "
 LATENESS_MS = 2_000  # how far out of event-time order a tape's messages may be and still keep their time

@@ -12,7 +12,7 @@ import heapq
 
 import orjson
 
-from streams.formats.wire import WireFrame
+from streams.frames.wire import WireFrame
 
 
 class EventOrder:

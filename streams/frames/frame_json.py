@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from schemas import MarketFrame
 from schemas.base import PriceStr, QtyStr
-from streams.formats.wire import WireFrame
+from streams.frames.wire import WireFrame
 
 
 def _pattern(constrained: Any) -> re.Pattern[str]:
