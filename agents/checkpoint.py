@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from typing import Callable, Generic, TypeVar
+from typing import Callable, Generic, Protocol, TypeVar
 
 import faust
 import orjson
@@ -22,7 +22,20 @@ from schemas.topics import Namespace
 
 from .outputs import Outputs
 
-S = TypeVar("S")
+
+class PartitionState(Protocol):
+    """What Checkpoints keeps of each partition: an agent's state."""
+
+    def to_dict(self) -> dict: ...
+
+    def load(self, d: dict) -> None: ...
+
+    def next_offset(self, topic: str) -> int: ...
+
+    def progress(self) -> int: ...
+
+
+S = TypeVar("S", bound=PartitionState)
 log = logging.getLogger(__name__)
 REWIND_EVERY_S = 1.0  # a seek back is repeated until the offset is read
 MAX_STORING = 4  # saves on their way to the broker before the agent waits
@@ -69,13 +82,15 @@ class Checkpoints(Generic[S]):
         def mine(tps) -> set[int]:
             return {tp.partition for tp in tps if names.name_of(tp.topic) in topics}
 
-        @app.on_partitions_assigned.connect
+        # mode types a receiver as (sender, *args, signal=..., **kwargs) -> None; a signal calls it with its
+        # own positional arguments (here the partitions), which that signature cannot say
+        @app.on_partitions_assigned.connect  # type: ignore[arg-type]
         async def check_later(app, assigned, **kwargs):
             partitions = mine(assigned)
             self.reassigned |= partitions
             self.revoked -= partitions
 
-        @app.on_partitions_revoked.connect
+        @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # as above
         async def let_go(app, revoked, **kwargs):
             """The next owner of a partition recovers its changelog once the rebalance is over: the snapshots on
             their way land first, and none follows (an older snapshot written after the new owner's would be

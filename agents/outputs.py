@@ -1,9 +1,10 @@
 """Where each kind of message goes, and the one way bad input is reported (dead letter + alert)."""
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable
 
 import faust
+from faust.types import RecordMetadata
 
 import schemas as s
 
@@ -30,7 +31,7 @@ class Outputs:
                        for name in s.TOPICS}
         self.raw_topics = {name: app.topic(names.topic(name), key_serializer="raw", value_serializer="raw")
                            for name in s.TOPICS}
-        self.unconfirmed: list[asyncio.Future] = []
+        self.unconfirmed: list[Awaitable[RecordMetadata]] = []  # Faust's FutureMessage
 
     async def send(self, msgs) -> None:
         for msg in msgs:
@@ -42,7 +43,7 @@ class Outputs:
         for p in partitions:
             self.unconfirmed.append(await self.raw_topics[topic].send(value=value, partition=p))
 
-    def take_unconfirmed(self) -> list[asyncio.Future]:
+    def take_unconfirmed(self) -> list[Awaitable[RecordMetadata]]:
         """The deliveries of what was sent since the last call."""
         taken, self.unconfirmed = self.unconfirmed, []
         return taken

@@ -103,13 +103,119 @@ def pcts_ms(values) -> list[float] | None:
     return [1000 * percentile(v, 50), 1000 * percentile(v, 99), 1000 * v[-1]] if v else None
 
 
-async def run_rate(broker: str, fig: Figures, rate: float, seconds: float, tape: list, n_ema: int, profile: bool,
-                   keep: bool, timeline: bool, coalesce_ms: float, breakdown: bool) -> None:
-    speed = rate / event_rate(tape)
+def paced_frames(tape: list, seconds: float, speed: float, coalesce_ms: float) -> list:
+    """The tape looped to `seconds` of wall time at `speed`, event times coalesced to `coalesce_ms` if asked."""
     frames = looped(tape, seconds * speed)
     if coalesce_ms:
         frames = coalesced(frames, max(1, round(coalesce_ms * speed)))
-    frames = list(frames)
+    return list(frames)
+
+
+def start_consumers(boot: str, settings: Settings, stop: asyncio.Event, breakdown: bool,
+                    fills: list[tuple[int, float, float]], md_events: list[tuple[bytes, float]],
+                    ticks: list[tuple[int, float, float]]) -> list[asyncio.Task]:
+    """Consumers of fills (and with `breakdown` of md.events and md.ticks[0]) noting what they receive, until
+    `stop`."""
+    tasks = [asyncio.create_task(consume(
+        boot, [TopicPartition("fills", p) for p in range(settings.session_partitions)],
+        lambda r, now: fills.append((orjson.loads(r.value)["ts"], r.timestamp / 1000, now)), stop))]
+    if breakdown:
+        tasks += [
+            asyncio.create_task(consume(
+                boot, [TopicPartition("md.events", p) for p in range(settings.md_partitions)],
+                lambda r, now: md_events.append((BATCH_ID.search(r.value, 0, 200).group(1), now)), stop)),
+            asyncio.create_task(consume(
+                boot, [TopicPartition("md.ticks", 0)],
+                lambda r, now: ticks.extend((t[1], r.timestamp / 1000, now)
+                                            for t in orjson.loads(r.value)["ticks"]),
+                stop)),
+        ]
+    return tasks
+
+
+async def replay_noted(pipe: Pipeline, speed: float, frames: list, sends: SendLog):
+    """The frames onto md.events, paced at `speed`, by a producer of the bench's that notes every batch in `sends`;
+    (the replay's summary, when it started, its wall seconds to the producer's flush)."""
+    producer = AIOKafkaProducer(bootstrap_servers=pipe.settings.kafka_bootstrap, linger_ms=5,
+                                max_batch_size=1 << 20, **producer_options(pipe))
+    await producer.start()
+
+    async def send(topic, key, value, partition):
+        sends.note(value)
+        await producer.send(topic, value=value, key=key, partition=partition)
+
+    started = time.time()
+    summary = await ReplaySource([], send, pipe.settings.md_partitions, kafka_partition, speed=speed,
+                                 frames=frames).run()
+    await producer.flush()
+    replayed = time.time() - started
+    await producer.stop()
+    return summary, started, replayed
+
+
+def report_latency(fig: Figures, tag: str, sends: SendLog, fills: list[tuple[int, float, float]],
+                   md_events: list[tuple[bytes, float]], ticks: list[tuple[int, float, float]], started: float,
+                   replayed: float, breakdown: bool, timeline: bool) -> None:
+    """Tick-to-fill and the hops of the breakdown, printed and added to the figures."""
+    # (received, produced, sent by the source)
+    fill_times = [(at, made, sent) for ts, made, at in fills if (sent := sends.sent_at(ts)) is not None]
+    tick_times = [(at, made, sent) for ts, made, at in ticks if (sent := sends.sent_at(ts)) is not None]
+    print(f"  tick-to-fill             {summary_ms(at - sent for at, _, sent in fill_times)}  fills {len(fill_times)}"
+          f"  (target p99 <= 100 ms)")
+    print("  breakdown, from the source's send of the frame to:")
+    if breakdown:
+        got = [at - sends.by_id[i] for i, at in md_events if i in sends.by_id]
+        print(f"    md.events received     {summary_ms(got)}")
+        print(f"    md.ticks produced      {summary_ms(made - sent for _, made, sent in tick_times)}  (market agent)")
+        print(f"    md.ticks[0] received   {summary_ms(at - sent for at, _, sent in tick_times)}")
+    print(f"    fill produced          {summary_ms(made - sent for _, made, sent in fill_times)}  (engine agent)")
+    print(f"    fill received          (tick-to-fill above); after its production "
+          f"{summary_ms(at - made for at, made, _ in fill_times)}")
+    if timeline:
+        print_timeline(fill_times, tick_times, started, replayed, breakdown)
+    fig.add(f"{tag} tick-to-fill p50/p99/max ms", pcts_ms(at - sent for at, _, sent in fill_times),
+            target=("<=", 100), target_text="p99 <= 100 ms", check_at=1)
+    fig.add(f"{tag} fills measured", len(fill_times), "{:,}")
+    if breakdown:
+        fig.add(f"{tag} hop md.events received, ms", pcts_ms(got))
+        fig.add(f"{tag} hop md.ticks produced, ms", pcts_ms(made - sent for _, made, sent in tick_times))
+        fig.add(f"{tag} hop md.ticks[0] received, ms", pcts_ms(at - sent for at, _, sent in tick_times))
+    fig.add(f"{tag} hop fill produced, ms", pcts_ms(made - sent for _, made, sent in fill_times))
+    fig.add(f"{tag} hop fill produced->received, ms", pcts_ms(at - made for at, made, _ in fill_times))
+
+
+def print_timeline(fills: list[tuple[float, float, float]], ticks: list[tuple[float, float, float]],
+                   started: float, replayed: float, breakdown: bool) -> None:
+    """Latencies per 5 s of sending; rows are (received, produced, sent)."""
+    print("  timeline, per 5 s of sending: tick-to-fill p50/max ms" + (" | md.ticks produced p50/max ms"
+                                                                     if breakdown else ""))
+    for w in range(int(replayed // 5) + 1):
+        cut = [sorted(at - sent for at, _, sent in rows if started + 5 * w <= sent < started + 5 * w + 5)
+               for rows in ((fills, ticks) if breakdown else (fills,))]
+        print(f"    {5 * w:>4}-{5 * w + 5:<4} s  " + "  |  ".join(
+            f"{1000 * percentile(c, 50):7.0f} {1000 * c[-1]:7.0f}" if c else "      -       -" for c in cut))
+
+
+def report_usage(fig: Figures, tag: str, usage: dict, machine: float, window: float) -> None:
+    """CPU and memory of the machine and of each process over `window` seconds, printed and added to the figures."""
+    mine = sum(u["cpu_s"] for u in usage.values()) / window / os.cpu_count()
+    print(f"  machine busy {100 * machine:.0f}% of all {os.cpu_count()} cores (other processes' share "
+          f"{100 * (machine - mine):.0f}%); per process (the supervisor's RSS includes the "
+          f"bench's frames):")
+    for name, u in usage.items():
+        print(f"    {name:<44} cpu {100 * u['cpu_s'] / window:5.1f}% of one core"
+              f"  max rss {u['rss_mb']:7.1f} MB", flush=True)
+    fig.add(f"{tag} machine busy, % of all cores", 100 * machine, "{:.0f}")
+    for name, u in usage.items():
+        fig.add(f"{tag} cpu {name.split()[0]}, % of one core", 100 * u["cpu_s"] / window)
+    for name, u in usage.items():
+        fig.add(f"{tag} max rss {name.split()[0]}, MB", u["rss_mb"], "{:.0f}")
+
+
+async def run_rate(broker: str, fig: Figures, rate: float, seconds: float, tape: list, n_ema: int, profile: bool,
+                   keep: bool, timeline: bool, coalesce_ms: float, breakdown: bool) -> None:
+    speed = rate / event_rate(tape)
+    frames = paced_frames(tape, seconds, speed, coalesce_ms)
     sessions = ema_sessions(n_ema) + [scripted(frames[0].ts, seconds * speed)]
     data_dir = Path(tempfile.mkdtemp(prefix=f"bench-latency-{broker}-"))
     settings = Settings(data_dir=data_dir, sessions=sessions, speed=speed, broker=broker)
@@ -123,41 +229,14 @@ async def run_rate(broker: str, fig: Figures, rate: float, seconds: float, tape:
         await pipe.start()
         fig.broker = describe(pipe)
         await asyncio.sleep(3)  # the worker joins its group
-        boot = pipe.settings.kafka_bootstrap
-        tasks = [asyncio.create_task(consume(
-            boot, [TopicPartition("fills", p) for p in range(settings.session_partitions)],
-            lambda r, now: fills.append((orjson.loads(r.value)["ts"], r.timestamp / 1000, now)), stop))]
-        if breakdown:
-            tasks += [
-                asyncio.create_task(consume(
-                    boot, [TopicPartition("md.events", p) for p in range(settings.md_partitions)],
-                    lambda r, now: md_events.append((BATCH_ID.search(r.value, 0, 200).group(1), now)), stop)),
-                asyncio.create_task(consume(
-                    boot, [TopicPartition("md.ticks", 0)],
-                    lambda r, now: ticks.extend((t[1], r.timestamp / 1000, now)
-                                                for t in orjson.loads(r.value)["ticks"]),
-                    stop)),
-            ]
+        tasks = start_consumers(pipe.settings.kafka_bootstrap, settings, stop, breakdown, fills, md_events, ticks)
         await asyncio.sleep(1)  # the consumers have their positions
         pids = {"supervisor (source, recorder, relay, bench)": os.getpid(), "worker": pipe.worker.pid,
                 "broker": pipe.broker.pids}
         stats, busy, stats_from = ProcStats(pids), MachineBusy(), time.time()
         profiler = Profiler({k: v for k, v in pids.items() if k != "broker"}, data_dir) if profile else None
 
-        producer = AIOKafkaProducer(bootstrap_servers=boot, linger_ms=5, max_batch_size=1 << 20,
-                                    **producer_options(pipe))
-        await producer.start()
-
-        async def send(topic, key, value, partition):
-            sends.note(value)
-            await producer.send(topic, value=value, key=key, partition=partition)
-
-        started = time.time()
-        summary = await ReplaySource([], send, settings.md_partitions, kafka_partition, speed=speed,
-                                     frames=frames).run()
-        await producer.flush()
-        replayed = time.time() - started
-        await producer.stop()
+        summary, started, replayed = await replay_noted(pipe, speed, frames, sends)
         await pipe.wait_finished(timeout=300, progress_every_s=0)
         lag = time.time() - started - replayed
         await asyncio.sleep(1)
@@ -171,51 +250,11 @@ async def run_rate(broker: str, fig: Figures, rate: float, seconds: float, tape:
               f"{replayed:.1f} s = {summary.frames / replayed:,.0f} events/s sent, in {summary.batches} md.events "
               f"batches ({summary.batches / replayed:,.0f}/s, {len(sends.wall)} with frames); engines done {lag:.2f} s "
               f"after the source", flush=True)
-        fills = [(at, made, sent) for ts, made, at in fills if (sent := sends.sent_at(ts)) is not None]
-        ticks = [(at, made, sent) for ts, made, at in ticks if (sent := sends.sent_at(ts)) is not None]
-        print(f"  tick-to-fill             {summary_ms(at - sent for at, _, sent in fills)}  fills {len(fills)}"
-              f"  (target p99 <= 100 ms)")
-        print("  breakdown, from the source's send of the frame to:")
-        if breakdown:
-            got = [at - sends.by_id[i] for i, at in md_events if i in sends.by_id]
-            print(f"    md.events received     {summary_ms(got)}")
-            print(f"    md.ticks produced      {summary_ms(made - sent for _, made, sent in ticks)}  (market agent)")
-            print(f"    md.ticks[0] received   {summary_ms(at - sent for at, _, sent in ticks)}")
-        print(f"    fill produced          {summary_ms(made - sent for _, made, sent in fills)}  (engine agent)")
-        print(f"    fill received          (tick-to-fill above); after its production "
-              f"{summary_ms(at - made for at, made, _ in fills)}")
-        if timeline:
-            print("  timeline, per 5 s of sending: tick-to-fill p50/max ms" + (" | md.ticks produced p50/max ms"
-                                                                             if breakdown else ""))
-            for w in range(int(replayed // 5) + 1):
-                cut = [sorted(at - sent for at, _, sent in rows if started + 5 * w <= sent < started + 5 * w + 5)
-                       for rows in ((fills, ticks) if breakdown else (fills,))]
-                print(f"    {5 * w:>4}-{5 * w + 5:<4} s  " + "  |  ".join(
-                    f"{1000 * percentile(c, 50):7.0f} {1000 * c[-1]:7.0f}" if c else "      -       -" for c in cut))
         tag = f"(c) {rate / 1000:g}k/s"
         fig.add(f"{tag} events/s sent", summary.frames / replayed, "{:,.0f}")
-        fig.add(f"{tag} tick-to-fill p50/p99/max ms", pcts_ms(at - sent for at, _, sent in fills),
-                target=("<=", 100), target_text="p99 <= 100 ms", check_at=1)
-        fig.add(f"{tag} fills measured", len(fills), "{:,}")
-        if breakdown:
-            fig.add(f"{tag} hop md.events received, ms", pcts_ms(got))
-            fig.add(f"{tag} hop md.ticks produced, ms", pcts_ms(made - sent for _, made, sent in ticks))
-            fig.add(f"{tag} hop md.ticks[0] received, ms", pcts_ms(at - sent for at, _, sent in ticks))
-        fig.add(f"{tag} hop fill produced, ms", pcts_ms(made - sent for _, made, sent in fills))
-        fig.add(f"{tag} hop fill produced->received, ms", pcts_ms(at - made for at, made, _ in fills))
+        report_latency(fig, tag, sends, fills, md_events, ticks, started, replayed, breakdown, timeline)
         fig.add(f"{tag} engines done after the source, s", lag, "{:.2f}")
-        mine = sum(u["cpu_s"] for u in usage.values()) / window / os.cpu_count()
-        print(f"  machine busy {100 * machine:.0f}% of all {os.cpu_count()} cores (other processes' share "
-              f"{100 * (machine - mine):.0f}%); per process (the supervisor's RSS includes the "
-              f"bench's frames):")
-        for name, u in usage.items():
-            print(f"    {name:<44} cpu {100 * u['cpu_s'] / window:5.1f}% of one core"
-                  f"  max rss {u['rss_mb']:7.1f} MB", flush=True)
-        fig.add(f"{tag} machine busy, % of all cores", 100 * machine, "{:.0f}")
-        for name, u in usage.items():
-            fig.add(f"{tag} cpu {name.split()[0]}, % of one core", 100 * u["cpu_s"] / window)
-        for name, u in usage.items():
-            fig.add(f"{tag} max rss {name.split()[0]}, MB", u["rss_mb"], "{:.0f}")
+        report_usage(fig, tag, usage, machine, window)
     finally:
         stop.set()
         await pipe.stop()

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from bisect import bisect_left
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +93,122 @@ async def watch_ticks(bootstrap: str, sent: Sent, lags: list[tuple[float, float]
         await consumer.stop()
 
 
+def generation_cost(tape: list, groups, rate: float) -> float:
+    """Seconds it costs the supervisor to make one re-labelled frame."""
+    started_gen = time.perf_counter()
+    sum(1 for _ in relabelled(tape, groups, rate, 20_000, tape[0].ts))
+    return (time.perf_counter() - started_gen) / 20_000
+
+
+async def progress_lines(every: float, stats: ProcStats, pids: dict, sent: Sent, lags: list[tuple[float, float]],
+                         started: float) -> None:
+    """Every `every` seconds, a line with the rate sent, the md.ticks lag and the CPU of the interval."""
+    last_n, last_t, last_cpu, last_busy = 0, time.perf_counter(), dict(stats.cpu0), MachineBusy()
+    while True:
+        await asyncio.sleep(every)
+        now, cpu = time.perf_counter(), {k: cpu_or_nan(p) for k, p in pids.items()}
+        dt = now - last_t
+        print(f"  {now - started:5.0f} s  sent {(sent.count - last_n) / dt:7,.0f} events/s  md.ticks lag "
+              f"{lags[-1][1] if lags else float('nan'):6.2f} s  machine {100 * last_busy.since_start():3.0f}%  "
+              + "  ".join(f"{k.split()[0]} {100 * (cpu[k] - last_cpu[k]) / dt:3.0f}%" for k in pids),
+              flush=True)
+        last_n, last_t, last_cpu, last_busy = sent.count, now, cpu, MachineBusy()
+
+
+def market_pace(lags: list[tuple[float, float]], rate: float, replayed: float) -> float:
+    """The market agent's pace over the second half of the run, from how fast its lag grew (0 without samples)."""
+    half = [lag for lag in lags if lag[0] >= time.time() - replayed / 2]
+    return rate * (1 - (half[-1][1] - half[0][1]) / (half[-1][0] - half[0][0])) if len(half) > 1 else 0
+
+
+async def catch_up(pipe: Pipeline, partitions: int, started: float, replayed: float,
+                   timeout: float) -> tuple[float | None, float | None]:
+    """Seconds from the source's last frame to every engine partition done, then to the recorder having all of
+    it; (None, None) if the engines are not done within `timeout`."""
+    while time.perf_counter() - started - replayed < timeout:
+        if len(pipe.finish.partitions) == partitions:
+            engines_lag = time.perf_counter() - started - replayed
+            await pipe.recorder.wait_caught_up(timeout=timeout)
+            return engines_lag, time.perf_counter() - started - replayed
+        await asyncio.sleep(0.1)
+    return None, None
+
+
+def final_usage(stats: ProcStats, pids: dict) -> dict:
+    """Each process's usage; only the peak RSS if one of them is gone."""
+    try:
+        return stats.since_start()
+    except OSError:
+        return {k: {"rss_mb": stats.peak[k]} for k in pids}
+
+
+@dataclass
+class Outcome:
+    """What one run measured."""
+
+    frames: int
+    batches: int
+    replayed: float  # wall seconds of sending
+    engines_lag: float | None  # from the source's last frame to every engine partition done; None: not in time
+    recorder_lag: float | None  # ... to the recorder having all of it
+    lag_at_end: float  # md.ticks lag at the end of sending
+    pace: float  # the market agent's events/s over the second half
+    machine: float  # busy share of all cores while sending
+    cores: dict[str, float]  # busy share of each core while sending
+    cpu: dict[str, float]  # cpu seconds of each process while sending
+    usage: dict[str, dict]  # each process's peak RSS (rss_mb)
+    worker_restarts: int
+    rows: dict[str, int]  # rows recorded per table
+
+    @property
+    def mine(self) -> float:
+        """The pipeline's processes' share of all cores while sending."""
+        return sum(self.cpu.values()) / self.replayed / os.cpu_count()
+
+
+def print_outcome(o: Outcome, args, partitions_done: int, partitions: int, data_dir: Path) -> None:
+    print(f"sent {o.frames:,} frames in {o.replayed:.1f} s = {o.frames / o.replayed:,.0f} events/s "
+          f"(offered {args.rate:,.0f}), in {o.batches:,} md.events batches "
+          f"({o.batches / o.replayed:,.0f}/s)")
+    if o.engines_lag is not None:
+        print(f"kept up? engines done {o.engines_lag:.2f} s after the source's last frame, recorder "
+              f"{o.recorder_lag:.2f} s; md.ticks lag at the end of sending {o.lag_at_end:.2f} s")
+    else:
+        print(f"kept up? NO: {partitions_done}/{partitions} engine partitions done "
+              f"{args.catchup_timeout:.0f} s after the source's last frame; md.ticks lag at the end of sending "
+              f"{o.lag_at_end:.1f} s; the market agent kept a pace of ~{o.pace:,.0f} events/s over the second half")
+    print(f"machine busy while sending: {100 * o.machine:.0f}% of all {os.cpu_count()} cores (target < 70%; "
+          + ", ".join(f"{c} {100 * b:.0f}%" for c, b in o.cores.items())
+          + f"); other processes' share {100 * (o.machine - o.mine):.0f}%")
+    for name, u in o.usage.items():
+        print(f"  {name:<38} cpu {100 * o.cpu[name] / o.replayed:5.1f}% of one core  max rss {u['rss_mb']:7.1f} MB")
+    if o.worker_restarts:
+        print(f"  THE WORKER DIED {o.worker_restarts} time(s) and was restarted: see {data_dir}/worker-*.log")
+    print("  rows recorded: " + ", ".join(f"{k} {v}" for k, v in sorted(o.rows.items())), flush=True)
+
+
+def add_figures(fig: Figures, o: Outcome, rate: float) -> None:
+    fig.add(f"(d) events/s sent (offered {rate:,.0f})", o.frames / o.replayed, "{:,.0f}")
+    fig.add("(d) md.events batches/s", o.batches / o.replayed, "{:,.0f}")
+    fig.add("(d) kept up (engines done within --catchup-timeout)", "yes" if o.engines_lag is not None else "NO",
+            target_text="yes", met=o.engines_lag is not None)
+    fig.add("(d) engines / recorder done after the last frame, s", [o.engines_lag, o.recorder_lag], "{:.2f}")
+    fig.add("(d) md.ticks lag at the end of sending, s", o.lag_at_end, "{:.2f}")
+    if o.engines_lag is None:
+        fig.add("(d) market agent's pace, 2nd half, events/s", o.pace, "{:,.0f}")
+    fig.add("(d) machine busy while sending, % of all cores", 100 * o.machine, "{:.0f}", target=("<", 70))
+    for c, b in o.cores.items():
+        fig.add(f"(d) {c} busy while sending, %", 100 * b, "{:.0f}", target=("<", 70))
+    fig.add("(d) of which this pipeline's processes, % of all cores", 100 * o.mine, "{:.0f}")
+    fig.add("(d) of which other processes, % of all cores", 100 * (o.machine - o.mine), "{:.0f}")
+    for name in o.cpu:  # the processes in the order of the pids
+        fig.add(f"(d) cpu {name.split()[0]}, % of one core", 100 * o.cpu[name] / o.replayed)
+    for name, u in o.usage.items():
+        fig.add(f"(d) max rss {name.split()[0]}, MB", u["rss_mb"], "{:.0f}")
+    fig.add("(d) worker restarts", o.worker_restarts, "{:d}", target=("==", 0))
+    fig.add("(d) rows recorded", sum(o.rows.values()), "{:,}")
+
+
 async def measure(broker: str, args) -> Figures:
     fig = Figures()
     tape = load_tape(args.tape_frames)
@@ -101,9 +218,7 @@ async def measure(broker: str, args) -> Figures:
     sessions = ema_sessions(args.sessions, [names[i::args.sessions][:per] if per else ["*"]
                                             for i in range(args.sessions)])
     count = int(args.rate * args.seconds)
-    started_gen = time.perf_counter()
-    sum(1 for _ in relabelled(tape, groups, args.rate, 20_000, tape[0].ts))
-    gen_cost = (time.perf_counter() - started_gen) / 20_000
+    gen_cost = generation_cost(tape, groups, args.rate)
     print(f"{args.symbols} symbols, {args.sessions} EMA-cross sessions x {per or 'all'} symbols, "
           f"{args.rate:,.0f} events/s for {args.seconds:.0f} s ({count:,} frames from {len(tape):,} tape frames "
           f"re-labelled; making them costs the supervisor {gen_cost * 1e6:.1f} us each = "
@@ -130,89 +245,29 @@ async def measure(broker: str, args) -> Figures:
         stats, busy = ProcStats(pids), MachineBusy()
         profiler = Profiler({k: v for k, v in pids.items() if k != "broker"}, data_dir) if args.profile else None
 
-        async def report() -> None:
-            last_n, last_t, last_cpu, last_busy = 0, time.perf_counter(), dict(stats.cpu0), MachineBusy()
-            while True:
-                await asyncio.sleep(args.every)
-                now, cpu = time.perf_counter(), {k: cpu_or_nan(p) for k, p in pids.items()}
-                dt = now - last_t
-                print(f"  {now - started:5.0f} s  sent {(sent.count - last_n) / dt:7,.0f} events/s  md.ticks lag "
-                      f"{lags[-1][1] if lags else float('nan'):6.2f} s  machine {100 * last_busy.since_start():3.0f}%  "
-                      + "  ".join(f"{k.split()[0]} {100 * (cpu[k] - last_cpu[k]) / dt:3.0f}%" for k in pids),
-                      flush=True)
-                last_n, last_t, last_cpu, last_busy = sent.count, now, cpu, MachineBusy()
-
         started = time.perf_counter()
-        reporter = asyncio.create_task(report())
+        reporter = asyncio.create_task(progress_lines(args.every, stats, pids, sent, lags, started))
         done = await pipe.replay(progress=False, frames=sent)
         replayed = time.perf_counter() - started
         reporter.cancel()
         cpu = {k: cpu_or_nan(p) - stats.cpu0[k] for k, p in pids.items()}
         machine, cores = busy.since_start(), busy.cores_since_start()
-        half = [lag for lag in lags if lag[0] >= time.time() - replayed / 2]
         lag_at_end = lags[-1][1] if lags else float("nan")
-        # the market agent's pace over the second half of the run, from how fast its lag grew
-        pace = args.rate * (1 - (half[-1][1] - half[0][1]) / (half[-1][0] - half[0][0])) if len(half) > 1 else 0
-        engines_lag = recorder_lag = None
-        while time.perf_counter() - started - replayed < args.catchup_timeout:
-            if len(pipe.finish.partitions) == settings.session_partitions:
-                engines_lag = time.perf_counter() - started - replayed
-                await pipe.recorder.wait_caught_up(timeout=args.catchup_timeout)
-                recorder_lag = time.perf_counter() - started - replayed
-                break
-            await asyncio.sleep(0.1)
-        try:
-            usage = stats.since_start()
-        except OSError:
-            usage = {k: {"rss_mb": stats.peak[k]} for k in pids}
+        pace = market_pace(lags, args.rate, replayed)
+        engines_lag, recorder_lag = await catch_up(pipe, settings.session_partitions, started, replayed,
+                                                   args.catchup_timeout)
+        usage = final_usage(stats, pids)
         stop.set()
         await watcher
         if profiler:
             profiler.stop()
 
-        print(f"sent {done['frames']:,} frames in {replayed:.1f} s = {done['frames'] / replayed:,.0f} events/s "
-              f"(offered {args.rate:,.0f}), in {done['batches']:,} md.events batches "
-              f"({done['batches'] / replayed:,.0f}/s)")
-        if engines_lag is not None:
-            print(f"kept up? engines done {engines_lag:.2f} s after the source's last frame, recorder "
-                  f"{recorder_lag:.2f} s; md.ticks lag at the end of sending {lag_at_end:.2f} s")
-        else:
-            print(f"kept up? NO: {len(pipe.finish.partitions)}/{settings.session_partitions} engine partitions done "
-                  f"{args.catchup_timeout:.0f} s after the source's last frame; md.ticks lag at the end of sending "
-                  f"{lag_at_end:.1f} s; the market agent kept a pace of ~{pace:,.0f} events/s over the second half")
-        mine = sum(cpu.values()) / replayed / os.cpu_count()
-        others = machine - mine
-        print(f"machine busy while sending: {100 * machine:.0f}% of all {os.cpu_count()} cores (target < 70%; "
-              + ", ".join(f"{c} {100 * b:.0f}%" for c, b in cores.items())
-              + f"); other processes' share {100 * others:.0f}%")
-        for name, u in usage.items():
-            print(f"  {name:<38} cpu {100 * cpu[name] / replayed:5.1f}% of one core  max rss {u['rss_mb']:7.1f} MB")
-        if pipe.workers_started > 1:
+        outcome = Outcome(done["frames"], done["batches"], replayed, engines_lag, recorder_lag, lag_at_end, pace,
+                          machine, cores, cpu, usage, pipe.workers_started - 1, dict(pipe.recorder.rows_written))
+        if outcome.worker_restarts:
             args.keep = True
-            print(f"  THE WORKER DIED {pipe.workers_started - 1} time(s) and was restarted: see "
-                  f"{data_dir}/worker-*.log")
-        rows = dict(pipe.recorder.rows_written)
-        print("  rows recorded: " + ", ".join(f"{k} {v}" for k, v in sorted(rows.items())), flush=True)
-
-        fig.add(f"(d) events/s sent (offered {args.rate:,.0f})", done["frames"] / replayed, "{:,.0f}")
-        fig.add("(d) md.events batches/s", done["batches"] / replayed, "{:,.0f}")
-        fig.add("(d) kept up (engines done within --catchup-timeout)", "yes" if engines_lag is not None else "NO",
-                target_text="yes", met=engines_lag is not None)
-        fig.add("(d) engines / recorder done after the last frame, s", [engines_lag, recorder_lag], "{:.2f}")
-        fig.add("(d) md.ticks lag at the end of sending, s", lag_at_end, "{:.2f}")
-        if engines_lag is None:
-            fig.add("(d) market agent's pace, 2nd half, events/s", pace, "{:,.0f}")
-        fig.add("(d) machine busy while sending, % of all cores", 100 * machine, "{:.0f}", target=("<", 70))
-        for c, b in cores.items():
-            fig.add(f"(d) {c} busy while sending, %", 100 * b, "{:.0f}", target=("<", 70))
-        fig.add("(d) of which this pipeline's processes, % of all cores", 100 * mine, "{:.0f}")
-        fig.add("(d) of which other processes, % of all cores", 100 * others, "{:.0f}")
-        for name in pids:
-            fig.add(f"(d) cpu {name.split()[0]}, % of one core", 100 * cpu[name] / replayed)
-        for name, u in usage.items():
-            fig.add(f"(d) max rss {name.split()[0]}, MB", u["rss_mb"], "{:.0f}")
-        fig.add("(d) worker restarts", pipe.workers_started - 1, "{:d}", target=("==", 0))
-        fig.add("(d) rows recorded", sum(rows.values()), "{:,}")
+        print_outcome(outcome, args, len(pipe.finish.partitions), settings.session_partitions, data_dir)
+        add_figures(fig, outcome, args.rate)
     finally:
         stop.set()
         await pipe.stop()

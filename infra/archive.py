@@ -82,6 +82,11 @@ def tables(query: Callable[[str], dict]) -> set[str]:
     return {r[0] for r in query("SELECT name FROM system.tables WHERE database = currentDatabase()")["rows"]}
 
 
+def records(result: dict) -> list[dict]:
+    """A query result's rows as {column: value} dicts."""
+    return [dict(zip(result["columns"], row)) for row in result["rows"]]
+
+
 def columns(query: Callable[[str], dict], table: str) -> set[str]:
     """A table's columns (an archive from before a migration lacks its columns)."""
     return {r[0] for r in query("SELECT name FROM system.columns WHERE database = currentDatabase() "

@@ -18,7 +18,8 @@ _PR_SET_PDEATHSIG = 1
 
 def free_ports(n: int, avoid: Collection[int] = ()) -> list[int]:
     """`n` distinct loopback ports free now, none of `avoid`."""
-    socks, ports = [], []
+    socks: list[socket.socket] = []
+    ports: list[int] = []
     try:
         while len(ports) < n:  # hold every socket until all are picked: no duplicates
             s = socket.socket()

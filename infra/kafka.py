@@ -293,7 +293,10 @@ class EmbeddedKafka:
         if (why := unavailable_reason()) is not None:
             raise KafkaUnavailable(why)
         self.classpath = kafka_classpath()
-        self.java = _java_bin()
+        java = _java_bin()
+        if java is None:  # unavailable_reason() found it a moment ago
+            raise KafkaUnavailable("java not found")
+        self.java = java
         self.version = kafka_version()
         self._cds = _cds_archive(self.java, self.classpath, self.version)
         self._cds_dump: tuple[_Node, Path] | None = None  # the node writing the archive
@@ -485,7 +488,7 @@ class EmbeddedKafka:
     @property
     def pids(self) -> list[int]:
         """Process ids of the running nodes' JVMs."""
-        return [n.proc.pid for n in self.nodes if n.running]
+        return [n.proc.pid for n in self.nodes if n.proc is not None and n.running]
 
     def node_bootstrap(self, i: int) -> str:
         return f"127.0.0.1:{self.nodes[i].broker_port}"
@@ -553,15 +556,15 @@ class EmbeddedKafka:
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            up = [n for n in self.nodes if n.proc is not None]
-            for n in up:
-                if n.proc.poll() is not None:
+            up = [(n, n.proc) for n in self.nodes if n.proc is not None]
+            for n, proc in up:
+                if proc.poll() is not None:
                     raise RuntimeError(
-                        f"kafka node {n.index} exited with code {n.proc.returncode} during startup "
+                        f"kafka node {n.index} exited with code {proc.returncode} during startup "
                         f"({n.dir}):\n{self.log_tail(node=n.index)}"
                     )
-            want = {n.index for n in up}
-            if all(metadata_brokers("127.0.0.1", n.broker_port) == want for n in up):
+            want = {n.index for n, _ in up}
+            if all(metadata_brokers("127.0.0.1", n.broker_port) == want for n, _ in up):
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(

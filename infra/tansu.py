@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, TypedDict
 
 import aiokafka
 from aiokafka import TopicPartition
@@ -45,8 +45,16 @@ _PREEXEC = die_with_parent if sys.platform.startswith("linux") else None
 
 #: ~100 ms is the sweet spot on Tansu: 20 ms made the broker spin.
 FETCH_MAX_WAIT_MS = 100
+
+
+class ConsumerSettings(TypedDict, total=False):
+    """aiokafka consumer options, passed as keywords."""
+
+    fetch_max_wait_ms: int
+
+
 #: for consumers papertape builds itself (recorder, alert relay), on Tansu
-CONSUMER_SETTINGS = {"fetch_max_wait_ms": FETCH_MAX_WAIT_MS}
+CONSUMER_SETTINGS: ConsumerSettings = {"fetch_max_wait_ms": FETCH_MAX_WAIT_MS}
 
 _state: dict[str, Any] = {"installed": False, "clients": False, "tansu": False, "fetch_max_wait_ms": None}
 
@@ -99,13 +107,13 @@ def _install_faust() -> None:
     orig_create = thread_cls._create_worker_consumer
     orig_highwaters = thread_cls._highwaters
 
-    def _create_worker_consumer(self, transport):  # type: ignore[no-untyped-def]
+    def _create_worker_consumer(self, transport):
         consumer = orig_create(self, transport)
         if _state["fetch_max_wait_ms"] is not None:
             consumer._fetch_max_wait_ms = _state["fetch_max_wait_ms"]
         return consumer
 
-    async def _highwaters(self, partitions):  # type: ignore[no-untyped-def]
+    async def _highwaters(self, partitions):
         reported = await orig_highwaters(self, partitions)
         if not _state["tansu"] or self.consumer.in_transaction:
             return reported
@@ -122,14 +130,15 @@ def _install_faust() -> None:
             log.info("Tansu end_offsets corrected: %s -> %s", dict(reported), fixed)
         return fixed
 
-    thread_cls._create_worker_consumer = _create_worker_consumer
-    thread_cls._highwaters = _highwaters
+    # patching Faust's driver class in place is the point; mypy forbids assigning to methods
+    thread_cls._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
+    thread_cls._highwaters = _highwaters  # type: ignore[method-assign]
 
 
 def _install_clients() -> None:
     orig_leave = GroupCoordinator._maybe_leave_group
 
-    async def _maybe_leave_group(self):  # type: ignore[no-untyped-def]
+    async def _maybe_leave_group(self):
         # aiokafka only sends LeaveGroup when generation > 0 (Kafka numbers them
         # from 1); Tansu starts at 0. LeaveGroup carries no generation, so lifting
         # 0 to 1 just unblocks the guard.
@@ -278,7 +287,7 @@ class EmbeddedTansu:
     @property
     def pids(self) -> list[int]:
         """The broker's process id, if it is running."""
-        return [self.proc.pid] if self.running else []
+        return [self.proc.pid] if self.proc is not None and self.running else []
 
     def __enter__(self) -> "EmbeddedTansu":
         return self.start()

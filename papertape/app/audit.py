@@ -183,31 +183,46 @@ class SessionAudit:
         return sum(c.mismatches for c in self.checks.values())
 
 
+# An event the equity rows cover: (order key, realized, fee, funding); the key sorts events as the engine booked
+# them: by ts, funding before fills at one instant, fills by their number.
+Event = tuple[tuple, Decimal, Decimal, Decimal]
+Totals = tuple[Decimal, Decimal, Decimal]  # (realized, fees, funding) after some events
+
+
 def audit_session(session: str, deposit: Decimal | None, fills: list[Fill], funding: list[Funding],
                   equity: list[EquityRow]) -> SessionAudit:
     """Recompute one session's fills, funding and equity rows and compare them with what was recorded."""
     out = SessionAudit(session, deposit)
-    c = out.checks
+    ordered = booking_order(fills)
+    check_fill_ids(fills, ordered, out.checks["fill ids"])
+    events = check_fills(ordered, out) + check_funding(funding, out.checks["funding amount"])
+    check_equity(out, equity, events)
+    return out
 
-    # fills: numbering, fee, realized P&L in booking order
+
+def check_fill_ids(fills: list[Fill], ordered: list[Fill], check: Check) -> None:
+    """Each fill id is `{order_id}:f{n}` with an n of its own, and the numbers follow the booking order."""
     numbers: dict[int, str] = {}
     for f in fills:
         n = fill_number(f.id)
-        c["fill ids"].rows += 1
+        check.rows += 1
         if n is None:
-            c["fill ids"].fail(f.id, problem="not of the form {order_id}:f{n}")
+            check.fail(f.id, problem="not of the form {order_id}:f{n}")
         elif n in numbers:
-            c["fill ids"].fail(f.id, problem=f"fill number {n} also in {numbers[n]}")
+            check.fail(f.id, problem=f"fill number {n} also in {numbers[n]}")
         else:
             numbers[n] = f.id
-    ordered = booking_order(fills)
     late = [(a, b) for a, b in zip(ordered, ordered[1:])
             if (fill_number(a.id) or 0) > (fill_number(b.id) or 0)]
     for a, b in late:  # a later-numbered fill at an earlier time: the engine booked them the other way round
-        c["fill ids"].fail(b.id, problem=f"numbered before {a.id} but later in time")
+        check.fail(b.id, problem=f"numbered before {a.id} but later in time")
 
+
+def check_fills(ordered: list[Fill], out: SessionAudit) -> list[Event]:
+    """Each fill's fee and realized P&L (average cost, in booking order); the fills as events."""
+    c = out.checks
     book = AverageCost()
-    events: list[tuple[tuple, Decimal, Decimal, Decimal]] = []  # (order key, realized, fee, funding)
+    events: list[Event] = []
     for f in ordered:
         fee = expected_fee(f.price, f.qty, f.fee_rate)
         if not f.fee_rate and f.fee > 0:  # a DEX swap: its fee is the chain's gas, not a rate of the value
@@ -222,49 +237,71 @@ def audit_session(session: str, deposit: Decimal | None, fills: list[Fill], fund
         events.append(((f.ts, 1, fill_number(f.id) or 0, f.id), realized, fee, ZERO))
     if out.gas_fills:
         c["fill fee"].note = f"{out.gas_fills} DEX fills: gas fee taken as recorded"
+    return events
 
+
+def check_funding(funding: list[Funding], check: Check) -> list[Event]:
+    """Each funding row's amount; the rows as events."""
+    events: list[Event] = []
     for r in funding:
         amount = expected_funding(r.qty, r.mark, r.rate)
-        c["funding amount"].compare(r.id, r.amount, amount, ts=r.ts, qty=r.qty, mark=r.mark, rate=r.rate)
+        check.compare(r.id, r.amount, amount, ts=r.ts, qty=r.qty, mark=r.mark, rate=r.rate)
         events.append(((r.ts, 0, 0, r.id), ZERO, ZERO, amount))  # at one instant the engine settles funding first
+    return events
 
-    # running totals after each event, in the engine's order
-    events.sort(key=lambda e: e[0])
-    times = [e[0][0] for e in events]
-    totals = [(ZERO, ZERO, ZERO)]  # (realized, fees, funding) after k events
+
+def running_totals(events: list[Event]) -> list[Totals]:
+    """(realized, fees, funding) after k events, for k = 0 .. len(events)."""
+    totals = [(ZERO, ZERO, ZERO)]
     with localcontext(CONTEXT):
         for _, realized, fee, fund in events:
             r0, f0, u0 = totals[-1]
             totals.append((r0 + realized, f0 + fee, u0 + fund))
+    return totals
 
-    def fields(k: int) -> dict[str, Decimal | None]:
-        realized, fees, fund = totals[k]
-        with localcontext(CONTEXT):
-            cash = None if deposit is None else deposit + realized - fees + fund
-        return {"cash": cash, "fees": fees, "funding": fund, "realized": realized}
 
+def equity_fields(totals: Totals, deposit: Decimal | None) -> dict[str, Decimal | None]:
+    """What an equity row covering these totals holds (cash unknown without a deposit)."""
+    realized, fees, fund = totals
+    with localcontext(CONTEXT):
+        cash = None if deposit is None else deposit + realized - fees + fund
+    return {"cash": cash, "fees": fees, "funding": fund, "realized": realized}
+
+
+def check_equity(out: SessionAudit, equity: list[EquityRow], events: list[Event]) -> None:
+    """Each equity row against the running totals of the events it covers (see the module's docstring)."""
+    deposit = out.deposit
+    events.sort(key=lambda e: e[0])  # the engine's order
+    times = [e[0][0] for e in events]
+    totals = running_totals(events)
     rows = sorted(equity, key=lambda e: e.ts)
     for i, e in enumerate(rows):
         recorded = {"cash": e.cash, "fees": e.fees, "funding": e.funding, "realized": e.realized_pnl}
         lo = bisect_left(times, e.ts)  # every event before T is in the snapshot
         hi = bisect_left(times, rows[i + 1].ts) if i + 1 < len(rows) else len(events)
         covered = next((k for k in range(lo, hi + 1)
-                        if all(v is None or v == recorded[name] for name, v in fields(k).items())), None)
+                        if all(v is None or v == recorded[name]
+                               for name, v in equity_fields(totals[k], deposit).items())), None)
         if i == len(rows) - 1:
             out.after_last_equity = len(events) - (covered if covered is not None else len(events))
-        want = fields(covered if covered is not None else bisect_left(times, e.ts + 1))  # else: events up to T
-        for name in ("cash", "fees", "funding", "realized"):
-            check = c[f"equity {name}"]
-            if name == "cash" and deposit is None:
-                check.rows += 1
-                check.fail(e.id, problem=f"no deposit known for session {session}")
-            else:
-                check.compare(e.id, recorded[name], want[name], ts=e.ts)
+        k = covered if covered is not None else bisect_left(times, e.ts + 1)  # else: events up to T
+        want = equity_fields(totals[k], deposit)
+        compare_equity(out, e, recorded, want)
     if out.after_last_equity:
-        c["equity cash"].note = f"{out.after_last_equity} fills/funding after the last equity snapshot"
+        out.checks["equity cash"].note = f"{out.after_last_equity} fills/funding after the last equity snapshot"
     elif not rows and events:
-        c["equity cash"].note = "no equity snapshot yet"
-    return out
+        out.checks["equity cash"].note = "no equity snapshot yet"
+
+
+def compare_equity(out: SessionAudit, row: EquityRow, recorded: dict[str, Decimal],
+                   want: dict[str, Decimal | None]) -> None:
+    for name in ("cash", "fees", "funding", "realized"):
+        check = out.checks[f"equity {name}"]
+        if name == "cash" and out.deposit is None:
+            check.rows += 1
+            check.fail(row.id, problem=f"no deposit known for session {out.session}")
+        else:
+            check.compare(row.id, recorded[name], want[name], ts=row.ts)
 
 
 # --- reading the archive ---------------------------------------------------------------------------------------
@@ -322,14 +359,14 @@ def deposits(config: Path | None, data_dir: Path) -> tuple[dict[str, Decimal], s
 
 def audit(fills: list[Fill], funding: list[Funding], equity: list[EquityRow], balances: dict[str, Decimal],
           progress=lambda text: None) -> list[SessionAudit]:
-    sessions = sorted({r.session for r in [*fills, *funding, *equity]})
-    by: dict[str, tuple[list, list, list]] = {s: ([], [], []) for s in sessions}
-    for r in fills:
-        by[r.session][0].append(r)
-    for r in funding:
-        by[r.session][1].append(r)
-    for r in equity:
-        by[r.session][2].append(r)
+    sessions = sorted({f.session for f in fills} | {u.session for u in funding} | {e.session for e in equity})
+    by: dict[str, tuple[list[Fill], list[Funding], list[EquityRow]]] = {s: ([], [], []) for s in sessions}
+    for fill in fills:
+        by[fill.session][0].append(fill)
+    for row in funding:
+        by[row.session][1].append(row)
+    for snapshot in equity:
+        by[snapshot.session][2].append(snapshot)
     out = []
     for s in sessions:
         f, u, e = by[s]

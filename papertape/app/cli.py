@@ -15,7 +15,7 @@ from pathlib import Path
 
 from infra.archive import Archive, NoHistory
 from infra.sql_endpoint import running
-from papertape.app.formatting import format_table, money
+from papertape.app.formatting import for_display, format_table, money
 from papertape.config import Settings, load_settings
 
 
@@ -323,10 +323,10 @@ def cmd_status(args) -> int:
 
 
 def _print_status(archive: Archive) -> None:
-    print(format_table(archive.query("""
+    print(format_table(for_display(archive.query("""
         SELECT session, argMax(equity, ts) AS equity, argMax(cash, ts) AS cash,
                argMax(open_positions, ts) AS open_positions, max(ts) AS as_of_ms
-        FROM equity GROUP BY session ORDER BY session""")))
+        FROM equity GROUP BY session ORDER BY session"""))))
     print(format_table(archive.query("""
         SELECT (SELECT count() FROM fills) AS fills, (SELECT count() FROM order_events) AS order_events,
                (SELECT count() FROM md_trades) AS trades, (SELECT count() FROM dead_letters) AS dead_letters""")))

@@ -17,6 +17,7 @@ import sys
 import time
 import tomllib
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +25,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 import schemas as s
-from infra.archive import Archive, NoHistory, columns, sql_string, tables
+from infra.archive import Archive, NoHistory, columns, records, sql_string, tables
 from infra.sql_endpoint import running
 from papertape.app.formatting import for_display, format_table
 from papertape.config import Settings, load_settings
@@ -107,7 +108,7 @@ def _config_errors(exc: ValidationError) -> str:
 
 def start_config(session: str, config_file: Path | None = None, strategy: str | None = None,
                  intel: int | None = None, balance: str | None = None, symbols: list[str] | None = None,
-                 params: list[str] = (), settings: list[str] = ()) -> dict[str, Any]:
+                 params: Sequence[str] = (), settings: Sequence[str] = ()) -> dict[str, Any]:
     """The config a `start` sends: the file's, then the options, then --param (into params), then --set.
 
     The file holds a session's fields (the keys of a [[sessions]] entry of a settings file), or is a settings
@@ -286,7 +287,7 @@ def _from_archive(data_dir: Path, read: Callable[[Callable[[str], dict]], Any],
     if query is not None:
         return _read(lambda: read(query))
     try:
-        archive = Archive(data_dir, os.environ.get("CLICKHOUSE_URL"))
+        archive = Archive(data_dir, load_settings().clickhouse_url)  # CLICKHOUSE_URL, as every command reads it
     except NoHistory as exc:
         raise CliError(str(exc)) from None
     with archive:
@@ -343,7 +344,7 @@ def show_session(query: Callable[[str], dict], session: str) -> dict:
     if "equity" not in table_names:
         raise CliError("the archive has no tables yet (no run recorded into it)")
     sid = sql_string(session)
-    status = {"columns": [], "types": [], "rows": []}
+    status: dict[str, Any] = {"columns": [], "types": [], "rows": []}
     if "sessions" in table_names:
         status = query(f"""
             SELECT session, status, event, strategy, intel, toString(ts) AS as_of, breakers, config
@@ -372,8 +373,10 @@ def show_session(query: Callable[[str], dict], session: str) -> dict:
     return {"status": status, "equity": equity, "positions": positions, "decisions": decisions}
 
 
-def _records(result: dict) -> list[dict]:
-    return [dict(zip(result["columns"], row)) for row in result["rows"]]
+def _first(result: dict) -> dict | None:
+    """The result's first row as a record, None when it has no rows."""
+    rows = records(result)
+    return rows[0] if rows else None
 
 
 def _read(fn: Callable[[], Any]) -> Any:
@@ -398,8 +401,8 @@ def cmd_list(args, data_dir: Path, query: Callable[[str], dict] | None = None) -
 def cmd_show(args, data_dir: Path, query: Callable[[str], dict] | None = None) -> int:
     session = check_id(args.id)
     found = _from_archive(data_dir, lambda q: show_session(q, session), query)
-    status = (_records(found["status"]) or [None])[0]
-    equity = (_records(for_display(found["equity"], exact_values=True)) or [None])[0]
+    status = _first(found["status"])
+    equity = _first(for_display(found["equity"], exact_values=True))
     config = json.loads(status["config"]) if status else None
     breakers = json.loads(status["breakers"]) if status else {}
     if args.json:
@@ -407,11 +410,11 @@ def cmd_show(args, data_dir: Path, query: Callable[[str], dict] | None = None) -
             status = {k: v for k, v in status.items() if k not in ("config", "breakers")}
         print(json.dumps({"session": session, "status": status, "breakers": breakers, "config": config,
                           "equity": equity,
-                          "positions": _records(for_display(found["positions"], exact_values=True)),
-                          "decisions": _records(for_display(found["decisions"], exact_values=True))}, default=str))
+                          "positions": records(for_display(found["positions"], exact_values=True)),
+                          "decisions": records(for_display(found["decisions"], exact_values=True))}, default=str))
         return 0
     st = status or {}
-    eq = (_records(for_display(found["equity"])) or [{}])[0]
+    eq = _first(for_display(found["equity"])) or {}
     as_of = max((x for x in (st.get("as_of"), eq.get("as_of")) if x), default=None)
     head = {"columns": ["session", "status", "event", "strategy", "intel", "equity", "cash", "fees", "as_of"],
             "types": ["", "", "", "", "UInt8", "Decimal", "Decimal", "Decimal", ""],
