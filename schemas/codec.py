@@ -21,7 +21,7 @@ def encode(model: BaseModel) -> bytes:
     return model.model_dump_json().encode()
 
 
-def _tick_batch_json(batch) -> bytes:
+def _tick_batch_json(batch: BaseModel) -> bytes:
     """A TickBatch as model_dump_json writes it, 3x faster: orjson writes the ticks (named tuples, as arrays)
     without pydantic checking every level of every tick against its declared type."""
     return orjson.dumps({name: getattr(batch, name) for name in type(batch).model_fields}, default=list)
@@ -53,7 +53,7 @@ def reason_of(exc: ValidationError) -> str:
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
-def split_batch(value: bytes | None) -> tuple[dict, list] | None:
+def split_batch(value: bytes | None) -> tuple[dict[str, Any], list[Any]] | None:
     """(envelope, raw frames) of a JSON object of kind "batch" with a list of frames, unvalidated; None for
     anything else. Lets a consumer keep the good frames of a batch the schema refuses."""
     try:

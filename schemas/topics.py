@@ -20,12 +20,12 @@ class TopicSpec:
     doc: str
 
     @property
-    def adapter(self) -> TypeAdapter:
+    def adapter(self) -> TypeAdapter[Any]:
         return _adapter(self.name)
 
 
 def _union(*models: type) -> Any:
-    return Annotated[Union[models], Field(discriminator="kind")]  # type: ignore[valid-type]
+    return Annotated[Union[models], Field(discriminator="kind")]
 
 
 TOPICS: dict[str, TopicSpec] = {
@@ -73,10 +73,10 @@ class Namespace:
         return self.prefix + group_id
 
 
-_ADAPTERS: dict[str, TypeAdapter] = {}
+_ADAPTERS: dict[str, TypeAdapter[Any]] = {}
 
 
-def _adapter(name: str) -> TypeAdapter:
+def _adapter(name: str) -> TypeAdapter[Any]:
     if name not in _ADAPTERS:
         _ADAPTERS[name] = TypeAdapter(TOPICS[name].value)
     return _ADAPTERS[name]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import Field, model_validator
 
@@ -74,7 +74,32 @@ class Order(Message):
         return self
 
 
-def order_shape_problem(o) -> str:
+class OrderShape(Protocol):
+    """The fields that must fit an order's type: an Order's, a strategy's PlaceOrder's (papertape.core.strategy)."""
+
+    @property
+    def type(self) -> OrderType: ...
+    @property
+    def price(self) -> Decimal | None: ...
+    @property
+    def tif(self) -> TimeInForce: ...
+    @property
+    def reduce_only(self) -> bool: ...
+    @property
+    def trigger_price(self) -> Decimal | None: ...
+    @property
+    def trail_amount(self) -> Decimal | None: ...
+    @property
+    def trail_percent(self) -> Decimal | None: ...
+    @property
+    def activation_price(self) -> Decimal | None: ...
+    @property
+    def stop_loss(self) -> Decimal | None: ...
+    @property
+    def take_profit(self) -> Decimal | None: ...
+
+
+def order_shape_problem(o: OrderShape) -> str:
     """Why an order's fields do not fit its type, or '' (shared by the topic's contract and strategies' orders)."""
     if o.type in LIMIT_TYPES and o.price is None:
         return f"a {o.type} order needs a price"

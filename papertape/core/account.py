@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
+
+from schemas.vocabulary import Side
 
 from .fees import to_settle_unit
 
@@ -38,7 +41,7 @@ class Account:
     def position(self, symbol: str) -> PositionState:
         return self.positions.get(symbol) or PositionState()
 
-    def apply_fill(self, symbol: str, side: str, price: Decimal, qty: Decimal, fee: Decimal) -> Decimal:
+    def apply_fill(self, symbol: str, side: Side, price: Decimal, qty: Decimal, fee: Decimal) -> Decimal:
         """Book a fill; returns the realized price P&L it closed (before fees), in settle units."""
         pos = self.positions.setdefault(symbol, PositionState())
         signed = qty if side == "buy" else -qty
@@ -79,7 +82,7 @@ class Account:
         return sum(1 for p in self.positions.values() if p.qty)
 
     # checkpoint form: plain JSON-able values, decimals as strings
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "deposit": str(self.deposit), "settle_coin": self.settle_coin, "cash": str(self.cash),
             "fees": str(self.fees), "realized": str(self.realized), "funding": str(self.funding),
@@ -87,7 +90,7 @@ class Account:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Account":
+    def from_dict(cls, d: dict[str, Any]) -> "Account":
         acc = cls(Decimal(d["deposit"]), d["settle_coin"])
         acc.cash, acc.fees, acc.realized = Decimal(d["cash"]), Decimal(d["fees"]), Decimal(d["realized"])
         acc.funding = Decimal(d.get("funding", "0"))

@@ -10,6 +10,8 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from pydantic import Field
 
+from schemas.vocabulary import Side
+
 from .instruments import Instrument
 from .risk import Rules
 
@@ -19,7 +21,7 @@ class AutoCloseSettings(Rules):
     take_profit: Decimal | None = Field(default=Decimal("0.10"), gt=0)  # gain from the entry price
     max_hold_ms: int | None = Field(default=86_400_000, gt=0)  # 24 h
 
-    def bracket(self, side: str, price: Decimal, inst: Instrument) -> tuple[Decimal | None, Decimal | None]:
+    def bracket(self, side: Side, price: Decimal, inst: Instrument) -> tuple[Decimal | None, Decimal | None]:
         """(stop-loss, take-profit) trigger prices of an entry on `side` at about `price`."""
         long = side == "buy"
         sl = tp = None

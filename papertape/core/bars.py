@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
+
+from schemas.market import Tick
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,9 +31,10 @@ class BarBuilder:
 
     def __init__(self, bar_ms: int) -> None:
         self.bar_ms = bar_ms
-        self.open: dict[str, list] = {}  # symbol -> [start, open, high, low, close, volume, trades]
+        # symbol -> [start, open, high, low, close, volume, trades]: a list (ints and floats), as checkpoints hold it
+        self.open: dict[str, list[Any]] = {}
 
-    def on_tick(self, tick) -> Bar | None:
+    def on_tick(self, tick: Tick) -> Bar | None:
         """The bar this tick closed, if any. (The engine's hot path: a tick inside the current bar with one price,
         a quote, costs a few comparisons.)"""
         trades = tick.trades
@@ -60,10 +64,10 @@ class BarBuilder:
             cur[6] += len(trades)
         return done
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"bar_ms": self.bar_ms, "open": self.open}
 
-    def load(self, d: dict) -> None:
+    def load(self, d: dict[str, Any]) -> None:
         self.open = {k: list(v) for k, v in d["open"].items()}
 
 
@@ -73,7 +77,8 @@ class Volatility:
 
     def __init__(self, bar_ms: int, span: int = 20, min_returns: int = 3) -> None:
         self.bar_ms, self.alpha, self.min_returns = bar_ms, 2 / (span + 1), min_returns
-        self.state: dict[str, list] = {}  # symbol -> [last start, last close, variance, returns]
+        # symbol -> [last start, last close, variance, returns]: a list (ints and floats), as checkpoints hold it
+        self.state: dict[str, list[Any]] = {}
 
     def on_bar(self, bar: Bar) -> None:
         st = self.state.get(bar.symbol)
@@ -94,8 +99,8 @@ class Volatility:
         st = self.state.get(symbol)
         return 0 if st is None else st[3]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return self.state
 
-    def load(self, d: dict) -> None:
+    def load(self, d: dict[str, Any]) -> None:
         self.state = {k: list(v) for k, v in d.items()}

@@ -6,6 +6,13 @@ a float that orders and compares exactly as the decimal does, and is 3x cheaper 
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
+
+from schemas.market import Level, MarketFrame, Tick
+from schemas.vocabulary import FeedStatus
+
+# A level change as the engines' books take it: [price key, size], a removal's size "0" (schemas.market.BookChange).
+LevelChange = tuple[float, str]
 
 
 def _dec(x: str | None) -> Decimal | None:
@@ -56,7 +63,7 @@ class Book:
         self.synced = False  # a level snapshot has been applied
         self.top_feed = False  # the venue sends its top of book: levels never override it
         self.mark_price: str | None = None  # the venue's own mark price, when it sends one
-        self.status = "live"  # the feed's status: only "live" prices may be traded on
+        self.status: FeedStatus = "live"  # the feed's status: only "live" prices may be traded on
         self.funding_rate: str | None = None  # the venue's funding rate, settled at next_funding_ts
         self.next_funding_ts: int | None = None
 
@@ -73,7 +80,7 @@ class Book:
             _settle(self._asks, self._new_asks)
         return self._asks
 
-    def apply(self, frame) -> tuple[list, list] | None:
+    def apply(self, frame: MarketFrame) -> tuple[list[LevelChange], list[LevelChange]] | None:
         """A market frame: its levels, then its trades and top of book, which win over the levels. Returns the
         level changes for the engines (see _apply_levels), or None when the frame has no levels."""
         changes = None
@@ -93,7 +100,7 @@ class Book:
         self._top(frame)
         return changes
 
-    def apply_tick(self, tick) -> None:
+    def apply_tick(self, tick: Tick) -> None:
         """A tick carries the market actor's top of book, mark and the frame's level changes: no feed rules."""
         if tick.depth is not None:
             self._queue_levels(*tick.depth)
@@ -105,7 +112,7 @@ class Book:
             self.last = tick.last
         self._top(tick)
 
-    def _top(self, x) -> None:
+    def _top(self, x: MarketFrame | Tick) -> None:
         self.ts = x.ts
         self.status = x.status
         if x.trades:
@@ -115,12 +122,13 @@ class Book:
         if x.ask is not None:
             self.ask, self.ask_qty = x.ask, x.ask_qty
 
-    def _apply_levels(self, bids, asks, snapshot: bool) -> tuple[list, list]:
+    def _apply_levels(self, bids: list[Level], asks: list[Level],
+                      snapshot: bool) -> tuple[list[LevelChange], list[LevelChange]]:
         """Returns each side's changes as the engines' copies take them: [price key, size], a removal's size "0",
         the levels trimmed off the far end included."""
         if snapshot:
             self._clear()
-        changes: tuple[list, list] = ([], [])
+        changes: tuple[list[LevelChange], list[LevelChange]] = ([], [])
         for side, levels, best_first, out in ((self._bids, bids, True, changes[0]),
                                               (self._asks, asks, False, changes[1])):
             out += [(float(p), q if float(q) else "0") for p, q in levels]
@@ -131,7 +139,7 @@ class Book:
                     out.append((key, "0"))
         return changes
 
-    def _queue_levels(self, bids, asks, snapshot: bool) -> None:
+    def _queue_levels(self, bids: list[LevelChange], asks: list[LevelChange], snapshot: bool) -> None:
         """[price key, size] changes from the market actor (see _apply_levels): the last per key wins."""
         if snapshot:
             self._clear()
@@ -153,7 +161,7 @@ class Book:
             self.bid, self.ask = price_text(bid), price_text(ask)
             self.bid_qty, self.ask_qty = bids[bid], asks[ask]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         bids, asks = self.bids, self.asks
         return {"top": [self.bid, self.bid_qty, self.ask, self.ask_qty, self.last, self.mark_price, self.status],
                 "funding": [self.funding_rate, self.next_funding_ts],
@@ -163,7 +171,7 @@ class Book:
                 "levels": [list(bids), list(bids.values()), list(asks), list(asks.values())]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Book":
+    def from_dict(cls, d: dict[str, Any]) -> "Book":
         b = cls()
         b.bid, b.bid_qty, b.ask, b.ask_qty, b.last, b.mark_price, b.status = d["top"]
         b.ts, b.synced, b.top_feed = d["ts"], d["synced"], d["top_feed"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_UP, Context, Decimal, localcontext
 
 from papertape.core.fees import SETTLE_UNIT
+from schemas.vocabulary import Side
 
 PRECISION = 50
 _BPS = Decimal(10000)
@@ -84,7 +85,7 @@ def amount_out(reserve_in: Decimal, reserve_out: Decimal, amount_in_: Decimal, f
         return reserve_out * net / (reserve_in + net)
 
 
-def swap(side: str, qty: Decimal, oracle_price: Decimal, depth_usd: Decimal, pool_fee: Decimal) -> Swap:
+def swap(side: Side, qty: Decimal, oracle_price: Decimal, depth_usd: Decimal, pool_fee: Decimal) -> Swap:
     """Buy (exact output) or sell (exact input) `qty` tokens against USD on a pool centred on `oracle_price`.
 
     ValueError: unknown side, non-positive qty / price / depth, fee outside [0, 1), or a buy of qty >= the pool's

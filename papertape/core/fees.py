@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 
+from schemas.vocabulary import Liquidity
+
 # The settle coin's smallest unit papertape accounts in (Bybit shows USDT fees with 8 decimals).
 SETTLE_UNIT = Decimal("0.00000001")
 
@@ -18,11 +20,11 @@ class FeeSchedule:
     taker: Decimal = Decimal("0.00055")
     overrides: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)  # symbol -> (maker, taker)
 
-    def rate(self, symbol: str, liquidity: str) -> Decimal:
+    def rate(self, symbol: str, liquidity: Liquidity) -> Decimal:
         maker, taker = self.overrides.get(symbol, (self.maker, self.taker))
         return maker if liquidity == "maker" else taker
 
-    def fee(self, symbol: str, liquidity: str, price: Decimal, qty: Decimal) -> tuple[Decimal, Decimal]:
+    def fee(self, symbol: str, liquidity: Liquidity, price: Decimal, qty: Decimal) -> tuple[Decimal, Decimal]:
         """(rate, fee) for a fill: fee = price x qty x rate, rounded to the settle unit."""
         rate = self.rate(symbol, liquidity)
         return rate, to_settle_unit(price * qty * rate)

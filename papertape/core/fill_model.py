@@ -7,14 +7,19 @@ opposite quote crosses it. What a session took from a displayed level is remembe
 level, so two orders of a session never take the same liquidity."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.vocabulary import Side
 
 from .book import Book, price_text
 
 ZERO = Decimal(0)
 BPS = Decimal("0.0001")
+BookSide = Literal["bid", "ask"]  # the side of the book a displayed level is on
 
 
 class FillSettings(BaseModel):
@@ -35,9 +40,9 @@ class Liquidity:
     displayed quantity at the time. A level the market has changed since is whole again."""
 
     def __init__(self) -> None:
-        self.taken: dict[tuple[str, str, float], tuple[str, Decimal]] = {}
+        self.taken: dict[tuple[str, BookSide, float], tuple[str, Decimal]] = {}
 
-    def available(self, symbol: str, side: str, key: float, shown: str | None) -> Decimal | None:
+    def available(self, symbol: str, side: BookSide, key: float, shown: str | None) -> Decimal | None:
         """What is left of a level showing `shown` (None: unknown size, no limit)."""
         if shown is None:
             return None
@@ -46,7 +51,7 @@ class Liquidity:
             return Decimal(shown)
         return Decimal(shown) - rec[1]
 
-    def take(self, symbol: str, side: str, key: float, shown: str | None, qty: Decimal) -> None:
+    def take(self, symbol: str, side: BookSide, key: float, shown: str | None, qty: Decimal) -> None:
         if shown is None:
             return
         rec = self.taken.get((symbol, side, key))
@@ -56,21 +61,23 @@ class Liquidity:
             for k in [k for k in self.taken if k[0] != symbol]:
                 del self.taken[k]
 
-    def to_dict(self) -> list:
+    def to_dict(self) -> list[list[str]]:
         return [[sym, side, repr(key), shown, str(q)] for (sym, side, key), (shown, q) in self.taken.items()]
 
-    def load(self, rows: list) -> None:
+    def load(self, rows: list[list[Any]]) -> None:
+        """Rows of to_dict, as a checkpoint's JSON holds them."""
         self.taken = {(sym, side, float(key)): (shown, Decimal(q)) for sym, side, key, shown, q in rows}
 
 
-def touch(book: Book, side: str) -> tuple[Decimal | None, str | None]:
+def touch(book: Book, side: Side) -> tuple[Decimal | None, str | None]:
     """The price and displayed size a taker of `side` meets first."""
     if side == "buy":
         return (None if book.ask is None else Decimal(book.ask)), book.ask_qty
     return (None if book.bid is None else Decimal(book.bid)), book.bid_qty
 
 
-def _levels(book: Book, side: str, tick_size: Decimal, cfg: FillSettings):
+def _levels(book: Book, side: Side, tick_size: Decimal,
+            cfg: FillSettings) -> Iterator[tuple[float | None, Decimal, str | None]]:
     """(key, price, shown size) a taker of `side` would meet, best first; shown None: size unknown."""
     price, shown = touch(book, side)
     if price is None:
@@ -99,7 +106,7 @@ def _levels(book: Book, side: str, tick_size: Decimal, cfg: FillSettings):
         yield float(p), p, shown
 
 
-def take(book: Book, symbol: str, side: str, qty: Decimal, limit: Decimal | None, tick_size: Decimal,
+def take(book: Book, symbol: str, side: Side, qty: Decimal, limit: Decimal | None, tick_size: Decimal,
          cfg: FillSettings, liquidity: Liquidity) -> list[tuple[Decimal, Decimal]]:
     """[(price, qty)] a taker order of `side` gets now, best price first, within `limit` (None: a market order, held
     by the slippage cap), and records what it took. May total less than `qty`: the rest found no liquidity."""
@@ -112,7 +119,7 @@ def take(book: Book, symbol: str, side: str, qty: Decimal, limit: Decimal | None
     cap = limit
     if limit is None and cfg.max_slippage_bps:
         cap = ref * (1 + cfg.max_slippage_bps * BPS) if side == "buy" else ref * (1 - cfg.max_slippage_bps * BPS)
-    book_side = "ask" if side == "buy" else "bid"
+    book_side: BookSide = "ask" if side == "buy" else "bid"
     left = qty
     for key, price, shown in _levels(book, side, tick_size, cfg):
         if cap is not None and (price > cap if side == "buy" else price < cap):
@@ -131,7 +138,7 @@ def take(book: Book, symbol: str, side: str, qty: Decimal, limit: Decimal | None
     return out
 
 
-def queue_ahead(book: Book, side: str, price: Decimal) -> Decimal | None:
+def queue_ahead(book: Book, side: Side, price: Decimal) -> Decimal | None:
     """The displayed size ahead of a maker order at `price`: the level's size on its own side, 0 when it betters
     the touch, None when unknown (behind the touch without depth data: only trades through it count)."""
     best = book.bid if side == "buy" else book.ask

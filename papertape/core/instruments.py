@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 
+from schemas.vocabulary import Category
+
 from .margin import RiskTier
 
 
@@ -16,7 +18,7 @@ class Instrument:
     min_notional: Decimal
     settle_coin: str = "USDT"
     max_leverage: Decimal = Decimal(100)
-    category: str = "linear"  # Bybit category: "linear" or "spot"
+    category: Category = "linear"  # Bybit's "linear" (USDT perpetuals) or "spot", or "dex" (a DEX token)
     funding_interval_min: int = 480  # 0: no funding (spot)
     max_qty: Decimal | None = None  # largest limit order; None: unknown
     base_coin: str = ""

@@ -34,13 +34,3 @@ INTEL_LEVELS: dict[int, IntelLevel] = {lv.level: lv for lv in (
     _level(9, "0.75", 0.20, 50, 0.80),
     _level(10, "1.00", 0.10, 100, 1.00),
 )}
-
-
-def intel_table() -> str:
-    """The table as the README shows it (Markdown)."""
-    rows = ["| level | position size (of equity) | min confidence | leverage | risk tolerance |",
-            "|---|---|---|---|---|"]
-    for lv in INTEL_LEVELS.values():
-        rows.append(f"| {lv.level} | {lv.position_fraction * 100:.0f}% | {lv.min_confidence:.0%} | "
-                    f"{lv.leverage}x | {lv.risk_tolerance:.2f} |")
-    return "\n".join(rows)

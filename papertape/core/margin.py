@@ -6,27 +6,26 @@ Sources (Bybit help center / API docs; read 2024-2026 through stored copies):
   "Risk Limit (Perpetual and Futures Contracts)"; tier fields as in GET /v5/market/risk-limit
   (https://bybit-exchange.github.io/docs/v5/market/risk-limit: riskLimitValue, maintenanceMargin,
   mmDeduction, maxLeverage). MM = position value x MMR - MM deduction of the tier the value falls in.
-* initial_margin -- "Initial Margin (USDT Contract)": IM = position value / leverage.
 * bankruptcy_price -- "Bankruptcy Price (USDT Contract)" (isolated): long = entry x (1 - 1/leverage),
   short = entry x (1 + 1/leverage); its example: long 1 BTC @ 10,000 at 50x -> 9,800.
-* estimated_close_fee -- "Order Cost (USDT Contract)" / "Initial Margin (USDT Perpetual)": fee to close
-  = qty x bankruptcy price x taker rate. Bybit adds it to BOTH the position IM and MM it reports; a
-  live /v5/position/list row confirms it (BTCUSDT 0.001 @ 60766.7, 10x: positionIM 6.10674952 =
-  6.07667 + 0.03007952, positionMM 0.33391302 = 0.3038335 + 0.03007952).
-* liquidation_price -- "Liquidation Price (USDT Contract)", isolated margin
+* isolated_breached -- "Liquidation Price (USDT Contract)", isolated margin
   (https://testnet.bybit.com/en-US/help-center/s/article/Liquidation-Price-USDT-Contract):
   long  LP = entry - (IM - MM)/size - extra margin/size,
-  short LP = entry + (IM - MM)/size + extra margin/size, position value = size x entry price;
-  its example: long 1 BTC @ 20,000, 50x, MMR 0.5% -> 19,700.
-* isolated_breached -- same page and "Liquidation Process (USDT Contract)": liquidated when the mark
+  short LP = entry + (IM - MM)/size + extra margin/size, position value = size x entry price,
+  IM = position value / leverage ("Initial Margin (USDT Contract)"); its example: long 1 BTC @ 20,000,
+  50x, MMR 0.5% -> 19,700. With "Liquidation Process (USDT Contract)": liquidated when the mark
   reaches LP, i.e. position margin + unrealized P&L at mark <= maintenance margin.
+  Bybit's position IM and MM both hold an estimated fee to close ("Order Cost (USDT Contract)": qty x
+  bankruptcy price x taker rate; a live /v5/position/list row confirms it: BTCUSDT 0.001 @ 60766.7,
+  10x: positionIM 6.10674952 = 6.07667 + 0.03007952, positionMM 0.33391302 = 0.3038335 + 0.03007952);
+  the same amount on both sides cancels out of the breach test.
 * cross_breached -- "Trading Rules: Liquidation Process (Unified Trading Account)"
   (https://www.bybit.com/en/help-center/article/UTA-Trading-Rules): cross margin is liquidated when
   the account MM rate (MM / margin balance) reaches 100%.
 * liquidation_fill -- "Liquidation Process (USDT Contract)" and the UTA isolated-mode LP page: "the
   position will be settled at the bankruptcy price"; the closing is charged the taker fee (it is the
   fee to close that the position margin already holds).
-* funding_payment, funding_times -- "Funding Fee Calculation"
+* funding_payment -- "Funding Fee Calculation"
   (https://www.bybit.com/en/help-center/article/Funding-fee-calculationDerivatives_Trading_Mechanism_UTA):
   funding fee = position value x funding rate, position value = qty x mark price at the funding
   instant; positive rate: longs pay shorts; with an 8h interval funding is at 00:00, 08:00, 16:00 UTC;
@@ -40,10 +39,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Sequence
 
+from schemas.vocabulary import MarginMode, PositionSide, Side
+
 from .fees import to_settle_unit
 
 ZERO = Decimal(0)
-_DAY_MS = 86_400_000
+LongOrShort = PositionSide | Side  # a position's side, or the side of the order that opens it
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ DEFAULT_TIERS: tuple[RiskTier, ...] = (
 )
 
 
-def _sign(side: str) -> int:
+def _sign(side: LongOrShort) -> int:
     """+1 for a long ("long"/"buy"), -1 for a short ("short"/"sell")."""
     s = side.lower()
     if s in ("long", "buy"):
@@ -85,13 +86,6 @@ def tier_for(tiers: Sequence[RiskTier], position_value: Decimal) -> RiskTier:
     raise ValueError(f"position value {v} exceeds the largest risk limit")
 
 
-def initial_margin(position_value: Decimal, leverage: Decimal) -> Decimal:
-    """IM = |position value| / leverage, exact (a threshold, not a posting: not rounded)."""
-    if leverage <= 0:
-        raise ValueError("leverage must be positive")
-    return abs(position_value) / Decimal(leverage)
-
-
 def maintenance_margin(position_value: Decimal, tiers: Sequence[RiskTier] = DEFAULT_TIERS) -> Decimal:
     """MM = |position value| x MMR - MM deduction of its tier, exact. Excludes the fee to close."""
     v = abs(position_value)
@@ -99,7 +93,7 @@ def maintenance_margin(position_value: Decimal, tiers: Sequence[RiskTier] = DEFA
     return v * t.mmr - t.mm_deduction
 
 
-def bankruptcy_price(side: str, entry_price: Decimal, leverage: Decimal,
+def bankruptcy_price(side: LongOrShort, entry_price: Decimal, leverage: Decimal,
                      extra_margin: Decimal = ZERO, qty: Decimal | None = None) -> Decimal:
     """Isolated: the price at which the position margin (IM, plus any extra margin) is all lost.
     long = entry x (1 - 1/lev) - extra/qty; short = entry x (1 + 1/lev) + extra/qty.
@@ -116,41 +110,13 @@ def bankruptcy_price(side: str, entry_price: Decimal, leverage: Decimal,
     return price
 
 
-def estimated_close_fee(side: str, qty: Decimal, entry_price: Decimal, leverage: Decimal,
-                        taker_rate: Decimal) -> Decimal:
-    """Fee to close at the bankruptcy price, settle units: |qty| x bankruptcy price x taker rate.
-    Bybit holds it in the position IM and adds it to the position MM (so it cancels out of LP)."""
-    return to_settle_unit(abs(qty) * bankruptcy_price(side, entry_price, leverage) * taker_rate)
-
-
-def liquidation_price(side: str, entry_price: Decimal, qty: Decimal, leverage: Decimal,
-                      tiers: Sequence[RiskTier] = DEFAULT_TIERS, extra_margin: Decimal = ZERO) -> Decimal:
-    """Isolated liquidation price (mark-price trigger), exact, per "Liquidation Price (USDT Contract)":
-    long LP = entry - (IM - MM)/qty - extra/qty, short LP = entry + (IM - MM)/qty + extra/qty, with
-    IM and MM on the entry position value and the tier that value falls in.
-
-    Fee to close: Bybit's UTA page writes IM and MM each "+ estimated fee to close"; the same amount
-    on both sides cancels in IM - MM, so it is left out (the live positionIM/positionMM agree).
-    CHOICE: the newer UTA page shows extra margin divided by (1 +/- taker rate) for inverse
-    contracts; for USDT the published formula spreads it plainly (extra/qty), which is used here.
-    A long whose LP would be <= 0 has none (Bybit shows no price): 0 is returned."""
-    q = abs(qty)
-    if not q:
-        raise ValueError("qty must be non-zero")
-    d = _sign(side)
-    value = q * entry_price
-    im = initial_margin(value, leverage)
-    mm = maintenance_margin(value, tiers)
-    price = entry_price - d * (im - mm) / q - d * extra_margin / q
-    return max(price, ZERO)
-
-
-def isolated_breached(side: str, qty: Decimal, entry_price: Decimal, mark: Decimal,
+def isolated_breached(side: LongOrShort, qty: Decimal, entry_price: Decimal, mark: Decimal,
                       position_margin: Decimal, tiers: Sequence[RiskTier] = DEFAULT_TIERS,
                       close_fee: Decimal = ZERO) -> bool:
     """True when position margin + unrealized P&L at the mark <= maintenance margin (MM on the entry
-    value, as in the LP formula, so this flips exactly at liquidation_price). Pass close_fee when
-    position_margin includes Bybit's estimated fee to close: it is then added to the MM as well."""
+    value, as in the LP formula, so this flips exactly at the liquidation price). Pass close_fee when
+    position_margin includes Bybit's estimated fee to close: it is then added to the MM as well.
+    position_margin: the IM (entry value / leverage) plus any extra margin added to the position."""
     d = _sign(side)
     q = abs(qty)
     upnl = d * q * (mark - entry_price)
@@ -163,8 +129,8 @@ def cross_breached(equity: Decimal, total_maintenance_margin: Decimal) -> bool:
     return total_maintenance_margin > 0 and equity <= total_maintenance_margin
 
 
-def liquidation_fill(side: str, qty: Decimal, entry_price: Decimal, leverage: Decimal, mark: Decimal,
-                     taker_rate: Decimal, margin_mode: str = "isolated",
+def liquidation_fill(side: LongOrShort, qty: Decimal, entry_price: Decimal, leverage: Decimal, mark: Decimal,
+                     taker_rate: Decimal, margin_mode: MarginMode = "isolated",
                      extra_margin: Decimal = ZERO) -> tuple[Decimal, Decimal]:
     """(price, fee) of the liquidation close; fee = |qty| x price x taker rate in settle units.
     isolated: Bybit settles the position at its bankruptcy price (published).
@@ -187,24 +153,3 @@ def funding_payment(signed_qty: Decimal, mark_price: Decimal, rate: Decimal) -> 
     CHOICE: Bybit publishes no rounding for the funding fee; rounded half-up (away from zero on a
     tie, as to_settle_unit does) to the 1e-8 settle unit."""
     return to_settle_unit(-signed_qty * mark_price * rate) + ZERO  # + ZERO turns -0 into 0
-
-
-def funding_times(after_ts: int, up_to_ts: int, interval_min: int) -> list[int]:
-    """Funding instants (ms since epoch, UTC) in (after_ts, up_to_ts], on each UTC day's grid of
-    interval_min minutes from 00:00 (480 -> 00:00, 08:00, 16:00). An interval that does not divide
-    the day restarts at the next 00:00 (CHOICE: Bybit's intervals 60/120/240/480 all divide it).
-    interval_min <= 0 means no funding (spot): []."""
-    if interval_min <= 0 or up_to_ts <= after_ts:
-        return []
-    step = interval_min * 60_000
-    if _DAY_MS % step == 0:  # one global grid, since the epoch is itself 00:00 UTC
-        first = (after_ts // step + 1) * step
-        return list(range(first, up_to_ts + 1, step))
-    out: list[int] = []
-    day = (after_ts // _DAY_MS) * _DAY_MS
-    while day <= up_to_ts:
-        for t in range(day, day + _DAY_MS, step):
-            if after_ts < t <= up_to_ts:
-                out.append(t)
-        day += _DAY_MS
-    return out

@@ -4,6 +4,8 @@ Frames arrive in batches (one md.events message each); a frame's position is `of
 index in its batch`, so ticks of one origin are ordered and deduplicated by one number."""
 from __future__ import annotations
 
+from typing import Any
+
 import schemas as s
 from schemas.market import Tick, TickTrade
 from schemas.topics import kafka_partition
@@ -50,10 +52,11 @@ class MarketPartition:
             mine = self._mine[symbol] = kafka_partition(symbol.encode(), self.partitions) == self.partition
         return mine
 
-    def on_message(self, item, offset: int) -> list[tuple[int, s.MarketFrame, str]]:
+    def on_message(self, item: s.MarketBatch | s.MarketFrame | s.Watermark,
+                   offset: int) -> list[tuple[int, s.MarketFrame, str]]:
         """Apply a batch, frame or watermark at md.events `offset`; returns (index, frame, reason) of each frame
         refused (the rest of a batch is applied)."""
-        refused = []
+        refused: list[tuple[int, s.MarketFrame, str]] = []
         if item.kind == "watermark":
             self._promise(item.ts, item.end)
         elif item.kind == "frame":
@@ -64,8 +67,8 @@ class MarketPartition:
         self.last_offset = offset
         return refused
 
-    def _frames(self, frames, offset: int) -> list:
-        refused = []
+    def _frames(self, frames: list[s.MarketFrame], offset: int) -> list[tuple[int, s.MarketFrame, str]]:
+        refused: list[tuple[int, s.MarketFrame, str]] = []
         pos = offset * FRAMES_PER_OFFSET
         books, ticks, touched = self.books, self._ticks, self._touched
         for i, frame in enumerate(frames):
@@ -127,11 +130,11 @@ class MarketPartition:
     def progress(self) -> int:
         return self.last_offset
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"wm": self.wm, "seq": self.seq, "ended": self.ended, "last_offset": self.last_offset,
                 "books": {sym: b.to_dict() for sym, b in self.books.items()}}
 
-    def load(self, d: dict) -> None:
+    def load(self, d: dict[str, Any]) -> None:
         self.wm, self.seq, self.ended, self.last_offset = d["wm"], d["seq"], d["ended"], d["last_offset"]
         self._sent_wm = self.wm
         self.books = {sym: Book.from_dict(v) for sym, v in d["books"].items()}

@@ -7,6 +7,7 @@ its condition still holds. Defaults from the seeds: 50 trades a day, 5 failed or
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -20,7 +21,7 @@ class Rules(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _false_is_off(cls, data):
+    def _false_is_off(cls, data: Any) -> Any:  # the raw input: a settings dict, or anything pydantic will refuse
         return {k: None if v is False else v for k, v in data.items()} if isinstance(data, dict) else data
 
 
@@ -132,11 +133,11 @@ class RiskGuard:
             return f"{open_symbols} positions open, the most is {st.max_open_positions}"
         return ""
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"day": self.day, "day_equity": None if self.day_equity is None else str(self.day_equity),
                 "trades": self.trades, "failures": self.failures, "tripped": self.tripped}
 
-    def load(self, d: dict) -> None:
+    def load(self, d: dict[str, Any]) -> None:
         self.day, self.trades, self.failures = d["day"], d["trades"], d["failures"]
         self.day_equity = None if d["day_equity"] is None else Decimal(d["day_equity"])
         self.tripped = dict(d["tripped"])

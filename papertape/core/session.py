@@ -12,7 +12,7 @@ from .bars import BarBuilder, Volatility
 from .book import Book
 from .fees import to_settle_unit
 from .instruments import Instrument
-from .margin_account import MarginRules
+from .margin_rules import MarginRules
 from .risk import RiskGuard
 from .scores import opportunity_score, risk_score
 from .session_config import RECONFIGURABLE, SessionConfig, merged

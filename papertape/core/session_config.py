@@ -3,9 +3,11 @@ venue rules, and what of it may change while the session runs."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.vocabulary import Category, MarginMode, VenueKind
 
 from .auto_close import AutoCloseSettings
 from .dex import DexSettings
@@ -25,7 +27,7 @@ class SessionConfig(BaseModel):
     id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
     balance: Decimal = Field(default=Decimal(10_000), gt=0)
     settle_coin: str = "USDT"
-    venue: Literal["paper", "dex"] = "paper"  # paper: Bybit perpetuals and spot; dex: DEX tokens (Bybit demo: later)
+    venue: VenueKind = "paper"  # paper: Bybit perpetuals and spot; dex: DEX tokens (Bybit demo: later)
     symbols: list[str] = Field(default_factory=lambda: ["*"])  # "*" = every symbol of the venue on the tape
     strategy: str = "trend_following"  # a built-in, or a user's class by dotted path (package.module:Class)
     params: dict[str, Any] = Field(default_factory=dict)
@@ -42,7 +44,7 @@ class SessionConfig(BaseModel):
     fee_overrides: dict[str, tuple[Decimal, Decimal]] = Field(default_factory=dict)  # symbol -> (maker, taker)
     leverage: Decimal | None = Field(default=None, gt=0)  # perpetuals; capped by each instrument's maximum
     leverage_by_symbol: dict[str, Decimal] = Field(default_factory=dict)
-    margin_mode: Literal["cross", "isolated"] = "cross"
+    margin_mode: MarginMode = "cross"
     funding: bool = True  # settle perpetual funding at each funding time
     liquidation: bool = True
     fill: FillSettings = Field(default_factory=FillSettings)
@@ -65,7 +67,7 @@ class SessionConfig(BaseModel):
     def default_leverage(self) -> Decimal:
         return self.level.leverage if self.leverage is None else self.leverage
 
-    def trades(self, symbol: str, category: str) -> bool:
+    def trades(self, symbol: str, category: Category) -> bool:
         return (category == "dex") == (self.venue == "dex") and ("*" in self.symbols or symbol in self.symbols)
 
     def fee_schedule(self, instruments: dict[str, Instrument]) -> FeeSchedule:
@@ -80,7 +82,7 @@ RECONFIGURABLE = {"symbols", "strategy", "params", "intel", "position_fraction",
                   "auto_close", "latency_ms", "leverage", "leverage_by_symbol", "equity_every_ms"}
 
 
-def merged(base: dict, changes: dict) -> dict:
+def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """`base` with `changes` applied; nested settings (risk, auto_close, params) change key by key, except a new
     strategy's params, which replace the old strategy's."""
     out = dict(base)

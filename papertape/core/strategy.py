@@ -11,13 +11,18 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from schemas.market import Tick
+from schemas.vocabulary import Exposure, OrderType, Side, TimeInForce, TriggerBy
+
+from .bars import Bar
+
 
 @dataclass(frozen=True)
 class Target:
     """Hold `target` exposure in `symbol`."""
 
     symbol: str
-    target: str  # long | short | flat
+    target: Exposure
     confidence: float
     reasoning: str
     features: dict[str, Any] = field(default_factory=dict)
@@ -28,15 +33,15 @@ class PlaceOrder:
     """Place exactly this order (the fields of schemas.Order). `client_id` names it for a later cancel or amend."""
 
     symbol: str
-    side: str
+    side: Side
     qty: Decimal
-    type: str = "market"
+    type: OrderType = "market"
     price: Decimal | None = None
-    tif: str = "GTC"
+    tif: TimeInForce = "GTC"
     reduce_only: bool = False
     reasoning: str = ""
     trigger_price: Decimal | None = None
-    trigger_by: str = "last"
+    trigger_by: TriggerBy = "last"
     trail_amount: Decimal | None = None
     trail_percent: Decimal | None = None
     activation_price: Decimal | None = None
@@ -69,16 +74,16 @@ class Strategy:
     name = "base"
     bar_ms: int = 60_000  # the bars it receives; the session's volatility uses the same bars
 
-    def on_bar(self, bar) -> list[Intent]:
+    def on_bar(self, bar: Bar) -> list[Intent]:
         return []
 
-    def on_tick(self, tick) -> list[Intent]:
+    def on_tick(self, tick: Tick) -> list[Intent]:
         return []
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {}
 
-    def load(self, state: dict) -> None:
+    def load(self, state: dict[str, Any]) -> None:
         pass
 
     @classmethod

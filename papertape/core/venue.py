@@ -13,18 +13,33 @@ from __future__ import annotations
 import heapq
 from dataclasses import asdict, dataclass, field
 from decimal import ROUND_DOWN, ROUND_UP, Decimal
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, Literal, cast
 
+from schemas.market import Tick, TickTrade
+from schemas.vocabulary import (
+    LIMIT_TYPES,
+    TRIGGER_TYPES,
+    ExecType,
+    OrderStatus,
+    OrderType,
+    Side,
+    TimeInForce,
+    TriggerBy,
+)
+from schemas.vocabulary import Liquidity as MakerOrTaker
+
+from .account import PositionState
 from .book import Book
 from .dex import DexSettings, gas_cost, swap
 from .fees import FeeSchedule
-from .fill_model import FillSettings, Liquidity, queue_ahead, take
+from .fill_model import BookSide, FillSettings, Liquidity, queue_ahead, take
 from .instruments import Instrument
 
 ZERO = Decimal(0)
-FINAL = ("filled", "cancelled", "rejected", "expired")
-LIMIT_TYPES = ("limit", "stop_limit", "take_profit_limit")
-TRIGGER_TYPES = ("stop_market", "stop_limit", "take_profit_market", "take_profit_limit", "trailing_stop")
+FINAL: tuple[OrderStatus, ...] = ("filled", "cancelled", "rejected", "expired")
+# The types that wait at the venue for a price: the trigger types, and a trailing stop, whose trigger follows the price.
+CONDITIONAL_TYPES: tuple[OrderType, ...] = (*TRIGGER_TYPES, "trailing_stop")
+VenueOrderStatus = Literal["pending"] | OrderStatus  # pending: on its way to the venue (latency), not there yet
 # The fields an order request shares with the venue's order (schemas.Order, strategy.PlaceOrder); `oco` is
 # scoped to its session when copied.
 REQUEST_FIELDS = ("symbol", "side", "type", "qty", "price", "tif", "reduce_only", "trigger_price", "trigger_by",
@@ -38,16 +53,16 @@ class VenueOrder:
     id: str
     session: str
     symbol: str
-    side: str  # buy | sell
-    type: str  # market | limit | stop_market | stop_limit | take_profit_market | take_profit_limit | trailing_stop
+    side: Side
+    type: OrderType
     qty: Decimal
-    price: Decimal | None
-    tif: str
+    price: Decimal | None  # the limit price of LIMIT_TYPES (they always have one), else None
+    tif: TimeInForce
     reduce_only: bool
     arrival: int  # event time the order reaches the venue
     seq: int  # tie-break among orders arriving at the same time, and time priority at a price
     trigger_price: Decimal | None = None
-    trigger_by: str = "last"  # last | mark
+    trigger_by: TriggerBy = "last"
     trail_amount: Decimal | None = None
     trail_percent: Decimal | None = None
     activation_price: Decimal | None = None
@@ -58,7 +73,7 @@ class VenueOrder:
     parent: str | None = None  # the entry of a bracket child
     filled: Decimal = ZERO
     cost: Decimal = ZERO  # sum of price x qty filled: the average price's numerator
-    status: str = "pending"  # pending | new | partially_filled (open) or a final state
+    status: VenueOrderStatus = "pending"  # pending, new or partially_filled (open), or a FINAL state
     triggered: bool = False
     queue: Decimal | None = None  # displayed size ahead of a resting order; None: unknown
     peak: Decimal | None = None  # a trailing stop's best price since activation
@@ -70,32 +85,35 @@ class VenueOrder:
 
     @property
     def waiting_trigger(self) -> bool:
-        return self.type in TRIGGER_TYPES and not self.triggered
+        return self.type in CONDITIONAL_TYPES and not self.triggered
 
     @property
     def is_limit(self) -> bool:
         return self.type in LIMIT_TYPES
 
     @property
-    def price_f(self) -> float:
-        return float(self.price)
-
-    @property
     def avg_price(self) -> Decimal | None:
         return self.cost / self.filled if self.filled else None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for k in _DECIMALS:
             d[k] = None if d[k] is None else str(d[k])
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "VenueOrder":
+    def from_dict(cls, d: dict[str, Any]) -> "VenueOrder":
         d = dict(d)
         for k in _DECIMALS:
             d[k] = None if d[k] is None else Decimal(d[k])
         return cls(**d)
+
+
+if TYPE_CHECKING:
+    class LimitOrder(VenueOrder):
+        """An order of LIMIT_TYPES, for the checker: its limit price is never None."""
+
+        price: Decimal
 
 
 @dataclass
@@ -104,12 +122,12 @@ class Execution:
     ts: int
     price: Decimal
     qty: Decimal
-    liquidity: str
+    liquidity: MakerOrTaker
     fee_rate: Decimal
     fee: Decimal
-    exec_type: str = "trade"
+    exec_type: ExecType = "trade"
     realized: Decimal = ZERO  # set by the account when it books the fill
-    position: object = None  # the account's position in the symbol right after this fill (set with realized)
+    position: PositionState | None = None  # the account's position in the symbol after this fill (set with realized)
 
 
 @dataclass(frozen=True)
@@ -118,7 +136,7 @@ class StatusChange:
 
     order: VenueOrder
     ts: int
-    status: str
+    status: OrderStatus
     reason: str
     n: int  # the order's event number
     qty: Decimal
@@ -138,6 +156,9 @@ class Refusal:
 
 
 Outcome = Execution | StatusChange | Refusal
+# A request on its way to the venue, in the heap by arrival: (arrival, seq, action, order id, an amend's changes).
+Request = (tuple[int, int, Literal["new", "cancel"], str, None]
+           | tuple[int, int, Literal["amend"], str, dict[str, str | None]])
 
 
 @dataclass
@@ -156,32 +177,32 @@ class PaperVenue:
         self.position_qty = position_qty
         self.book_fill = book_fill
         self.admit = admit  # why the account cannot take this order at this price, or ''
-        self.pending: list[list] = []  # heap of [arrival, seq, action, order id, changes]
+        self.pending: list[Request] = []  # a heap
         self.orders: dict[str, VenueOrder] = {}  # pending and open
         self.liquidity = Liquidity()
 
     # --- requests ------------------------------------------------------------------------------------------
     def submit(self, order: VenueOrder) -> None:
         self.orders[order.id] = order
-        heapq.heappush(self.pending, [order.arrival, order.seq, "new", order.id, None])
+        heapq.heappush(self.pending, (order.arrival, order.seq, "new", order.id, None))
 
     def cancel(self, order_id: str, arrival: int, seq: int) -> None:
-        heapq.heappush(self.pending, [arrival, seq, "cancel", order_id, None])
+        heapq.heappush(self.pending, (arrival, seq, "cancel", order_id, None))
 
-    def amend(self, order_id: str, changes: dict[str, str], arrival: int, seq: int) -> None:
-        heapq.heappush(self.pending, [arrival, seq, "amend", order_id, changes])
+    def amend(self, order_id: str, changes: dict[str, str | None], arrival: int, seq: int) -> None:
+        heapq.heappush(self.pending, (arrival, seq, "amend", order_id, changes))
 
     def open_orders(self, symbol: str | None = None) -> list[VenueOrder]:
         return [o for o in self.orders.values() if symbol is None or o.symbol == symbol]
 
-    def _expiring(self) -> list[VenueOrder]:
-        """Open orders (at the venue, not on their way) that have an expiry time."""
-        return [o for o in self.orders.values() if o.expire_ts is not None and o.status != "pending"]
+    def _expiring(self) -> list[tuple[int, VenueOrder]]:
+        """(expiry time, order) of the open orders (at the venue, not on their way) that have an expiry time."""
+        return [(o.expire_ts, o) for o in self.orders.values() if o.expire_ts is not None and o.status != "pending"]
 
     def next_due(self) -> int | None:
         """The event time of the next request arrival or order expiry."""
         due = [self.pending[0][0]] if self.pending else []
-        due += [o.expire_ts for o in self._expiring()]
+        due += [expire_ts for expire_ts, _ in self._expiring()]
         return min(due) if due else None
 
     def on_time(self, now: int, books: dict[str, Book]) -> list[Outcome]:
@@ -189,22 +210,22 @@ class PaperVenue:
         out: list[Outcome] = []
         while True:
             arrival = self.pending[0][0] if self.pending and self.pending[0][0] <= now else None
-            expiring = [o for o in self._expiring() if o.expire_ts <= now]
-            first = min(expiring, key=lambda o: (o.expire_ts, o.seq)) if expiring else None
-            if first is not None and (arrival is None or first.expire_ts < arrival):
-                out += self._close(first, first.expire_ts, "expired", "good till its expiry time")
+            expiring = [e for e in self._expiring() if e[0] <= now]
+            first = min(expiring, key=lambda e: (e[0], e[1].seq)) if expiring else None
+            if first is not None and (arrival is None or first[0] < arrival):
+                out += self._close(first[1], first[0], "expired", "good till its expiry time")
                 continue
             if arrival is None:
                 return out
-            _, seq, action, oid, changes = heapq.heappop(self.pending)
-            if action == "new":
-                order = self.orders.get(oid)
+            request = heapq.heappop(self.pending)
+            if request[2] == "new":
+                order = self.orders.get(request[3])
                 if order is not None:  # None: an OCO partner cancelled it on its way
                     out += self._arrive(order, books.get(order.symbol))
-            elif action == "cancel":
-                out += self._cancel(oid, arrival)
+            elif request[2] == "cancel":
+                out += self._cancel(request[3], arrival)
             else:
-                out += self._amend(oid, changes, arrival, books)
+                out += self._amend(request[3], request[4], arrival, books)
 
     # --- arrival ---------------------------------------------------------------------------------------------
     def _arrive(self, order: VenueOrder, book: Book | None) -> list[Outcome]:
@@ -248,7 +269,7 @@ class PaperVenue:
         if order.tif in ("IOC", "FOK"):
             return out + self._close(order, ts, "cancelled", f"{order.tif}: no more liquidity at the limit")
         order.status = "new" if not order.filled else "partially_filled"
-        order.queue = queue_ahead(book, order.side, order.price)
+        order.queue = queue_ahead(book, order.side, cast(Decimal, order.price))  # a limit order has its price
         return out
 
     # --- taking ----------------------------------------------------------------------------------------------
@@ -269,7 +290,7 @@ class PaperVenue:
 
     def _swap(self, order: VenueOrder, ts: int, book: Book, qty: Decimal, limit: Decimal | None) -> list[Outcome]:
         """A DEX order swaps against a constant-product pool centred on the oracle price; gas is its fee."""
-        oracle = book.mark()
+        oracle = cast(Decimal, book.mark())  # the order arrived to a priced book, and a price never goes away
         dex, inst = self.rules.dex, self.instruments[order.symbol]
         try:
             result = swap(order.side, qty, oracle, dex.depth(order.symbol), dex.pool_fee)
@@ -281,8 +302,8 @@ class PaperVenue:
         gas = gas_cost(dex, order.symbol)
         return self._execute(order, ts, price, qty, "taker", fee=(ZERO, gas)) + self._progress(order, ts, 1)
 
-    def _execute(self, order: VenueOrder, ts: int, price: Decimal, qty: Decimal, liquidity: str,
-                 fee: tuple[Decimal, Decimal] | None = None, exec_type: str = "trade") -> list[Outcome]:
+    def _execute(self, order: VenueOrder, ts: int, price: Decimal, qty: Decimal, liquidity: MakerOrTaker,
+                 fee: tuple[Decimal, Decimal] | None = None, exec_type: ExecType = "trade") -> list[Outcome]:
         rate, amount = fee or self.rules.fees.fee(order.symbol, liquidity, price, qty)
         order.filled += qty
         order.cost += price * qty
@@ -317,7 +338,8 @@ class PaperVenue:
         if self.instruments[order.symbol].category == "dex":
             return True  # a pool always quotes; _swap checks the limit against its price
         price = book.best_ask() if order.side == "buy" else book.best_bid()
-        return price is not None and (order.price >= price if order.side == "buy" else order.price <= price)
+        limit = cast(Decimal, order.price)  # a limit order has its price
+        return price is not None and (limit >= price if order.side == "buy" else limit <= price)
 
     def _fillable_whole(self, order: VenueOrder, book: Book) -> bool:
         inst = self.instruments[order.symbol]
@@ -335,32 +357,34 @@ class PaperVenue:
         return p if p is not None else (book.mark() or ZERO)
 
     # --- resting orders and triggers, on each tick -----------------------------------------------------------
-    def on_tick(self, tick, book: Book) -> list[Outcome]:
+    def on_tick(self, tick: Tick, book: Book) -> list[Outcome]:
         """After the tick moved `book`: makers fill from its trades and quotes, then triggers fire."""
         symbol = tick.symbol
-        resting, triggers = [], []  # triggers: dicts keep insertion order, so by seq, as placed
+        resting: list[VenueOrder] = []
+        triggers: list[VenueOrder] = []  # dicts keep insertion order, so by seq, as placed
         for o in self.orders.values():  # (the engine's hot path: each order's type is looked at once)
             if o.symbol != symbol or o.status == "pending":
                 continue
-            if o.type in TRIGGER_TYPES and not o.triggered:
+            if o.type in CONDITIONAL_TYPES and not o.triggered:
                 triggers.append(o)
             elif o.type in LIMIT_TYPES:
                 resting.append(o)
         if not resting and not triggers:
             return []
         out: list[Outcome] = []
-        if len(resting) > 1:  # price, then time priority
-            resting.sort(key=lambda o: (-o.price if o.side == "buy" else o.price, o.seq))
         if resting:
+            limits = cast("list[LimitOrder]", resting)  # of LIMIT_TYPES: each has its limit price
+            if len(limits) > 1:  # price, then time priority
+                limits.sort(key=lambda o: (-o.price if o.side == "buy" else o.price, o.seq))
             if tick.trades:
-                out += self._maker_trades(resting, tick.trades)
-            out += self._maker_quotes(resting, tick.ts, book)
+                out += self._maker_trades(limits, tick.trades)
+            out += self._maker_quotes(limits, tick.ts, book)
         for order in triggers:  # only a trigger sets `triggered`: the makers above did not change this list
             if order.id in self.orders:  # an OCO partner may have cancelled it
                 out += self._check_trigger(order, tick, book)
         return out
 
-    def _maker_trades(self, resting: list[VenueOrder], trades) -> list[Outcome]:
+    def _maker_trades(self, resting: list[LimitOrder], trades: list[TickTrade]) -> list[Outcome]:
         out: list[Outcome] = []
         fill = self.rules.fill
         for t in trades:
@@ -391,7 +415,7 @@ class PaperVenue:
                 left -= q
         return out
 
-    def _maker_quotes(self, resting: list[VenueOrder], ts: int, book: Book) -> list[Outcome]:
+    def _maker_quotes(self, resting: list[LimitOrder], ts: int, book: Book) -> list[Outcome]:
         """Queue sizes shrink with the displayed level; an opposite quote at or through a resting price fills it."""
         out: list[Outcome] = []
         fill = self.rules.fill
@@ -407,14 +431,14 @@ class PaperVenue:
             buy = order.side == "buy"
             opp = book.ask if buy else book.bid
             # float screen first (exact for exchange prices, see book.py), the Decimal only when it may cross
-            if opp is None or (float(opp) > order.price_f if buy else float(opp) < order.price_f):
+            if opp is None or (float(opp) > float(order.price) if buy else float(opp) < float(order.price)):
                 continue
             shown = book.ask_qty if buy else book.bid_qty
             cap = self._capped(order)
             if cap is None:
                 out += self._close(order, ts, "cancelled", "reduce-only: no position left to reduce")
                 continue
-            side = "ask" if order.side == "buy" else "bid"
+            side: BookSide = "ask" if order.side == "buy" else "bid"
             avail = self.liquidity.available(order.symbol, side, float(opp), shown)
             q = cap if avail is None or not fill.partial_fills else min(cap, avail)
             if q > 0:
@@ -422,16 +446,19 @@ class PaperVenue:
                 out += self._execute(order, ts, order.price, q, "maker") + self._progress(order, ts, 1)
         return out
 
-    def _trigger_prices(self, order: VenueOrder, book: Book, tick) -> list[Decimal]:
+    def _trigger_prices(self, order: VenueOrder, book: Book, tick: Tick | None) -> list[Decimal]:
         """The prices a trigger watches in this tick, in order: each trade's (last) or the mark after it."""
         if order.trigger_by == "mark":
             m = book.mark()
             return [m] if m is not None else []
         if tick is not None and tick.trades:
             return [Decimal(t.price) for t in tick.trades]
-        return [Decimal(book.last)] if book.last is not None else ([book.mark()] if book.mark() is not None else [])
+        if book.last is not None:
+            return [Decimal(book.last)]
+        m = book.mark()
+        return [m] if m is not None else []
 
-    def _check_trigger(self, order: VenueOrder, tick, book: Book) -> list[Outcome]:
+    def _check_trigger(self, order: VenueOrder, tick: Tick, book: Book) -> list[Outcome]:
         for i, p in enumerate(self._trigger_prices(order, book, tick)):
             if self._fires(order, p):
                 ts = tick.trades[i].ts if order.trigger_by == "last" and tick.trades else tick.ts
@@ -445,21 +472,22 @@ class PaperVenue:
                 if (p < order.activation_price) if sell else (p > order.activation_price):
                     return False
                 order.peak = p
-            order.peak = p if order.peak is None else (max(order.peak, p) if sell else min(order.peak, p))
-            stop = self._trail_stop(order)
+            peak = order.peak = p if order.peak is None else (max(order.peak, p) if sell else min(order.peak, p))
+            stop = self._trail_stop(order, peak)
             order.trigger_price = stop
             return p <= stop if sell else p >= stop
-        stop = order.type.startswith("stop")
-        falls = sell == stop  # a sell stop and a buy take-profit trigger on a fall
-        return p <= order.trigger_price if falls else p >= order.trigger_price
+        is_stop = order.type.startswith("stop")
+        falls = sell == is_stop  # a sell stop and a buy take-profit trigger on a fall
+        trigger = cast(Decimal, order.trigger_price)  # a stop or take-profit has its trigger price
+        return p <= trigger if falls else p >= trigger
 
     @staticmethod
-    def _trail_stop(order: VenueOrder) -> Decimal:
+    def _trail_stop(order: VenueOrder, peak: Decimal) -> Decimal:
         sell = order.side == "sell"
         if order.trail_amount is not None:
-            return order.peak - order.trail_amount if sell else order.peak + order.trail_amount
-        step = order.peak * order.trail_percent / 100
-        return order.peak - step if sell else order.peak + step
+            return peak - order.trail_amount if sell else peak + order.trail_amount
+        step = peak * cast(Decimal, order.trail_percent) / 100  # a trailing stop has one or the other
+        return peak - step if sell else peak + step
 
     def _trigger(self, order: VenueOrder, ts: int, book: Book, price: Decimal) -> list[Outcome]:
         order.triggered = True
@@ -480,9 +508,10 @@ class PaperVenue:
     def _bracket(self, entry: VenueOrder, ts: int) -> list[Outcome]:
         """Once an entry is done, a reduce-only stop-loss and take-profit for what it filled, as an OCO pair."""
         out: list[Outcome] = []
-        exit_side = "sell" if entry.side == "buy" else "buy"
-        for suffix, kind, trigger in (("sl", "stop_market", entry.stop_loss), ("tp", "take_profit_market",
-                                                                                entry.take_profit)):
+        exit_side: Side = "sell" if entry.side == "buy" else "buy"
+        legs: tuple[tuple[str, OrderType, Decimal | None], ...] = (("sl", "stop_market", entry.stop_loss),
+                                                                   ("tp", "take_profit_market", entry.take_profit))
+        for suffix, kind, trigger in legs:
             if trigger is None or not entry.filled:
                 continue
             child = VenueOrder(f"{entry.id}-{suffix}", entry.session, entry.symbol, exit_side, kind, entry.filled,
@@ -502,16 +531,16 @@ class PaperVenue:
             return [Refusal(oid, ts, f"cancel: order {oid} is not open")]
         return self._close(order, ts, "cancelled", "cancelled on request")
 
-    def _amend(self, oid: str, changes: dict, ts: int, books: dict[str, Book]) -> list[Outcome]:
+    def _amend(self, oid: str, changes: dict[str, str | None], ts: int, books: dict[str, Book]) -> list[Outcome]:
         order = self.orders.get(oid)
         if order is None or order.status == "pending":
             return [Refusal(oid, ts, f"amend: order {oid} is not open")]
-        qty, price, trigger = (None if changes.get(k) is None else Decimal(changes[k])
+        qty, price, trigger = (None if (v := changes.get(k)) is None else Decimal(v)
                                for k in ("qty", "price", "trigger_price"))
         problem = ""
         if qty is not None and qty <= order.filled:
             problem = f"new quantity {qty} is not above the filled {order.filled}"
-        elif price is not None and not (order.is_limit and (order.waiting_trigger or order.status != "pending")):
+        elif price is not None and not order.is_limit:  # (an open order: a pending one was refused above)
             problem = f"a {order.type} order has no limit price to change"
         elif trigger is not None and not (order.waiting_trigger and order.type != "trailing_stop"):
             problem = "only an untriggered stop or take-profit has a trigger price to change"
@@ -528,7 +557,7 @@ class PaperVenue:
             out += self._work(order, ts, book, arriving=False)
         return out
 
-    def _close(self, order: VenueOrder, ts: int, status: str, reason: str) -> list[Outcome]:
+    def _close(self, order: VenueOrder, ts: int, status: OrderStatus, reason: str) -> list[Outcome]:
         if order.status in FINAL:  # already closed by a link (OCO, bracket, a closed position) in this instant
             return []
         self.orders.pop(order.id, None)
@@ -541,13 +570,13 @@ class PaperVenue:
         return out
 
     @staticmethod
-    def _event(order: VenueOrder, ts: int, status: str, reason: str = "") -> StatusChange:
+    def _event(order: VenueOrder, ts: int, status: OrderStatus, reason: str = "") -> StatusChange:
         order.events += 1
         return StatusChange(order, ts, status, reason, order.events, order.qty, order.price, order.trigger_price,
                             order.filled, order.avg_price)
 
     # --- liquidation -----------------------------------------------------------------------------------------
-    def liquidate(self, session: str, symbol: str, side: str, qty: Decimal, price: Decimal, fee: Decimal,
+    def liquidate(self, session: str, symbol: str, side: Side, qty: Decimal, price: Decimal, fee: Decimal,
                   fee_rate: Decimal, ts: int, oid: str, seq: int) -> list[Outcome]:
         """The venue takes over a position: cancels the symbol's orders and closes it with a liquidation fill."""
         out: list[Outcome] = []
@@ -560,13 +589,13 @@ class PaperVenue:
         return out + [self._event(order, ts, "filled", "liquidation")]
 
     # --- checkpoint ------------------------------------------------------------------------------------------
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"orders": [o.to_dict() for o in self.orders.values()], "pending": self.pending,
                 "liquidity": self.liquidity.to_dict()}
 
-    def load(self, d: dict) -> None:
+    def load(self, d: dict[str, Any]) -> None:
         self.orders = {o["id"]: VenueOrder.from_dict(o) for o in d["orders"]}
-        self.pending = [list(p) for p in d["pending"]]
+        self.pending = [tuple(p) for p in d["pending"]]
         heapq.heapify(self.pending)
         self.liquidity.load(d.get("liquidity", []))
 

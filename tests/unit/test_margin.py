@@ -2,33 +2,22 @@
 by hand here from the published formula (see papertape/core/margin.py), never copied from output."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from decimal import Decimal as D
 
 import pytest
 
 from papertape.core.margin import (
     DEFAULT_TIERS,
-    RiskTier,
     bankruptcy_price,
     cross_breached,
-    estimated_close_fee,
     funding_payment,
-    funding_times,
-    initial_margin,
     isolated_breached,
     liquidation_fill,
-    liquidation_price,
     maintenance_margin,
     tier_for,
 )
 
 TICK = D("0.10")  # BTCUSDT tick size
-FLAT = (RiskTier(D("10000000"), D("0.005"), D("0"), D("100")),)  # one 0.5% tier, as in Bybit's examples
-
-
-def ms(*args: int) -> int:
-    return int(datetime(*args, tzinfo=timezone.utc).timestamp()) * 1000
 
 
 # --- tiers -------------------------------------------------------------------------------------
@@ -54,15 +43,7 @@ def test_tier_for_inside_and_at_boundaries():
         tier_for(DEFAULT_TIERS, D("2600000.01"))
 
 
-# --- initial / maintenance margin ---------------------------------------------------------------
-
-def test_initial_margin():
-    assert initial_margin(D("20000"), D("50")) == D("20000") / D("50") == D("400")  # Bybit example
-    assert initial_margin(D("60.7667"), D("10")) == D("6.07667")
-    assert initial_margin(D("-15000"), D("20")) == D("750")  # short value: margin is on |value|
-    with pytest.raises(ValueError):
-        initial_margin(D("100"), D("0"))
-
+# --- maintenance margin -------------------------------------------------------------------------
 
 def test_maintenance_margin_tier1_tier2_and_edge():
     assert maintenance_margin(D("20000")) == D("20000") * D("0.005") - D("0") == D("100")
@@ -74,7 +55,7 @@ def test_maintenance_margin_tier1_tier2_and_edge():
     assert maintenance_margin(just_over) == just_over * D("0.0056") - D("1200") == D("10000.00056")
 
 
-# --- bankruptcy price and fee to close ----------------------------------------------------------
+# --- bankruptcy price ---------------------------------------------------------------------------
 
 def test_bankruptcy_price_long_and_short():
     # Bybit "Bankruptcy Price (USDT Contract)": 1 BTC long @ 10,000, 50x -> 10,000 x (1 - 2%) = 9,800
@@ -87,46 +68,10 @@ def test_bankruptcy_price_long_and_short():
     assert bankruptcy_price("short", D("30000"), D("20"), D("25"), D("0.5")) == D("31550")
 
 
-def test_estimated_close_fee_matches_bybit_position_row():
-    # live /v5/position/list row: BTCUSDT Buy 0.001 @ 60766.7, 10x, taker 0.055%
-    # -> positionIM 6.10674952, positionMM 0.33391302
-    fee = estimated_close_fee("long", D("0.001"), D("60766.7"), D("10"), D("0.00055"))
-    raw = D("0.001") * D("60766.7") * D("0.9") * D("0.00055")  # 0.0300795165
-    assert raw == D("0.0300795165")
-    assert fee == D("0.03007952")  # half-up at the 8th decimal
-    value = D("0.001") * D("60766.7")
-    assert initial_margin(value, D("10")) + fee == D("6.10674952")
-    assert maintenance_margin(value) + fee == D("0.33391302")
-    # short: bankruptcy 20,000 x 1.02 = 20,400; 2 BTC x 20,400 x 0.00055 = 22.44
-    assert estimated_close_fee("short", D("-2"), D("20000"), D("50"), D("0.00055")) == (
-        D("2") * D("20400") * D("0.00055"))
-
-
-# --- liquidation price --------------------------------------------------------------------------
-
-def test_liquidation_price_bybit_examples():
-    # Example 1: long 1 BTC @ 20,000, 50x, MMR 0.5%: IM 400, MM 100 -> 20,000 - (400 - 100) = 19,700
-    assert liquidation_price("long", D("20000"), D("1"), D("50"), DEFAULT_TIERS) == D("20000") - (D("400") - D("100"))
-    # short, same, plus 3,000 extra margin: 20,000 + 300 + 3,000 = 23,300
-    assert liquidation_price("short", D("20000"), D("1"), D("50"), DEFAULT_TIERS, D("3000")) == D("23300")
-    assert liquidation_price("short", D("20000"), D("1"), D("50")) == D("20300")
-
-
-def test_liquidation_price_second_tier():
-    # 50 BTC @ 50,000 = 2,500,000 (tier 2), 10x: IM 250,000, MM 2,500,000 x 0.0056 - 1200 = 12,800
-    im, mm = D("2500000") / D("10"), D("2500000") * D("0.0056") - D("1200")
-    assert liquidation_price("long", D("50000"), D("50"), D("10")) == D("50000") - (im - mm) / D("50") == D("45256")
-    assert liquidation_price("short", D("50000"), D("-50"), D("10")) == D("50000") + (im - mm) / D("50") == D("54744")
-
-
-def test_liquidation_price_long_at_1x_and_none():
-    # 1x long: LP = entry - (entry - entry x mmr) = entry x mmr = 20,000 x 0.005 = 100
-    assert liquidation_price("long", D("20000"), D("1"), D("1")) == D("100")
-    # 200 extra margin would put it at -100: there is no liquidation price
-    assert liquidation_price("long", D("20000"), D("1"), D("1"), DEFAULT_TIERS, D("200")) == D("0")
-
-
-# --- breach tests -------------------------------------------------------------------------------
+# --- breach tests: isolated margin flips at Bybit's liquidation price (LP) -----------------------
+# "Liquidation Price (USDT Contract)": long LP = entry - (IM - MM)/size - extra/size, short LP = entry + (IM - MM)/size
+# + extra/size, IM = entry value / leverage. The engine never computes LP: it liquidates when isolated_breached flips,
+# which these tests pin at LP and one tick on the safe side of it.
 
 def test_isolated_breached_long_and_short_at_the_price():
     # long 1 @ 20,000, margin 400: at 19,700 margin + upnl = 400 - 300 = 100 = MM -> liquidated
@@ -142,16 +87,28 @@ def test_isolated_breached_long_and_short_at_the_price():
     assert not isolated_breached("long", D("1"), D("20000"), D("19700.1"), D("400") + fee, close_fee=fee)
 
 
-@pytest.mark.parametrize("side,expected,safe_step", [("long", D("28600"), TICK), ("short", D("31400"), -TICK)])
-def test_liquidation_price_flips_isolated_breached(side, expected, safe_step):
-    # 0.5 BTC @ 30,000, 20x, 25 extra: value 15,000, IM 750, MM 75;
-    # (IM - MM)/qty = 675/0.5 = 1,350, extra/qty = 50 -> long 28,600, short 31,400
-    entry, qty, lev, extra = D("30000"), D("0.5"), D("20"), D("25")
-    lp = liquidation_price(side, entry, qty, lev, DEFAULT_TIERS, extra)
-    assert lp == expected
-    margin = D("15000") / D("20") + extra
+@pytest.mark.parametrize("side,qty,entry,margin,lp,safe_step", [
+    # Bybit's example: short 1 BTC @ 20,000, 50x (IM 400, MM 100), 3,000 extra: 20,000 + 300 + 3,000 = 23,300
+    ("short", D("1"), D("20000"), D("400") + D("3000"), D("23300"), -TICK),
+    # 50 BTC @ 50,000 = 2,500,000 (tier 2), 10x: IM 250,000, MM 2,500,000 x 0.0056 - 1200 = 12,800;
+    # (IM - MM)/50 = 4,744 -> long 45,256, short 54,744 (a short's qty may come signed)
+    ("long", D("50"), D("50000"), D("2500000") / D("10"), D("45256"), TICK),
+    ("short", D("-50"), D("50000"), D("2500000") / D("10"), D("54744"), -TICK),
+    # 1x long: LP = entry - (entry - entry x mmr) = entry x mmr = 20,000 x 0.005 = 100
+    ("long", D("1"), D("20000"), D("20000"), D("100"), TICK),
+    # 0.5 BTC @ 30,000, 20x, 25 extra: value 15,000, IM 750, MM 75; (IM - MM)/qty = 675/0.5 = 1,350,
+    # extra/qty = 50 -> long 28,600, short 31,400
+    ("long", D("0.5"), D("30000"), D("15000") / D("20") + D("25"), D("28600"), TICK),
+    ("short", D("0.5"), D("30000"), D("15000") / D("20") + D("25"), D("31400"), -TICK),
+])
+def test_isolated_breached_flips_at_the_liquidation_price(side, qty, entry, margin, lp, safe_step):
     assert not isolated_breached(side, qty, entry, lp + safe_step, margin)  # one tick on the safe side
     assert isolated_breached(side, qty, entry, lp, margin)  # at it
+
+
+def test_isolated_long_with_margin_beyond_its_value_is_never_breached():
+    # 1x long 1 @ 20,000 with 200 extra: LP would be 100 - 200 = -100, so Bybit shows none
+    assert not isolated_breached("long", D("1"), D("20000"), TICK, D("20000") + D("200"))
 
 
 def test_cross_breached():
@@ -171,7 +128,13 @@ def test_liquidation_fill_isolated_at_bankruptcy():
     # short 2 @ 20,000, 50x: 20,400; fee 2 x 20,400 x 0.00055 = 22.44
     assert liquidation_fill("short", D("2"), D("20000"), D("50"), D("20300"), D("0.00055")) == (D("20400"), D("22.44"))
     # fee rounded half-up to 1e-8: 0.001 x 54,690.03 x 0.00055 = 0.0300795165
-    assert liquidation_fill("long", D("0.001"), D("60766.7"), D("10"), D("55000"), D("0.00055"))[1] == D("0.03007952")
+    price, fee = liquidation_fill("long", D("0.001"), D("60766.7"), D("10"), D("55000"), D("0.00055"))
+    assert (price, fee) == (D("54690.03"), D("0.03007952"))
+    # it is Bybit's estimated fee to close, which a live /v5/position/list row holds in both the position IM and
+    # MM: BTCUSDT Buy 0.001 @ 60766.7, 10x, taker 0.055% -> positionIM 6.10674952, positionMM 0.33391302
+    value = D("0.001") * D("60766.7")
+    assert value / D("10") + fee == D("6.10674952")
+    assert maintenance_margin(value) + fee == D("0.33391302")
     # extra margin: 0.5 @ 30,000, 20x, 25 extra -> 28,500 - 50 = 28,450; fee 0.5 x 28,450 x 0.00055 = 7.82375
     assert liquidation_fill("long", D("0.5"), D("30000"), D("20"), D("28600"), D("0.00055"), "isolated", D("25")) == (
         D("28450"), D("7.82375"))
@@ -208,31 +171,3 @@ def test_funding_payment_zero_and_rounding():
     assert funding_payment(D("0.001"), D("1.5"), D("0.00001")) == D("-0.00000002")
     assert funding_payment(D("-0.001"), D("1.5"), D("0.00001")) == D("0.00000002")
 
-
-def test_funding_times_8h():
-    day = ms(2024, 1, 1)
-    assert day == 1704067200000
-    # (00:00, next 00:00]: the start is excluded, the end included
-    assert funding_times(day, ms(2024, 1, 2), 480) == [ms(2024, 1, 1, 8), ms(2024, 1, 1, 16), ms(2024, 1, 2)]
-    assert funding_times(day - 1, day, 480) == [day]
-    assert funding_times(day, day + 8 * 3_600_000 - 1, 480) == []
-    assert funding_times(day, day, 480) == []
-
-
-def test_funding_times_4h_across_midnight():
-    assert funding_times(ms(2024, 1, 1, 20), ms(2024, 1, 2, 9), 240) == [
-        ms(2024, 1, 2, 0), ms(2024, 1, 2, 4), ms(2024, 1, 2, 8)]
-    assert funding_times(ms(2024, 1, 1, 21, 30), ms(2024, 1, 2, 0, 0), 240) == [ms(2024, 1, 2)]
-
-
-def test_funding_times_1h_across_midnight():
-    assert funding_times(ms(2024, 2, 29, 23, 30), ms(2024, 3, 1, 2), 60) == [
-        ms(2024, 3, 1, 0), ms(2024, 3, 1, 1), ms(2024, 3, 1, 2)]
-    assert funding_times(ms(2024, 3, 1, 1), ms(2024, 3, 1, 1, 59, 59), 60) == []
-
-
-def test_funding_times_no_funding_and_odd_interval():
-    assert funding_times(ms(2024, 1, 1), ms(2024, 1, 3), 0) == []  # spot
-    # 7h does not divide the day: 00:00, 07:00, 14:00, 21:00, then 00:00 again (not 04:00)
-    assert funding_times(ms(2024, 1, 1, 20), ms(2024, 1, 2, 8), 420) == [
-        ms(2024, 1, 1, 21), ms(2024, 1, 2, 0), ms(2024, 1, 2, 7)]

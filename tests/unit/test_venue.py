@@ -12,7 +12,7 @@ from papertape.config import Settings
 from papertape.core.engine import Engine
 from papertape.core.instruments import Instrument
 from papertape.core.margin import maintenance_margin
-from papertape.core.margin_account import MarginRules
+from papertape.core.margin_rules import MarginRules
 from papertape.core.risk import RiskSettings
 from papertape.core.session_config import SessionConfig
 

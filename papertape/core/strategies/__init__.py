@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from papertape.core.strategy import Strategy
 
@@ -15,7 +16,7 @@ def builtins() -> dict[str, type[Strategy]]:
             "scripted": Scripted}
 
 
-def make_strategy(name: str, params: dict) -> Strategy:
+def make_strategy(name: str, params: dict[str, Any]) -> Strategy:
     """A built-in by name, or a user's class by dotted path (`package.module:Class` or `package.module.Class`)."""
     cls = builtins().get(name)
     if cls is None:

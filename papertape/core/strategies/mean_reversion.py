@@ -5,8 +5,11 @@ closes, go long (expecting the price to come back); above it, go short when allo
 from __future__ import annotations
 
 import math
+from typing import Any
 
+from papertape.core.bars import Bar
 from papertape.core.strategy import Intent, Strategy, Target
+from schemas.vocabulary import Exposure
 
 
 class MeanReversion(Strategy):
@@ -21,7 +24,7 @@ class MeanReversion(Strategy):
         self.allow_short, self.full_confidence_z = allow_short, full_confidence_z
         self.closes: dict[str, list[float]] = {}
 
-    def on_bar(self, bar) -> list[Intent]:
+    def on_bar(self, bar: Bar) -> list[Intent]:
         closes = self.closes.setdefault(bar.symbol, [])
         closes.append(bar.close)
         if len(closes) > self.window:
@@ -35,6 +38,7 @@ class MeanReversion(Strategy):
         z = (bar.close - mean) / std
         features = {"close": bar.close, "mean": mean, "std": std, "z": z, "window": self.window}
         where = f"close {abs(z):.2f} sd {'below' if z < 0 else 'above'} the {self.window}-bar mean {mean:.8g}"
+        target: Exposure
         if z <= -self.entry_z:
             target, why = "long", f"{where}: expect a rise back"
         elif z >= self.entry_z:
@@ -45,8 +49,8 @@ class MeanReversion(Strategy):
             return []
         return [Target(bar.symbol, target, min(1.0, abs(z) / self.full_confidence_z), why, features)]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"closes": self.closes}
 
-    def load(self, state: dict) -> None:
+    def load(self, state: dict[str, Any]) -> None:
         self.closes = {s: list(v) for s, v in state["closes"].items()}

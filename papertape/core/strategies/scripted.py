@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from papertape.core.strategy import AmendIntent, CancelIntent, Intent, PlaceOrder, Strategy
+from schemas.market import Tick
 
 _DECIMAL_FIELDS = ("qty", "price", "trigger_price", "trail_amount", "trail_percent", "activation_price", "stop_loss",
                    "take_profit")
 
 
-def _decimals(d: dict) -> dict:
+def _decimals(d: dict[str, Any]) -> dict[str, Any]:
     return {k: (Decimal(str(v)) if k in _DECIMAL_FIELDS and v is not None else v) for k, v in d.items()}
 
 
@@ -19,11 +21,11 @@ class Scripted(Strategy):
 
     name = "scripted"
 
-    def __init__(self, orders: list[dict]) -> None:
+    def __init__(self, orders: list[dict[str, Any]]) -> None:
         self.orders = sorted(orders, key=lambda o: o["at"])
         self.next = 0
 
-    def on_tick(self, tick) -> list[Intent]:
+    def on_tick(self, tick: Tick) -> list[Intent]:
         out: list[Intent] = []
         while self.next < len(self.orders) and self.orders[self.next]["at"] <= tick.ts:
             item = _decimals({k: v for k, v in self.orders[self.next].items() if k != "at"})
@@ -37,8 +39,8 @@ class Scripted(Strategy):
                 out.append(PlaceOrder(reasoning=reasoning, client_id=item.pop("id", None), **item))
         return out
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"next": self.next}
 
-    def load(self, state: dict) -> None:
+    def load(self, state: dict[str, Any]) -> None:
         self.next = state["next"]

@@ -4,7 +4,11 @@ that held back (low confidence, an open order, a breaker) acts on a later bar. C
 between the EMAs: full at `full_confidence_bps`."""
 from __future__ import annotations
 
+from typing import Any
+
+from papertape.core.bars import Bar
 from papertape.core.strategy import Intent, Strategy, Target
+from schemas.vocabulary import Exposure
 
 
 class TrendFollowing(Strategy):
@@ -18,9 +22,10 @@ class TrendFollowing(Strategy):
             raise ValueError("trend_following needs bar_ms > 0 and full_confidence_bps > 0")
         self.fast, self.slow, self.bar_ms = fast, slow, bar_ms
         self.allow_short, self.full_confidence_bps = allow_short, full_confidence_bps
-        self.state: dict[str, list] = {}  # symbol -> [ema_fast, ema_slow, bars]
+        # symbol -> [ema_fast, ema_slow, bars]: a list (the EMAs None until the first close), as checkpoints hold it
+        self.state: dict[str, list[Any]] = {}
 
-    def on_bar(self, bar) -> list[Intent]:
+    def on_bar(self, bar: Bar) -> list[Intent]:
         st = self.state.setdefault(bar.symbol, [None, None, 0])
         close = bar.close
         st[0] = close if st[0] is None else st[0] + 2 / (self.fast + 1) * (close - st[0])
@@ -29,14 +34,14 @@ class TrendFollowing(Strategy):
         if st[2] < self.slow:
             return []
         fast, slow = st[0], st[1]
-        side = "long" if fast > slow else ("short" if self.allow_short else "flat")
+        side: Exposure = "long" if fast > slow else ("short" if self.allow_short else "flat")
         gap_bps = abs(fast - slow) / slow * 1e4
         return [Target(bar.symbol, side, min(1.0, gap_bps / self.full_confidence_bps),
                        f"EMA{self.fast} {'above' if fast > slow else 'below'} EMA{self.slow} by {gap_bps:.2f} bps",
                        {"close": close, "ema_fast": fast, "ema_slow": slow, "bars": st[2]})]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"state": self.state}
 
-    def load(self, state: dict) -> None:
+    def load(self, state: dict[str, Any]) -> None:
         self.state = {s: list(v) for s, v in state["state"].items()}

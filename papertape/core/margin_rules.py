@@ -1,4 +1,4 @@
-"""A session's margin: what an order needs before it may go live, and which positions the venue liquidates.
+"""A session's margin rules: what an order needs before it may go live, and which positions the venue liquidates.
 
 Perpetuals (category "linear") are margined at the session's leverage per symbol, capped by the instrument's
 maximum, in cross or isolated mode (margin.py holds Bybit's formulas). Spot and DEX tokens are bought with the
@@ -6,19 +6,27 @@ settle coin and sold only from the coin held: no leverage, no short."""
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import cast
+
+from schemas.vocabulary import PositionSide, Side
 
 from . import margin as m
-from .account import Account
+from .account import Account, PositionState
+from .book import Book
 from .dex import gas_cost, swap
 from .fees import FeeSchedule
 from .instruments import Instrument
+from .session_config import SessionConfig
+from .venue import VenueOrder
 
 ZERO = Decimal(0)
 UNLIMITED = Decimal(10) ** 30
+# A position the venue takes over: (symbol, closing side, qty, price, fee, fee rate).
+Liquidation = tuple[str, Side, Decimal, Decimal, Decimal, Decimal]
 
 
 class MarginRules:
-    def __init__(self, cfg, instruments: dict[str, Instrument], fees: FeeSchedule | None = None) -> None:
+    def __init__(self, cfg: SessionConfig, instruments: dict[str, Instrument], fees: FeeSchedule | None = None) -> None:
         self.cfg = cfg
         self.instruments = instruments
         self.fees = fees or cfg.fee_schedule(instruments)
@@ -47,14 +55,16 @@ class MarginRules:
         return m.funding_payment(qty, mark, rate)
 
     # --- admission -----------------------------------------------------------------------------------------
-    def admit(self, account: Account, order, price: Decimal, others: list, marks: dict[str, Decimal]) -> str:
+    def admit(self, account: Account, order: VenueOrder, price: Decimal, others: list[VenueOrder],
+              marks: dict[str, Decimal]) -> str:
         """Why the account cannot take `order` at `price`, given its other open orders, or ''."""
         inst = self.instruments[order.symbol]
         if inst.category == "linear":
             return self._perp(account, order, price, others, marks)
         return self._spot(account, order, price, others, inst)
 
-    def _perp(self, account: Account, order, price: Decimal, others: list, marks: dict[str, Decimal]) -> str:
+    def _perp(self, account: Account, order: VenueOrder, price: Decimal, others: list[VenueOrder],
+              marks: dict[str, Decimal]) -> str:
         opening = self._opening_qty(account, order.symbol, order.side, order.left)
         if not opening:
             return ""
@@ -65,7 +75,8 @@ class MarginRules:
                     f"needed, {_q(free)} available")
         return ""
 
-    def _spot(self, account: Account, order, price: Decimal, others: list, inst: Instrument) -> str:
+    def _spot(self, account: Account, order: VenueOrder, price: Decimal, others: list[VenueOrder],
+              inst: Instrument) -> str:
         if order.side == "sell":
             held = account.position(order.symbol).qty
             selling = sum((o.left for o in others if o.symbol == order.symbol and o.side == "sell"), ZERO)
@@ -86,7 +97,7 @@ class MarginRules:
             return f"insufficient {account.settle_coin}: {_q(cost)} needed, {_q(free)} available"
         return ""
 
-    def free_balance(self, account: Account, others: list, marks: dict[str, Decimal]) -> Decimal:
+    def free_balance(self, account: Account, others: list[VenueOrder], marks: dict[str, Decimal]) -> Decimal:
         """Wallet balance less what positions and open orders hold: perpetual initial margin, the cost of coins
         held, the value of open spot buys. In cross mode unrealized P&L counts too."""
         free = account.cash
@@ -110,7 +121,7 @@ class MarginRules:
         return free
 
     @staticmethod
-    def _opening_qty(account: Account, symbol: str, side: str, qty: Decimal) -> Decimal:
+    def _opening_qty(account: Account, symbol: str, side: Side, qty: Decimal) -> Decimal:
         """The part of an order that opens or adds to a position (a closing part needs no margin)."""
         pos = account.position(symbol).qty
         if (pos > 0 and side == "sell") or (pos < 0 and side == "buy"):
@@ -118,7 +129,7 @@ class MarginRules:
         return qty
 
     # --- liquidation ---------------------------------------------------------------------------------------
-    def may_liquidate(self, account: Account, books: dict) -> bool:
+    def may_liquidate(self, account: Account, books: dict[str, Book]) -> bool:
         """A float screen before the exact check: False only when every perpetual position (isolated) or the
         account (cross) is more than 1% of its maintenance margin plus 1 settle unit away from it."""
         cross_equity, cross_mm = float(account.cash), 0.0
@@ -139,31 +150,36 @@ class MarginRules:
             cross_mm += mm
         return self.cfg.margin_mode == "cross" and cross_mm > 0 and cross_equity <= cross_mm * 1.01 + 1
 
-    def liquidations(self, account: Account, marks: dict[str, Decimal]) -> list[tuple]:
-        """(symbol, closing side, qty, price, fee, fee rate) of each perpetual position the venue takes over now."""
+    def liquidations(self, account: Account, marks: dict[str, Decimal]) -> list[Liquidation]:
+        """Each perpetual position the venue takes over now."""
         perps = {sym: p for sym, p in account.positions.items()
                  if p.qty and self.instruments[sym].category == "linear" and sym in marks}
         if not perps:
             return []
         if self.cfg.margin_mode == "isolated":
             hit = [sym for sym, p in sorted(perps.items())
-                   if m.isolated_breached(_side(p.qty), abs(p.qty), p.avg_price, marks[sym],
+                   if m.isolated_breached(_side(p.qty), abs(p.qty), _entry(p), marks[sym],
                                           abs(p.cost) / self.leverage(sym), self.tiers(sym))]
         else:
             total_mm = sum((m.maintenance_margin(abs(p.qty) * marks[sym], self.tiers(sym)) for sym, p in perps.items()),
                            ZERO)
             hit = sorted(perps) if m.cross_breached(account.equity(marks), total_mm) else []
-        out = []
+        out: list[Liquidation] = []
         for sym in hit:
             p = perps[sym]
             rate = self.fees.rate(sym, "taker")
-            price, fee = m.liquidation_fill(_side(p.qty), abs(p.qty), p.avg_price, self.leverage(sym), marks[sym], rate,
+            price, fee = m.liquidation_fill(_side(p.qty), abs(p.qty), _entry(p), self.leverage(sym), marks[sym], rate,
                                             self.cfg.margin_mode)
             out.append((sym, "sell" if p.qty > 0 else "buy", abs(p.qty), price, fee, rate))
         return out
 
 
-def _side(qty: Decimal) -> str:
+def _entry(p: PositionState) -> Decimal:
+    """The average entry price of an open position (qty != 0: it has one)."""
+    return cast(Decimal, p.avg_price)
+
+
+def _side(qty: Decimal) -> PositionSide:
     return "long" if qty > 0 else "short"
 
 
