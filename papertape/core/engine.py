@@ -7,26 +7,28 @@ in (ts, origin, position) order, so the sessions see the same sequence whatever 
 from __future__ import annotations
 
 from bisect import bisect_left
+from typing import Any
 
 import schemas as s
+from schemas.vocabulary import Severity
 
 from .book import Book
 from .instruments import Instrument
-from .session import Session
+from .session import External, Session
 from .session_config import SessionConfig
 from .strategy import Target
 
 END = 1 << 62
 
 
-def tick_of(t: list) -> s.Tick:
+def tick_of(t: list[Any]) -> s.Tick:
     """A tick from its JSON array (md.ticks, snapshots)."""
     symbol, ts, bid, ask, bid_qty, ask_qty, trades, pos, mark, status, last, depth, funding = t
     return s.Tick(symbol, ts, bid, ask, bid_qty, ask_qty, [s.TickTrade(*x) for x in trades], pos, mark, status, last,
                   depth, funding)
 
 
-def batch_of(raw: dict) -> s.TickBatch:
+def batch_of(raw: dict[str, Any]) -> s.TickBatch:
     """A TickBatch from md.ticks JSON, unvalidated: the topic is written by the market actor alone, and its
     decoding is the engine's hot path. Raises KeyError/TypeError/ValueError on a malformed message."""
     return s.TickBatch.model_construct(
@@ -62,7 +64,7 @@ class TickMerger:
 
     def release(self) -> list[s.Tick]:
         limit = (min(self.wm),)
-        heads = []
+        heads: list[tuple[int, list[tuple[int, int, s.Tick]]]] = []
         for o, q in enumerate(self.queues):
             if q and q[0] < limit:
                 n = bisect_left(q, limit)  # the ticks before every origin's watermark
@@ -78,11 +80,11 @@ class TickMerger:
     def ended(self) -> bool:
         return not any(self.queues) and all(w == END for w in self.wm)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Ticks stay named tuples: the checkpoint writes them as arrays (orjson with default=list)."""
         return {"wm": self.wm, "last_pos": self.last_pos, "queues": [[e[2] for e in q] for q in self.queues]}
 
-    def load(self, d: dict) -> None:
+    def load(self, d: dict[str, Any]) -> None:
         self.wm, self.last_pos = list(d["wm"]), list(d["last_pos"])
         self.queues = [[(t.ts, t.pos, t) for t in map(_float_keyed, map(tick_of, q))] for q in d["queues"]]
 
@@ -93,8 +95,11 @@ class Engine:
         self.partition = partition
         self.instruments = instruments
         self.merger = TickMerger(origins)
-        self.books: dict[str, Book] = {}
-        self.sessions = {cfg.id: Session(cfg, instruments) for cfg in sessions}
+        self.books: dict[str, Book] = {}  # the sessions read these: updated in place, never replaced
+        self.sessions = {cfg.id: Session(cfg, instruments, self.books) for cfg in sessions}
+        self._all: list[Session] = []
+        self._trading: dict[str, list[Session]] = {}  # symbol -> the sessions that trade it, filled lazily
+        self._due_at = -1  # no session needs before_tick below this event time
         self._refresh()
         self.now = 0
         self.finished = False
@@ -110,9 +115,9 @@ class Engine:
         return sum(self.offsets.values())
 
     # --- inputs --------------------------------------------------------------------------------------------
-    def on_ticks(self, batch: s.TickBatch) -> list:
+    def on_ticks(self, batch: s.TickBatch) -> list[s.Message]:
         self.merger.add(batch)
-        out: list = []
+        out: list[s.Message] = []
         released = self.merger.release()
         if not self._all:  # no sessions here yet: only the books move (a session may start at run time)
             for tick in released:
@@ -125,10 +130,10 @@ class Engine:
             out += self._finish()
         return out
 
-    def _tick(self, tick: s.Tick) -> list:
+    def _tick(self, tick: s.Tick) -> list[s.Message]:
         self.now = tick.ts
         books = self.books
-        out: list = []
+        out: list[s.Message] = []
         if tick.ts >= self._due_at:
             for sess in self._all:
                 out += sess.before_tick(tick.ts, books)
@@ -154,14 +159,14 @@ class Engine:
     def _refresh(self) -> None:
         """After the set of sessions or their symbols changed."""
         self._all = list(self.sessions.values())
-        self._trading: dict[str, list[Session]] = {}  # symbol -> the sessions that trade it, filled lazily
-        self._due_at = -1  # no session needs before_tick below this event time
+        self._trading = {}
+        self._due_at = -1
 
     def _update_due(self) -> None:
         """Sessions change what is due only when they act, and every action has an output."""
         self._due_at = min((x.due_at() for x in self._all), default=END)
 
-    def on_order(self, order: s.Order) -> list:
+    def on_order(self, order: External) -> list[s.Message]:
         sess = self.sessions.get(order.session)
         if sess is None:
             return [self._alert("warning", "order for an unknown session", f"{order.id} -> {order.session}", order.ts)]
@@ -169,15 +174,15 @@ class Engine:
         book = self.books.get(getattr(order, "symbol", ""))
         return sess.submit_external(order, self.now, book.status if book else "live")
 
-    def on_signal(self, sig: s.Signal) -> list:
+    def on_signal(self, sig: s.Signal) -> list[s.Message]:
         sess = self.sessions.get(sig.session)
         if sess is None:
             return [self._alert("warning", "signal for an unknown session", f"{sig.id} -> {sig.session}", sig.ts)]
         intent = Target(sig.symbol, sig.target, sig.confidence, sig.reasoning or sig.strategy, {"signal": sig.id})
         self._due_at = -1
-        return sess._decide(intent, max(sig.ts, self.now), self.books)
+        return sess.decide(intent, max(sig.ts, self.now))
 
-    def on_control(self, ctrl: s.Control) -> list:
+    def on_control(self, ctrl: s.Control) -> list[s.Message]:
         """Start, pause, resume, stop or reconfigure a session at the engine's event time. Raises
         s.InvalidMessage, changing nothing, when the command cannot apply."""
         sess = self.sessions.get(ctrl.session)
@@ -196,10 +201,10 @@ class Engine:
         if ctrl.command == "resume":
             return sess.resume(now)
         if ctrl.command == "stop":
-            out = sess.stop(now, self.books)
+            out = sess.stop(now)
             if self.finished:  # after the tape the market stands still: the closes meet the last books
                 at = now + sess.cfg.latency_ms
-                out += sess.before_tick(at, self.books) + [sess.equity_message(at, self.books)]
+                out += sess.before_tick(at, self.books) + [sess.equity_message(at)]
             return out
         try:
             out = sess.reconfigure(ctrl.config, now)
@@ -208,40 +213,41 @@ class Engine:
         self._refresh()
         return out
 
-    def _start(self, ctrl: s.Control) -> list:
+    def _start(self, ctrl: s.Control) -> list[s.Message]:
         if ctrl.config.get("id", ctrl.session) != ctrl.session:
             raise s.InvalidMessage(f"start: the config's id {ctrl.config['id']!r} is not the session {ctrl.session!r}")
         try:
-            sess = Session(SessionConfig.model_validate({**ctrl.config, "id": ctrl.session}), self.instruments)
+            sess = Session(SessionConfig.model_validate({**ctrl.config, "id": ctrl.session}), self.instruments,
+                           self.books)
         except ValueError as exc:
             raise s.InvalidMessage(f"start of session {ctrl.session!r}: {exc}") from None
         self.sessions[ctrl.session] = sess
         self._refresh()
         return sess.before_tick(self.now, self.books) if self.now else []
 
-    def _finish(self) -> list:
+    def _finish(self) -> list[s.Message]:
         self.finished = True
-        out: list = [sess.equity_message(self.now, self.books) for sess in self.sessions.values()]
+        out: list[s.Message] = [sess.equity_message(self.now) for sess in self.sessions.values()]
         out.append(self._alert("info", "tape finished",
                                f"engine partition {self.partition}: {len(self.sessions)} sessions", self.now))
         return out
 
-    def _alert(self, severity: str, title: str, text: str, ts: int) -> s.Alert:
+    def _alert(self, severity: Severity, title: str, text: str, ts: int) -> s.Alert:
         return s.Alert(id=f"engine:{self.partition}:{title}:{ts}", ts=ts, severity=severity, source="engine",
                        title=title, text=text)
 
     # --- checkpoint ------------------------------------------------------------------------------------------
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"merger": self.merger.to_dict(), "now": self.now, "finished": self.finished,
                 "offsets": self.offsets, "sessions": {k: v.to_dict() for k, v in self.sessions.items()},
                 "books": {sym: b.to_dict() for sym, b in self.books.items()}}
 
-    def load(self, d: dict) -> None:
+    def load(self, d: dict[str, Any]) -> None:
         self.merger.load(d["merger"])
         self.now, self.finished, self.offsets = d["now"], d["finished"], dict(d["offsets"])
+        self.books.clear()
+        self.books.update((sym, Book.from_dict(v)) for sym, v in d["books"].items())
         for sid, st in d["sessions"].items():  # with their configs: sessions started or changed at run time
-            sess = self.sessions[sid] = Session(SessionConfig.model_validate(st["cfg"]), self.instruments)
-            sess.load(st)
+            self.sessions[sid] = Session.restore(st, self.instruments, self.books)
         self._refresh()
-        self.books = {sym: Book.from_dict(v) for sym, v in d["books"].items()}
 

@@ -1,0 +1,79 @@
+"""Whether an order may go: the instrument's limits and the cash, then for a new entry the session's status and
+circuit breakers, and at the venue the account's margin or balances."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import schemas as s
+from schemas.vocabulary import Side
+
+from ..account import Account
+from ..instruments import Instrument
+from ..margin_rules import MarginRules
+from ..risk import RiskGuard
+from ..venue import PaperVenue, VenueOrder
+from .market_view import MarketView
+from .messages import Messages
+from .state import Run
+
+
+class Gate:
+    def __init__(self, run: Run, instruments: dict[str, Instrument], account: Account, view: MarketView,
+                 venue: PaperVenue, guard: RiskGuard, margin: MarginRules, messages: Messages) -> None:
+        self.run = run
+        self.instruments = instruments
+        self.account = account
+        self.view = view
+        self.venue = venue
+        self.guard = guard
+        self.margin = margin
+        self.messages = messages
+
+    def order_problem(self, symbol: str, qty: Decimal, price: Decimal | None, reduce_only: bool = False) -> str:
+        """Why an order cannot be made: an unknown symbol, a quantity or price off the instrument's steps or
+        limits, no cash left. '' when it can."""
+        inst = self.instruments.get(symbol)
+        if inst is None:
+            return f"unknown symbol {symbol}"
+        if qty < inst.min_qty or not inst.on_lot(qty):
+            return f"quantity {qty} is not a multiple of the lot step {inst.lot_step} (min {inst.min_qty})"
+        if inst.max_qty is not None and qty > inst.max_qty:
+            return f"quantity {qty} is above the instrument's maximum {inst.max_qty}"
+        if price is not None and not inst.on_tick(price):
+            return f"price {price} is not on the tick size {inst.tick_size}"
+        if self.account.cash <= 0 and not reduce_only:  # an account in the red may still close what it holds
+            return "no cash left in the account"
+        return ""
+
+    def _adds_exposure(self, symbol: str, side: Side, qty: Decimal, reduce_only: bool) -> bool:
+        if reduce_only:
+            return False
+        pos = self.account.position(symbol).qty
+        return not pos or (pos > 0) == (side == "buy") or qty > abs(pos)
+
+    def entry_block(self, symbol: str, side: Side, qty: Decimal, reduce_only: bool, price: Decimal | None,
+                    ts: int) -> tuple[str, list[s.Message]]:
+        """Why an order may not be sent (a new entry while paused, stopped or a breaker is tripped), and the
+        messages of breakers tripping now. `price`: the order's limit price; None values it at the mark."""
+        if not self._adds_exposure(symbol, side, qty, reduce_only):
+            return "", []
+        if self.run.status != "running":
+            return f"the session is {self.run.status}: no new entries", []
+        msgs = self.messages.tripped(self.guard.watch(self.view.equity()), ts)
+        entries = {o.symbol for o in self.venue.open_orders() if not o.reduce_only}
+        held = {sym for sym, p in self.account.positions.items() if p.qty}
+        book = self.view.book(symbol)
+        price = price or (book.mark() if book is not None else None)
+        notional = qty * price if price is not None else Decimal(0)
+        new_symbol = symbol not in held and symbol not in entries
+        return self.guard.entry_block(notional, new_symbol, len(held | entries)), msgs
+
+    def admit(self, order: VenueOrder, price: Decimal) -> str:
+        """The account's check when an order goes live at the venue: margin (perpetuals) or balances (spot, DEX)."""
+        if order.reduce_only:
+            return ""
+        inst = self.instruments[order.symbol]
+        if price and order.qty * price < inst.min_notional:
+            return f"order value {order.qty * price} is below the minimum {inst.min_notional}"
+        others = [o for o in self.venue.open_orders() if o is not order and o.status != "pending"]
+        return self.margin.admit(self.account, order, price, others, self.view.marks())

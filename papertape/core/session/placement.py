@@ -1,0 +1,167 @@
+"""Orders on the venue: the session's own (placed, cancelled, amended, a position closed at market), those of the
+orders topic, and liquidations; and what becomes of them (the venue's outcomes, as messages)."""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import schemas as s
+from schemas.trading import order_shape_problem
+from schemas.vocabulary import DecisionAction, FeedStatus
+
+from ..account import Account
+from ..margin_rules import MarginRules
+from ..risk import RiskGuard
+from ..strategy import AmendIntent, CancelIntent, PlaceOrder
+from ..venue import REQUEST_FIELDS, Outcome, PaperVenue, Refusal, StatusChange, VenueOrder
+from .gate import Gate
+from .market_view import MarketView, stale_reason
+from .messages import NO_SCORES, Messages, Scores
+from .state import Run
+
+External = s.Order | s.CancelOrder | s.AmendOrder  # a request of the orders topic
+
+
+class Placement:
+    def __init__(self, run: Run, account: Account, view: MarketView, venue: PaperVenue, guard: RiskGuard,
+                 margin: MarginRules, gate: Gate, messages: Messages) -> None:
+        self.run = run
+        self.account = account
+        self.view = view
+        self.venue = venue
+        self.guard = guard
+        self.margin = margin
+        self.gate = gate
+        self.messages = messages
+
+    # --- the session's orders ------------------------------------------------------------------------------------
+    def place(self, o: PlaceOrder, ts: int, reasoning: str, confidence: float, features: dict[str, Any],
+              problem: str = "", scores: Scores = NO_SCORES) -> list[s.Message]:
+        """Send `o` to the venue (it arrives `latency_ms` later) and log the decision, or reject it for `problem`
+        or for its shape, lot, tick or the cash."""
+        cfg = self.run.cfg
+        seq = self.run.next_seq()
+        oid = self._client_oid(o.client_id) if o.client_id else f"{cfg.id}-{seq}"
+        problem = problem or order_shape_problem(o) or self.gate.order_problem(o.symbol, o.qty, o.price, o.reduce_only)
+        if problem:
+            return [self.messages.order_decision(oid, o, ts, reasoning, confidence, features, scores, problem),
+                    *self.messages.tripped(self.guard.order_failed(problem), ts)]
+        self.venue.submit(self._venue_order(oid, o, ts + cfg.latency_ms, seq))
+        return [self.messages.order_decision(oid, o, ts, reasoning, confidence, features, scores, ""),
+                *self.messages.tripped(self.guard.order_sent(), ts)]
+
+    def change(self, intent: CancelIntent | AmendIntent, ts: int, venue_id: str | None = None) -> list[s.Message]:
+        """A strategy's cancel or amend: sent to the venue, and logged as a decision."""
+        cfg = self.run.cfg
+        seq = self.run.next_seq()
+        oid = venue_id or self._client_oid(intent.client_id)
+        order = self.venue.orders.get(oid)
+        action: DecisionAction
+        if isinstance(intent, CancelIntent):
+            action = "cancel"
+            self.venue.cancel(oid, ts + cfg.latency_ms, seq)
+        else:
+            action = "amend"
+            self.venue.amend(oid, amend_changes(intent), ts + cfg.latency_ms, seq)
+        return [self.messages.change_decision(seq, ts, order.symbol if order else "UNKNOWN", action, intent.reasoning,
+                                              oid)]
+
+    def close_position(self, symbol: str, ts: int, reasoning: str) -> list[s.Message]:
+        """A reduce-only market order for the whole position, if there is one."""
+        pos = self.account.position(symbol).qty
+        if not pos:
+            return []
+        order = PlaceOrder(symbol, "sell" if pos > 0 else "buy", abs(pos), reduce_only=True)
+        return self.place(order, ts, reasoning, 1.0, {"position": str(pos)}, problem=self.view.not_live(symbol))
+
+    def _client_oid(self, client_id: str) -> str:
+        return f"{self.run.cfg.id}-c-{client_id}"
+
+    def _venue_order(self, oid: str, o: PlaceOrder | s.Order, arrival: int, seq: int) -> VenueOrder:
+        """A venue order from a PlaceOrder intent or a schemas.Order (they share REQUEST_FIELDS)."""
+        session = self.run.cfg.id
+        return VenueOrder(id=oid, session=session, arrival=arrival, seq=seq,
+                          oco=None if o.oco is None else f"{session}:{o.oco}",
+                          **{f: getattr(o, f) for f in REQUEST_FIELDS})
+
+    # --- the orders topic ----------------------------------------------------------------------------------------
+    def submit_external(self, msg: External, now: int, feed_status: FeedStatus = "live") -> list[s.Message]:
+        """An order, cancel or amend from the orders topic: it reaches the venue `latency_ms` after it is seen.
+        An order is refused while its symbol's feed is not live (stale or unpriced)."""
+        cfg = self.run.cfg
+        arrival = max(msg.ts, now) + cfg.latency_ms
+        oid = f"{cfg.id}-x-{msg.id if isinstance(msg, s.Order) else msg.order_id}"
+        seq = self.run.next_seq()
+        if isinstance(msg, s.CancelOrder):
+            self.venue.cancel(oid, arrival, seq)
+            return []
+        if isinstance(msg, s.AmendOrder):
+            self.venue.amend(oid, amend_changes(msg), arrival, seq)
+            return []
+        problem = self.gate.order_problem(msg.symbol, msg.qty, msg.price, msg.reduce_only)
+        if not problem and feed_status != "live":
+            problem = stale_reason(msg.symbol, feed_status)
+        out: list[s.Message] = []
+        if not problem:
+            problem, out = self.gate.entry_block(msg.symbol, msg.side, msg.qty, msg.reduce_only, msg.price, now)
+        if problem:
+            rejected = self._venue_order(oid, msg, now, 0)
+            return out + [self.messages.order_event(StatusChange(rejected, now, "rejected", problem, 1, msg.qty,
+                                                                 msg.price, msg.trigger_price, Decimal(0), None)),
+                          *self.messages.tripped(self.guard.order_failed(problem), now)]
+        self.venue.submit(self._venue_order(oid, msg, arrival, seq))
+        return self.messages.tripped(self.guard.order_sent(), now)
+
+    # --- the venue's work ----------------------------------------------------------------------------------------
+    def on_time(self, now: int) -> list[s.Message]:
+        """Requests arriving and orders expiring up to `now`."""
+        return self.outcomes(self.venue.on_time(now, self.view.books), now)
+
+    def on_tick(self, tick: s.Tick) -> list[s.Message]:
+        """Resting orders and triggers of the tick's symbol, after the tick moved its book."""
+        book = self.view.books[tick.symbol]
+        return self.outcomes(self.venue.on_tick(tick, book), tick.ts) if self.venue.orders else []
+
+    def liquidations(self, symbol: str, ts: int) -> list[s.Message]:
+        """After a tick of `symbol`: the positions the venue takes over, when a mark move of it can liquidate."""
+        if not (self.run.cfg.liquidation and self.view.holds_perp(symbol)
+                and self.margin.may_liquidate(self.account, self.view.books)):
+            return []
+        cfg = self.run.cfg
+        out: list[s.Message] = []
+        for sym, side, qty, price, fee, rate in self.margin.liquidations(self.account, self.view.marks()):
+            seq = self.run.next_seq()
+            oid = f"{cfg.id}-liq-{seq}"
+            taken = self.venue.liquidate(cfg.id, sym, side, qty, price, fee, rate, ts, oid, seq)
+            out += self.outcomes(taken, ts)
+            out.append(self.messages.liquidated(oid, sym, qty, price, fee, ts))
+        return out
+
+    def outcomes(self, outcomes: list[Outcome], ts: int) -> list[s.Message]:
+        """The venue's outcomes as messages; the breakers they trip."""
+        out: list[s.Message] = []
+        flat: set[str] = set()
+        for oc in outcomes:
+            if isinstance(oc, StatusChange):
+                out.append(self.messages.order_event(oc))
+                if oc.status == "rejected":
+                    out += self.messages.tripped(self.guard.order_failed(oc.reason), oc.ts)
+            elif isinstance(oc, Refusal):
+                out.append(self.messages.refused(oc))
+            else:
+                out += self.messages.fill(oc)
+                self.guard.order_filled()
+                if oc.exec_type == "trade":
+                    out += self.messages.tripped(self.guard.watch(self.view.equity()), oc.ts)
+                if not self.account.position(oc.order.symbol).qty:
+                    flat.add(oc.order.symbol)
+        for sym in sorted(flat):  # a closed position takes its reduce-only orders (TP/SL) with it, as on Bybit
+            for order in self.venue.open_orders(sym):
+                if order.reduce_only and order.status != "pending" and not self.account.position(sym).qty:
+                    out += self.outcomes(self.venue.cancel_now(order, ts, "position closed"), ts)
+        return out
+
+
+def amend_changes(x: AmendIntent | s.AmendOrder) -> dict[str, str | None]:
+    """The new values of an amend (an AmendIntent or a schemas.AmendOrder), as the venue keeps them."""
+    return {k: None if getattr(x, k) is None else str(getattr(x, k)) for k in ("qty", "price", "trigger_price")}
