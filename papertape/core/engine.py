@@ -132,11 +132,10 @@ class Engine:
 
     def _tick(self, tick: s.Tick) -> list[s.Message]:
         self.now = tick.ts
-        books = self.books
         out: list[s.Message] = []
         if tick.ts >= self._due_at:
             for sess in self._all:
-                out += sess.before_tick(tick.ts, books)
+                out += sess.before_tick(tick.ts)
             self._update_due()
         self._book(tick.symbol).apply_tick(tick)
         if tick.funding is not None and tick.funding[1] < self._due_at:
@@ -145,7 +144,7 @@ class Engine:
         if trading is None:
             trading = self._trading[tick.symbol] = [x for x in self._all if x.trades(tick.symbol)]
         for sess in trading:
-            out += sess.on_tick(tick, books)
+            out += sess.on_tick(tick)
         if out:
             self._update_due()
         return out
@@ -204,7 +203,7 @@ class Engine:
             out = sess.stop(now)
             if self.finished:  # after the tape the market stands still: the closes meet the last books
                 at = now + sess.cfg.latency_ms
-                out += sess.before_tick(at, self.books) + [sess.equity_message(at)]
+                out += sess.before_tick(at) + [sess.equity_message(at)]
             return out
         try:
             out = sess.reconfigure(ctrl.config, now)
@@ -223,7 +222,7 @@ class Engine:
             raise s.InvalidMessage(f"start of session {ctrl.session!r}: {exc}") from None
         self.sessions[ctrl.session] = sess
         self._refresh()
-        return sess.before_tick(self.now, self.books) if self.now else []
+        return sess.before_tick(self.now) if self.now else []
 
     def _finish(self) -> list[s.Message]:
         self.finished = True

@@ -274,9 +274,9 @@ class Sim:
             before, on = sess.before_tick, sess.on_tick
 
             def wrapped(phase, f):
-                def call(x, books):
-                    snap = {k: Book.from_dict(b.to_dict()) for k, b in books.items()}
-                    got = f(x, books)
+                def call(x):
+                    snap = {k: Book.from_dict(b.to_dict()) for k, b in sess.books.items()}
+                    got = f(x)
                     self.phases.append((phase, snap, got))
                     return got
                 return call

@@ -76,10 +76,8 @@ class Session:
         arrival = self.venue.next_due()
         return due if arrival is None else min(due, arrival)
 
-    def before_tick(self, now: int, books: dict[str, Book]) -> list[s.Message]:
-        """What is due up to `now`, against the books as they stood before the tick at `now` (`books`: the
-        engine's, which this session was built with)."""
-        self._check_books(books)
+    def before_tick(self, now: int) -> list[s.Message]:
+        """What is due up to `now`, against the books as they stood before the tick at `now`."""
         out = self._control.start(now)
         while True:  # venue requests and timers in time order: funding sees the positions held at its time
             timer = self._timers.next_due(now)
@@ -111,10 +109,9 @@ class Session:
                                                           f"closing at market")
         return out
 
-    def on_tick(self, tick: s.Tick, books: dict[str, Book]) -> list[s.Message]:
-        """After the tick moved its book (`books`: the engine's, which this session was built with): the venue's
-        resting orders and triggers, liquidations, then the strategy."""
-        self._check_books(books)
+    def on_tick(self, tick: s.Tick) -> list[s.Message]:
+        """After the tick moved its book: the venue's resting orders and triggers, liquidations, then the
+        strategy."""
         out = self._placement.on_tick(tick)
         out += self._placement.liquidations(tick.symbol, tick.ts)
         if self.status == "stopped":
@@ -126,10 +123,6 @@ class Session:
         for intent in intents:
             out += self._sizer.decide(intent, tick.ts)
         return out
-
-    def _check_books(self, books: dict[str, Book]) -> None:
-        if books is not self.books:
-            raise ValueError(f"session {self.cfg.id} reads the books it was built with, not another copy")
 
     # --- inputs ------------------------------------------------------------------------------------------------------
     def decide(self, intent: Intent, ts: int) -> list[s.Message]:
