@@ -5,11 +5,10 @@ from typing import Any
 
 import faust
 
+from agents import engine, market
+from agents.outputs import Outputs
 from infra import tansu
 from papertape.config import Settings
-
-from . import engine, market
-from .outputs import Outputs
 
 
 def create_app(settings: Settings, use_tansu: bool, replication: int = 1) -> faust.App:

@@ -18,9 +18,8 @@ from typing import Callable, Generic, Protocol, TypeVar
 import faust
 import orjson
 
+from agents.outputs import Outputs
 from schemas.topics import Namespace
-
-from .outputs import Outputs
 
 
 class PartitionState(Protocol):
@@ -183,7 +182,7 @@ class Checkpoints(Generic[S]):
         Both orders matter. A snapshot stored before the outputs it covers says they were sent: a worker killed
         while they still waited in the producer came back past them, and they were never sent (the producer
         sends one batch per partition per request, so a snapshot's single changelog batch overtook a backlog
-        of md.ticks batches; tests/test_crash.py lost ticks that way). Acks sent before the snapshot let
+        of md.ticks batches; tests/integration/test_crash.py lost ticks that way). Acks sent before the snapshot let
         Kafka commit offsets past a snapshot the broker did not have: the restarted worker skipped those inputs.
         (`producer.flush()` is no barrier for either: Faust's send buffer gives up after 0.1 s without progress.)
 

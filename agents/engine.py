@@ -8,11 +8,10 @@ import faust
 import orjson
 
 import schemas as s
+from agents.checkpoint import Checkpoints
+from agents.crash import die
+from agents.outputs import Outputs, dead_letter
 from papertape.core.engine import Engine, batch_of
-
-from .checkpoint import Checkpoints
-from .crash import die
-from .outputs import Outputs, dead_letter
 
 INPUTS = ("md.ticks", "orders", "signals", "control")
 

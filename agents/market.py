@@ -7,12 +7,11 @@ import orjson
 from pydantic import ValidationError
 
 import schemas as s
-from papertape.core.market import MarketPartition
+from agents.checkpoint import Checkpoints
+from agents.crash import die
+from agents.outputs import Outputs, dead_letter
+from papertape.core.market.partition import MarketPartition
 from schemas.codec import reason_of, split_batch
-
-from .checkpoint import Checkpoints
-from .crash import die
-from .outputs import Outputs, dead_letter
 
 
 def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:

@@ -7,8 +7,7 @@ import faust
 from faust.types import RecordMetadata
 
 import schemas as s
-
-from . import codec  # noqa: F401  (registers the "papertape" codec)
+from agents import codec  # noqa: F401  (registers the "papertape" codec)
 
 TOPIC_OF_KIND = {
     "fill": "fills", "order_event": "order.events", "position": "positions", "equity": "equity",

@@ -36,9 +36,9 @@ from synthetic import ema_sessions, load_tape  # noqa: E402
 import schemas as s  # noqa: E402
 from papertape.config import Settings  # noqa: E402
 from papertape.core.engine import Engine  # noqa: E402
-from papertape.core.market import MarketPartition  # noqa: E402
-from papertape.core.risk import RiskSettings  # noqa: E402
-from papertape.core.session_config import SessionConfig  # noqa: E402
+from papertape.core.market.partition import MarketPartition  # noqa: E402
+from papertape.core.session.config import SessionConfig  # noqa: E402
+from papertape.core.session.risk import RiskSettings  # noqa: E402
 from schemas.topics import kafka_partition  # noqa: E402
 from streams.sources.replay import ReplaySource  # noqa: E402
 

@@ -44,8 +44,8 @@ from synthetic import MachineBusy, coalesced, ema_sessions, event_rate, load_tap
 
 from papertape.app.runtime import Pipeline  # noqa: E402
 from papertape.config import Settings  # noqa: E402
-from papertape.core.risk import RiskSettings  # noqa: E402
-from papertape.core.session_config import SessionConfig  # noqa: E402
+from papertape.core.session.config import SessionConfig  # noqa: E402
+from papertape.core.session.risk import RiskSettings  # noqa: E402
 from streams.sources.replay import ReplaySource, kafka_partition  # noqa: E402
 
 BATCH_ID = re.compile(rb'"id":"([^"]+)"')

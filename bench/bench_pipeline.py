@@ -31,7 +31,7 @@ from pyspy import Profiler  # noqa: E402
 from infra.broker import ensure_topics  # noqa: E402
 from papertape.app.runtime import Pipeline  # noqa: E402
 from papertape.config import BUNDLED_TAPE, Settings  # noqa: E402
-from papertape.core.session_config import SessionConfig  # noqa: E402
+from papertape.core.session.config import SessionConfig  # noqa: E402
 from schemas.topics import kafka_partition  # noqa: E402
 from streams.sources.replay import iter_tape  # noqa: E402
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from papertape.config import BUNDLED_TAPE
 from papertape.core.instruments import Instrument
-from papertape.core.session_config import SessionConfig
+from papertape.core.session.config import SessionConfig
 from streams.sources.replay import WireFrame, iter_tape
 
 # The fields of a frame's JSON that a re-timed or re-labelled copy changes ("ts" also matches each trade's).

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from papertape.core.instruments import DEFAULT_INSTRUMENTS, Instrument
-from papertape.core.session_config import SessionConfig
+from papertape.core.session.config import SessionConfig
 from schemas.topics import Namespace, kafka_partition
 
 RECORDINGS = Path(__file__).resolve().parent.parent / "streams" / "recordings"

@@ -122,7 +122,7 @@ class Tick(NamedTuple):
     status: FeedStatus = "live"
     last: PriceStr | None = None  # a last price from a ticker or bar, when the frame has no trades
     # the frame's level changes (bids, asks, snapshot) as [price key, size]: the price as a float, exact for an
-    # exchange price (papertape/core/book.py); a removal's size is "0", and the book's trims are removals too
+    # exchange price (papertape/core/market/book.py); a removal's size is "0", and the book's trims are removals too
     depth: tuple[list[BookChange], list[BookChange], bool] | None = None
     funding: tuple[SignedStr, EventTime] | None = None  # the venue's funding rate and the time it settles
 

@@ -1,4 +1,4 @@
-"""Tiny Faust app for tests/test_broker_recovery.py, run as a worker subprocess:
+"""Tiny Faust app for tests/integration/test_broker_recovery.py, run as a worker subprocess:
 
     KAFKA_BOOTSTRAP=host:port APP_ID=x STATUS_FILE=path [TANSU_FIX=1] [WRITES_PER_EVENT=5] \
         python tests/faust_recovery_app.py worker

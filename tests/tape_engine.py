@@ -7,7 +7,7 @@ from builders import DATA
 from papertape.app.live import with_tape_instruments
 from papertape.config import Settings
 from papertape.core.engine import Engine
-from papertape.core.market import MarketPartition
+from papertape.core.market.partition import MarketPartition
 from schemas.topics import kafka_partition
 from streams.sources.replay import ReplaySource
 

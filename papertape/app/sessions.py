@@ -29,7 +29,7 @@ from infra.archive import Archive, NoHistory, columns, records, sql_string, tabl
 from infra.sql_endpoint import running
 from papertape.app.formatting import for_display, format_table
 from papertape.config import Settings, load_settings
-from papertape.core.session_config import RECONFIGURABLE, SessionConfig
+from papertape.core.session.config import RECONFIGURABLE, SessionConfig
 from papertape.core.strategies import make_strategy
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

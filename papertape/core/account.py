@@ -5,9 +5,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from papertape.core.money import to_settle_unit
 from schemas.vocabulary import Side
-
-from .fees import to_settle_unit
 
 ZERO = Decimal(0)
 

@@ -10,13 +10,12 @@ from bisect import bisect_left
 from typing import Any
 
 import schemas as s
+from papertape.core.instruments import Instrument
+from papertape.core.market.book import Book
+from papertape.core.session import External, Session
+from papertape.core.session.config import SessionConfig
+from papertape.core.strategy import Target
 from schemas.vocabulary import Severity
-
-from .book import Book
-from .instruments import Instrument
-from .session import External, Session
-from .session_config import SessionConfig
-from .strategy import Target
 
 END = 1 << 62
 

@@ -6,7 +6,15 @@ from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 
 from schemas.vocabulary import Category
 
-from .margin import RiskTier
+
+@dataclass(frozen=True)
+class RiskTier:
+    """A row of a symbol's risk limit table (Bybit's margin tiers: papertape/core/venue/margin.py)."""
+
+    limit: Decimal  # largest position value (settle coin) in this tier, inclusive
+    mmr: Decimal  # maintenance margin rate
+    mm_deduction: Decimal  # subtracted so MM is continuous at tier edges
+    max_leverage: Decimal
 
 
 @dataclass(frozen=True)

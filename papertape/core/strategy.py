@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from papertape.core.market.bars import Bar
 from schemas.market import Tick
 from schemas.vocabulary import Exposure, OrderType, Side, TimeInForce, TriggerBy
-
-from .bars import Bar
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from testcontainers.kafka import KafkaContainer
 
 from papertape.app.runtime import Pipeline
 from papertape.config import Settings
-from papertape.core.session_config import SessionConfig
+from papertape.core.session.config import SessionConfig
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 from builders import run_settings
 from papertape.app.runtime import Pipeline
 from papertape.config import BUNDLED_TAPE
-from papertape.core.session_config import SessionConfig
+from papertape.core.session.config import SessionConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 SECONDS = 60  # of the tape's 345

@@ -9,13 +9,13 @@ import pytest
 import schemas as s
 from builders import tick
 from papertape.core.account import Account
-from papertape.core.bars import BarBuilder
-from papertape.core.book import MAX_LEVELS, Book
 from papertape.core.engine import Engine, TickMerger
-from papertape.core.fees import FeeSchedule
 from papertape.core.instruments import DEFAULT_INSTRUMENTS
-from papertape.core.session_config import SessionConfig
+from papertape.core.market.bars import BarBuilder
+from papertape.core.market.book import MAX_LEVELS, Book
+from papertape.core.session.config import SessionConfig
 from papertape.core.strategies.trend_following import TrendFollowing
+from papertape.core.venue.fees import FeeSchedule
 
 btc = partial(tick, "BTCUSDT")
 

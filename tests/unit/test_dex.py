@@ -13,7 +13,7 @@ from hypothesis import assume, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from papertape.core.dex import DexSettings, Swap, amount_out, gas_cost, swap
+from papertape.core.venue.dex import DexSettings, Swap, amount_out, gas_cost, swap
 
 D = Decimal
 F = Fraction

@@ -1,17 +1,16 @@
-"""The fill model alone (papertape/core/fill_model.py) on hand-built books: what a taker gets (`take`, `touch`), what
-it leaves for the next order (`Liquidity`), how much a maker has ahead of it (`queue_ahead`), and one case for each
-FillSettings switch the fill model reads (book_walk, max_slippage_bps, assumed_spread_bps; the venue-only switches
-queue_position, partial_fills and quote_through are in test_venue_direct.py).
-
-Every expected price, quantity and remaining size is worked out by hand in the test, from the book it builds."""
+"""The fill model alone (papertape/core/venue/fill_model.py) on hand-built books: what a taker gets (`take`, `touch`),
+what it leaves for the next order (`Liquidity`), how much a maker has ahead of it (`queue_ahead`), and one case for
+each FillSettings switch the fill model reads (book_walk, max_slippage_bps, assumed_spread_bps; the venue-only
+switches queue_position, partial_fills and quote_through are in test_venue_direct.py). Every expected price,
+quantity and remaining size is worked out by hand in the test, from the book it builds."""
 from decimal import Decimal as D
 
 import pydantic
 import pytest
 
 import schemas as s
-from papertape.core.book import Book
-from papertape.core.fill_model import FillSettings, Liquidity, queue_ahead, take, touch
+from papertape.core.market.book import Book
+from papertape.core.venue.fill_model import FillSettings, Liquidity, queue_ahead, take, touch
 
 SYM = "XUSDT"
 TICK = D("0.1")

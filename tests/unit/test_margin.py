@@ -1,12 +1,12 @@
 """Bybit USDT-perpetual margin, liquidation and funding rules. Every expected value is worked out
-by hand here from the published formula (see papertape/core/margin.py), never copied from output."""
+by hand here from the published formula (see papertape/core/venue/margin.py), never copied from output."""
 from __future__ import annotations
 
 from decimal import Decimal as D
 
 import pytest
 
-from papertape.core.margin import (
+from papertape.core.venue.margin import (
     DEFAULT_TIERS,
     bankruptcy_price,
     cross_breached,

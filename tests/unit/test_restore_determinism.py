@@ -1,6 +1,6 @@
 """A worker killed at any moment around a checkpoint save resumes where its acks said, with a state that holds
 every input acked and claims no output the broker lacks: the restored run ends with exactly the outputs of an
-uninterrupted one. tests/test_worker_kill.py once saw one EmaCross decision with another confidence (a bar's
+uninterrupted one. tests/integration/test_crash.py once saw one EmaCross decision with another confidence (a bar's
 ticks had been skipped: acks went out before their snapshot), and later decisions from bars that closed late
 (ticks were never sent: the snapshot went out before the md.ticks batches it covered).
 
@@ -19,7 +19,7 @@ from agents import checkpoint
 from agents.checkpoint import Checkpoints, join_snapshot
 from papertape.core.engine import Engine
 from papertape.core.instruments import DEFAULT_INSTRUMENTS
-from papertape.core.session_config import SessionConfig
+from papertape.core.session.config import SessionConfig
 
 # min_confidence 1 with an unreachable full confidence: every bar close after the warm-up is a "hold"
 # decision carrying the EMA gap, so any difference in the prices the strategy saw shows

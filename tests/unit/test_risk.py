@@ -5,8 +5,8 @@ from decimal import Decimal as D
 import schemas as s
 from papertape.core.engine import Engine
 from papertape.core.instruments import Instrument
-from papertape.core.risk import RiskSettings
-from papertape.core.session_config import SessionConfig
+from papertape.core.session.config import SessionConfig
+from papertape.core.session.risk import RiskSettings
 
 X = Instrument("XUSDT", D("0.1"), D("0.1"), D("0.1"), D("1"))
 Y = Instrument("YUSDT", D("0.1"), D("0.1"), D("0.1"), D("1"))

@@ -8,10 +8,10 @@ import orjson
 import pytest
 
 import schemas as s
-from papertape.core.bars import Bar
 from papertape.core.engine import Engine
 from papertape.core.instruments import Instrument
-from papertape.core.session_config import SessionConfig
+from papertape.core.market.bars import Bar
+from papertape.core.session.config import SessionConfig
 from papertape.core.strategies.mean_reversion import MeanReversion
 from papertape.core.strategy import Strategy
 from tape_engine import play, tick_batches

@@ -9,10 +9,10 @@ import pytest
 import schemas as s
 from agents.engine import decode as engine_decode
 from papertape.config import BUNDLED_TAPE
-from papertape.core.book import MAX_LEVELS, Book
 from papertape.core.engine import batch_of
 from papertape.core.instruments import DEFAULT_INSTRUMENTS
-from papertape.core.market import MarketPartition
+from papertape.core.market.book import MAX_LEVELS, Book
+from papertape.core.market.partition import MarketPartition
 from streams.sources.replay import iter_tape
 
 pytestmark = pytest.mark.slow  # the whole bundled tape through the market actor

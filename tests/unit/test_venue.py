@@ -11,10 +11,10 @@ from builders import tick
 from papertape.config import Settings
 from papertape.core.engine import Engine
 from papertape.core.instruments import Instrument
-from papertape.core.margin import maintenance_margin
-from papertape.core.margin_rules import MarginRules
-from papertape.core.risk import RiskSettings
-from papertape.core.session_config import SessionConfig
+from papertape.core.session.config import SessionConfig
+from papertape.core.session.margin_rules import MarginRules
+from papertape.core.session.risk import RiskSettings
+from papertape.core.venue.margin import maintenance_margin
 
 X = Instrument("XUSDT", D("0.1"), D("0.1"), D("0.1"), D("1"))  # tick 0.1, lot 0.1, max leverage 100
 SPOT = Instrument("XSPOT", D("0.1"), D("0.1"), D("0.1"), D("1"), category="spot", funding_interval_min=0,

@@ -1,11 +1,11 @@
-"""PaperVenue on its own (papertape/core/venue.py), built with fake callbacks instead of a session: a dict of
+"""PaperVenue on its own (papertape/core/venue/paper.py), built with fake callbacks instead of a session: a dict of
 positions for `position_qty`, a list collecting the Executions for `book_fill` (which also moves the positions, as
 the account would), and an `admit` that refuses when told to. Covered: arrival latency, a market order at the touch
 with the taker fee, resting limits filled as makers by trades and quotes, partial fills, cancel, amend, a stop on
 the last price, OCO, expiry, admit refusing, reduce-only against the position, the venue-only FillSettings switches
 (queue_position, partial_fills, quote_through) and a to_dict/load round trip.
 
-The venue is driven the way the engine drives it (core/engine.py, core/session.py): at each tick's time the
+The venue is driven the way the engine drives it (core/engine.py, core/session/): at each tick's time the
 requests due (`on_time`) meet the book as it stood before the tick, then the tick moves the book (`apply_tick`),
 then resting orders and triggers see the tick (`on_tick`). Every expected number is worked out by hand here from
 Bybit VIP0 fees: taker 0.055%, maker 0.02%, fees rounded half-up to 1e-8."""
@@ -15,10 +15,10 @@ from decimal import Decimal as D
 import pytest
 
 import schemas as s
-from papertape.core.book import Book
-from papertape.core.fill_model import FillSettings
 from papertape.core.instruments import Instrument
-from papertape.core.venue import Execution, PaperVenue, Refusal, StatusChange, VenueOrder, VenueRules
+from papertape.core.market.book import Book
+from papertape.core.venue.fill_model import FillSettings
+from papertape.core.venue.paper import Execution, PaperVenue, Refusal, StatusChange, VenueOrder, VenueRules
 
 SYM = "XUSDT"
 X = Instrument(SYM, D("0.01"), D("0.01"), D("0.01"), D("1"))  # tick 0.01, lot 0.01

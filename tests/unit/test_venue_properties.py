@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 
 import schemas as s
 from builders import tick
-from papertape.core.book import Book, price_text
 from papertape.core.engine import Engine
 from papertape.core.instruments import Instrument
-from papertape.core.risk import RiskSettings
-from papertape.core.session_config import SessionConfig
+from papertape.core.market.book import Book, price_text
+from papertape.core.session.config import SessionConfig
+from papertape.core.session.risk import RiskSettings
 
 TICK = D("0.1")
 LOT = D("0.001")  # finer than the book's sizes, so fees and realized P&L need their rounding

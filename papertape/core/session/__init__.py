@@ -12,7 +12,7 @@
 - messages.py: every message the session publishes
 - state.py, market_view.py: what the parts share: config, status and order numbers; the account at the books
 """
-from .facade import Session
-from .placement import External
+from papertape.core.session.facade import Session
+from papertape.core.session.placement import External
 
 __all__ = ["External", "Session"]

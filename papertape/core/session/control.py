@@ -5,20 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import schemas as s
-
-from ..account import Account
-from ..margin_rules import MarginRules
-from ..risk import RiskGuard
-from ..session_config import RECONFIGURABLE, SessionConfig, merged
-from ..strategies import make_strategy
-from ..strategy import CancelIntent
-from ..venue import PaperVenue
-from .market_view import MarketView
-from .messages import Messages
-from .placement import Placement
-from .state import Run
-from .strategy_runner import StrategyRunner
-from .timers import Timers
+from papertape.core.account import Account
+from papertape.core.session.config import RECONFIGURABLE, SessionConfig, merged
+from papertape.core.session.margin_rules import MarginRules
+from papertape.core.session.market_view import MarketView
+from papertape.core.session.messages import Messages
+from papertape.core.session.placement import Placement
+from papertape.core.session.risk import RiskGuard
+from papertape.core.session.state import Run
+from papertape.core.session.strategy_runner import StrategyRunner
+from papertape.core.session.timers import Timers
+from papertape.core.strategies import make_strategy
+from papertape.core.strategy import CancelIntent
+from papertape.core.venue.paper import PaperVenue
 
 
 class Control:

@@ -4,27 +4,26 @@ from __future__ import annotations
 from typing import Any
 
 import schemas as s
+from papertape.core.account import Account
+from papertape.core.instruments import Instrument
+from papertape.core.market.book import Book
+from papertape.core.session.config import SessionConfig
+from papertape.core.session.control import Control
+from papertape.core.session.gate import Gate
+from papertape.core.session.ledger import Ledger
+from papertape.core.session.margin_rules import MarginRules
+from papertape.core.session.market_view import MarketView
+from papertape.core.session.messages import Messages
+from papertape.core.session.placement import External, Placement
+from papertape.core.session.risk import RiskGuard
+from papertape.core.session.sizing import Sizer
+from papertape.core.session.state import Run
+from papertape.core.session.strategy_runner import StrategyFailed, StrategyRunner
+from papertape.core.session.timers import TimerKind, Timers
+from papertape.core.strategies import make_strategy
+from papertape.core.strategy import Intent
+from papertape.core.venue.paper import PaperVenue, VenueRules
 from schemas.vocabulary import FeedStatus, SessionState
-
-from ..account import Account
-from ..book import Book
-from ..instruments import Instrument
-from ..margin_rules import MarginRules
-from ..risk import RiskGuard
-from ..session_config import SessionConfig
-from ..strategies import make_strategy
-from ..strategy import Intent
-from ..venue import PaperVenue, VenueRules
-from .control import Control
-from .gate import Gate
-from .ledger import Ledger
-from .market_view import MarketView
-from .messages import Messages
-from .placement import External, Placement
-from .sizing import Sizer
-from .state import Run
-from .strategy_runner import StrategyFailed, StrategyRunner
-from .timers import TimerKind, Timers
 
 
 class Session:

@@ -5,16 +5,15 @@ from __future__ import annotations
 from decimal import Decimal
 
 import schemas as s
+from papertape.core.account import Account
+from papertape.core.instruments import Instrument
+from papertape.core.session.margin_rules import MarginRules
+from papertape.core.session.market_view import MarketView
+from papertape.core.session.messages import Messages
+from papertape.core.session.risk import RiskGuard
+from papertape.core.session.state import Run
+from papertape.core.venue.paper import PaperVenue, VenueOrder
 from schemas.vocabulary import Side
-
-from ..account import Account
-from ..instruments import Instrument
-from ..margin_rules import MarginRules
-from ..risk import RiskGuard
-from ..venue import PaperVenue, VenueOrder
-from .market_view import MarketView
-from .messages import Messages
-from .state import Run
 
 
 class Gate:

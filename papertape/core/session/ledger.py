@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..account import Account
-from ..venue import Execution
-from .timers import Timers
+from papertape.core.account import Account
+from papertape.core.session.timers import Timers
+from papertape.core.venue.paper import Execution
 
 
 class Ledger:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from ..account import Account
-from ..book import Book
-from ..instruments import Instrument
+from papertape.core.account import Account
+from papertape.core.instruments import Instrument
+from papertape.core.market.book import Book
 
 
 class MarketView:

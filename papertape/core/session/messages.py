@@ -6,15 +6,14 @@ from decimal import Decimal
 from typing import Any
 
 import schemas as s
+from papertape.core.account import Account
+from papertape.core.money import to_settle_unit
+from papertape.core.session.market_view import MarketView
+from papertape.core.session.risk import RiskGuard
+from papertape.core.session.state import Run
+from papertape.core.strategy import PlaceOrder
+from papertape.core.venue.paper import Execution, Refusal, StatusChange
 from schemas.vocabulary import DecisionAction
-
-from ..account import Account
-from ..fees import to_settle_unit
-from ..risk import RiskGuard
-from ..strategy import PlaceOrder
-from ..venue import Execution, Refusal, StatusChange
-from .market_view import MarketView
-from .state import Run
 
 Scores = tuple[float | None, float | None]  # (risk score, opportunity score) of an entry; None when unknown
 NO_SCORES: Scores = (None, None)

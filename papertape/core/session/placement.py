@@ -6,18 +6,17 @@ from decimal import Decimal
 from typing import Any
 
 import schemas as s
+from papertape.core.account import Account
+from papertape.core.session.gate import Gate
+from papertape.core.session.margin_rules import MarginRules
+from papertape.core.session.market_view import MarketView, stale_reason
+from papertape.core.session.messages import NO_SCORES, Messages, Scores
+from papertape.core.session.risk import RiskGuard
+from papertape.core.session.state import Run
+from papertape.core.strategy import AmendIntent, CancelIntent, PlaceOrder
+from papertape.core.venue.paper import REQUEST_FIELDS, Outcome, PaperVenue, Refusal, StatusChange, VenueOrder
 from schemas.trading import order_shape_problem
 from schemas.vocabulary import DecisionAction, FeedStatus
-
-from ..account import Account
-from ..margin_rules import MarginRules
-from ..risk import RiskGuard
-from ..strategy import AmendIntent, CancelIntent, PlaceOrder
-from ..venue import REQUEST_FIELDS, Outcome, PaperVenue, Refusal, StatusChange, VenueOrder
-from .gate import Gate
-from .market_view import MarketView, stale_reason
-from .messages import NO_SCORES, Messages, Scores
-from .state import Run
 
 External = s.Order | s.CancelOrder | s.AmendOrder  # a request of the orders topic
 

@@ -5,22 +5,21 @@ from __future__ import annotations
 from decimal import Decimal
 
 import schemas as s
+from papertape.core.account import Account
+from papertape.core.instruments import Instrument
+from papertape.core.market.book import Book
+from papertape.core.session.gate import Gate
+from papertape.core.session.margin_rules import MarginRules
+from papertape.core.session.market_view import MarketView
+from papertape.core.session.messages import Messages, Scores
+from papertape.core.session.placement import Placement
+from papertape.core.session.scores import opportunity_score, risk_score
+from papertape.core.session.state import Run
+from papertape.core.session.strategy_runner import StrategyRunner
+from papertape.core.strategy import AmendIntent, CancelIntent, Intent, PlaceOrder, Target
+from papertape.core.venue.fees import FeeSchedule
+from papertape.core.venue.paper import PaperVenue
 from schemas.vocabulary import Exposure, Side
-
-from ..account import Account
-from ..book import Book
-from ..fees import FeeSchedule
-from ..instruments import Instrument
-from ..margin_rules import MarginRules
-from ..scores import opportunity_score, risk_score
-from ..strategy import AmendIntent, CancelIntent, Intent, PlaceOrder, Target
-from ..venue import PaperVenue
-from .gate import Gate
-from .market_view import MarketView
-from .messages import Messages, Scores
-from .placement import Placement
-from .state import Run
-from .strategy_runner import StrategyRunner
 
 
 class Sizer:
@@ -134,7 +133,7 @@ class Sizer:
         return ""
 
     def _scores(self, symbol: str, confidence: float, book: Book | None, price: Decimal | None) -> Scores:
-        """(risk score, opportunity score) of an entry now (papertape/core/scores.py); None when unknown."""
+        """(risk score, opportunity score) of an entry now (papertape/core/session/scores.py); None when unknown."""
         if book is None or price is None or symbol not in self.instruments:
             return None, None
         ac = self.run.cfg.auto_close

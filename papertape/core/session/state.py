@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from papertape.core.session.config import SessionConfig
 from schemas.vocabulary import SessionState
-
-from ..session_config import SessionConfig
 
 
 @dataclass

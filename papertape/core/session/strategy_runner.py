@@ -3,9 +3,8 @@ and, if it wants them, every tick."""
 from __future__ import annotations
 
 import schemas as s
-
-from ..bars import BarBuilder, Volatility
-from ..strategy import Intent, Strategy
+from papertape.core.market.bars import BarBuilder, Volatility
+from papertape.core.strategy import Intent, Strategy
 
 
 class StrategyFailed(Exception):

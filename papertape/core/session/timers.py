@@ -6,13 +6,12 @@ from decimal import Decimal
 from typing import Literal
 
 import schemas as s
-
-from ..account import Account
-from ..margin_rules import MarginRules
-from ..risk import RiskGuard
-from .market_view import MarketView
-from .messages import Messages
-from .state import Run
+from papertape.core.account import Account
+from papertape.core.session.margin_rules import MarginRules
+from papertape.core.session.market_view import MarketView
+from papertape.core.session.messages import Messages
+from papertape.core.session.risk import RiskGuard
+from papertape.core.session.state import Run
 
 TimerKind = Literal["funding", "day", "hold", "equity"]
 

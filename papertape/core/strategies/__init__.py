@@ -4,11 +4,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from papertape.core.strategies.mean_reversion import MeanReversion
+from papertape.core.strategies.scripted import Scripted
+from papertape.core.strategies.trend_following import TrendFollowing
 from papertape.core.strategy import Strategy
-
-from .mean_reversion import MeanReversion
-from .scripted import Scripted
-from .trend_following import TrendFollowing
 
 
 def builtins() -> dict[str, type[Strategy]]:

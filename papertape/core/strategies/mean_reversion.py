@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from papertape.core.bars import Bar
+from papertape.core.market.bars import Bar
 from papertape.core.strategy import Intent, Strategy, Target
 from schemas.vocabulary import Exposure
 

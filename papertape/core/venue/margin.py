@@ -35,24 +35,15 @@ Choices where the sources are silent or disagree are marked "CHOICE" below.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Sequence
 
+from papertape.core.instruments import RiskTier
+from papertape.core.money import to_settle_unit
 from schemas.vocabulary import MarginMode, PositionSide, Side
-
-from .fees import to_settle_unit
 
 ZERO = Decimal(0)
 LongOrShort = PositionSide | Side  # a position's side, or the side of the order that opens it
-
-
-@dataclass(frozen=True)
-class RiskTier:
-    limit: Decimal  # largest position value (settle coin) in this tier, inclusive
-    mmr: Decimal  # maintenance margin rate
-    mm_deduction: Decimal  # subtracted so MM is continuous at tier edges
-    max_leverage: Decimal
 
 
 # Bybit BTCUSDT linear, the first two tiers of GET /v5/market/risk-limit as returned in 2024 (two

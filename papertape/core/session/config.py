@@ -7,20 +7,19 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from papertape.core.instruments import Instrument
+from papertape.core.session.auto_close import AutoCloseSettings
+from papertape.core.session.intel import INTEL_LEVELS, IntelLevel
+from papertape.core.session.risk import RiskSettings
+from papertape.core.venue.dex import DexSettings
+from papertape.core.venue.fees import FeeSchedule
+from papertape.core.venue.fill_model import FillSettings
 from schemas.vocabulary import Category, MarginMode, VenueKind
-
-from .auto_close import AutoCloseSettings
-from .dex import DexSettings
-from .fees import FeeSchedule
-from .fill_model import FillSettings
-from .instruments import Instrument
-from .intel import INTEL_LEVELS, IntelLevel
-from .risk import RiskSettings
 
 
 class SessionConfig(BaseModel):
     """A session: an isolated paper account with its own money, strategy and risk limits. `position_fraction`,
-    `min_confidence` and `leverage` default to the intel level's (papertape/core/intel.py)."""
+    `min_confidence` and `leverage` default to the intel level's (papertape/core/session/intel.py)."""
 
     model_config = ConfigDict(extra="forbid")
 

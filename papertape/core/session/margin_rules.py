@@ -8,16 +8,15 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import cast
 
+from papertape.core.account import Account, PositionState
+from papertape.core.instruments import Instrument, RiskTier
+from papertape.core.market.book import Book
+from papertape.core.session.config import SessionConfig
+from papertape.core.venue import margin as m
+from papertape.core.venue.dex import gas_cost, swap
+from papertape.core.venue.fees import FeeSchedule
+from papertape.core.venue.paper import VenueOrder
 from schemas.vocabulary import PositionSide, Side
-
-from . import margin as m
-from .account import Account, PositionState
-from .book import Book
-from .dex import gas_cost, swap
-from .fees import FeeSchedule
-from .instruments import Instrument
-from .session_config import SessionConfig
-from .venue import VenueOrder
 
 ZERO = Decimal(0)
 UNLIMITED = Decimal(10) ** 30
@@ -36,14 +35,14 @@ class MarginRules:
         inst = self.instruments[symbol]
         return min(self.cfg.leverage_by_symbol.get(symbol, self.cfg.default_leverage), inst.max_leverage)
 
-    def tiers(self, symbol: str) -> tuple[m.RiskTier, ...]:
+    def tiers(self, symbol: str) -> tuple[RiskTier, ...]:
         """The instrument's risk tiers; without a table, one tier whose maintenance rate is half the initial rate
         at the maximum leverage (Bybit's first tiers: 100x -> 0.5%, 50x -> 1%, 25x -> 2%)."""
         inst = self.instruments[symbol]
         tiers = inst.risk_tiers
         if tiers:
-            return (*tiers, m.RiskTier(UNLIMITED, tiers[-1].mmr, tiers[-1].mm_deduction, tiers[-1].max_leverage))
-        return (m.RiskTier(UNLIMITED, 1 / (2 * inst.max_leverage), ZERO, inst.max_leverage),)
+            return (*tiers, RiskTier(UNLIMITED, tiers[-1].mmr, tiers[-1].mm_deduction, tiers[-1].max_leverage))
+        return (RiskTier(UNLIMITED, 1 / (2 * inst.max_leverage), ZERO, inst.max_leverage),)
 
     def _max_mmr(self, symbol: str) -> float:
         rate = self._mmr.get(symbol)

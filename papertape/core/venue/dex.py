@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_UP, Context, Decimal, localcontext
 
-from papertape.core.fees import SETTLE_UNIT
+from papertape.core.money import SETTLE_UNIT
 from schemas.vocabulary import Side
 
 PRECISION = 50

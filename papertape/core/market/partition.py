@@ -7,11 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import schemas as s
+from papertape.core.instruments import Instrument
+from papertape.core.market.book import Book
 from schemas.market import Tick, TickTrade
 from schemas.topics import kafka_partition
-
-from .book import Book
-from .instruments import Instrument
 
 FRAMES_PER_OFFSET = 1 << 20  # more than a batch can hold
 

@@ -15,6 +15,12 @@ from dataclasses import asdict, dataclass, field
 from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from typing import TYPE_CHECKING, Any, Callable, Literal, cast
 
+from papertape.core.account import PositionState
+from papertape.core.instruments import Instrument
+from papertape.core.market.book import Book
+from papertape.core.venue.dex import DexSettings, gas_cost, swap
+from papertape.core.venue.fees import FeeSchedule
+from papertape.core.venue.fill_model import BookSide, FillSettings, Liquidity, queue_ahead, take
 from schemas.market import Tick, TickTrade
 from schemas.vocabulary import (
     LIMIT_TYPES,
@@ -27,13 +33,6 @@ from schemas.vocabulary import (
     TriggerBy,
 )
 from schemas.vocabulary import Liquidity as MakerOrTaker
-
-from .account import PositionState
-from .book import Book
-from .dex import DexSettings, gas_cost, swap
-from .fees import FeeSchedule
-from .fill_model import BookSide, FillSettings, Liquidity, queue_ahead, take
-from .instruments import Instrument
 
 ZERO = Decimal(0)
 FINAL: tuple[OrderStatus, ...] = ("filled", "cancelled", "rejected", "expired")

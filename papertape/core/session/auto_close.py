@@ -10,10 +10,9 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from pydantic import Field
 
+from papertape.core.instruments import Instrument
+from papertape.core.session.risk import Rules
 from schemas.vocabulary import Side
-
-from .instruments import Instrument
-from .risk import Rules
 
 
 class AutoCloseSettings(Rules):

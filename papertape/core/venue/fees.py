@@ -2,16 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
+from papertape.core.money import to_settle_unit
 from schemas.vocabulary import Liquidity
-
-# The settle coin's smallest unit papertape accounts in (Bybit shows USDT fees with 8 decimals).
-SETTLE_UNIT = Decimal("0.00000001")
-
-
-def to_settle_unit(amount: Decimal) -> Decimal:
-    return amount.quantize(SETTLE_UNIT, rounding=ROUND_HALF_UP)
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from papertape.core.market.book import Book, price_text
 from schemas.vocabulary import Side
-
-from .book import Book, price_text
 
 ZERO = Decimal(0)
 BPS = Decimal("0.0001")
