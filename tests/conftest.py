@@ -14,3 +14,11 @@ from builders import fresh_namespace
 def own_namespace(monkeypatch):
     """A test's runs in this process (`main(["run", ...])`) get a namespace of their own too."""
     monkeypatch.setenv("PAPERTAPE_NAMESPACE", fresh_namespace())
+
+
+@pytest.fixture
+def no_env(monkeypatch):
+    """No broker, ClickHouse server, data directory or namespace from the environment (the command line's
+    defaults)."""
+    for name in ("KAFKA_BOOTSTRAP", "CLICKHOUSE_URL", "PAPERTAPE_DATA", "PAPERTAPE_NAMESPACE"):
+        monkeypatch.delenv(name, raising=False)

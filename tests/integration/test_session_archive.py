@@ -6,37 +6,16 @@ import asyncio
 import json
 from decimal import Decimal as D
 
-import pytest
 from aiokafka import AIOKafkaConsumer
 
 import schemas as s
 from infra.broker import ensure_topics
 from infra.clickhouse import MIGRATIONS_DIR, connect, migrate, split_statements
 from infra.tansu import EmbeddedTansu
-from papertape.app import sessions as session_cli
 from papertape.app.cli import main
 from streams.sinks.rows import COLUMNS, rows_for
 
 TS = 1_723_161_600_000  # 2024-08-09 00:00:00 UTC
-
-
-@pytest.fixture
-def no_env(monkeypatch):
-    for name in ("KAFKA_BOOTSTRAP", "CLICKHOUSE_URL", "PAPERTAPE_DATA", "PAPERTAPE_NAMESPACE"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def sent(monkeypatch, no_env):
-    """Controls the CLI would send, with the broker it would send them to (nothing is sent)."""
-    calls: list[tuple[str, s.Control]] = []
-
-    async def fake(bootstrap, ctrl, timeout=30.0, names=s.Namespace()):
-        calls.append((bootstrap, ctrl))
-
-    monkeypatch.setattr(session_cli, "send_control", fake)
-    monkeypatch.setenv("KAFKA_BOOTSTRAP", "kafka.example:9092")
-    return calls
 
 
 # --- key=value ---------------------------------------------------------------------------------------------

@@ -14,12 +14,6 @@ TS = 1_723_161_600_000  # 2024-08-09 00:00:00 UTC
 
 
 @pytest.fixture
-def no_env(monkeypatch):
-    for name in ("KAFKA_BOOTSTRAP", "CLICKHOUSE_URL", "PAPERTAPE_DATA", "PAPERTAPE_NAMESPACE"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
 def sent(monkeypatch, no_env):
     """Controls the CLI would send, with the broker it would send them to (nothing is sent)."""
     calls: list[tuple[str, s.Control]] = []
