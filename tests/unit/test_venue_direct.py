@@ -214,6 +214,20 @@ def test_amend_to_a_qty_not_above_the_filled_is_refused():
     assert d.until(1050) == [Refusal("a", 1050, "amend refused: new quantity 1 is not above the filled 1")]
 
 
+def test_an_amend_the_account_cannot_carry_is_refused_and_the_order_stays_as_it_was():
+    d = quoted()
+    a = d.order("a", "buy", "1", type="limit", price="99.00")
+    d.until(1000)
+    d.refuse = "insufficient margin"  # the account cannot carry 3 at 99.50
+    d.amend("a", at=1050, qty="3", price="99.50")
+    assert d.until(1050) == [Refusal("a", 1050, "amend refused: insufficient margin")]
+    assert (a.status, a.qty, a.price) == ("new", D(1), D("99.00"))  # as on Bybit: the order is untouched
+    assert d.admitted[-1] == ("a", D("99.50"))  # asked at the new price
+    d.refuse = ""
+    out = d.tick(tk(1060, trades=[("98.90", "4", "sell")]))  # through 99.00: the queue of 3 ahead, then ours
+    assert fills(out) == [(D("99.00"), D("1"), "maker", D("0.0198"))]  # 99 x 1 x 0.0002
+
+
 # --- triggers, links, expiry ----------------------------------------------------------------------------------
 def test_a_stop_triggers_on_the_last_price_then_sells_at_the_bid():
     d = quoted(positions={SYM: D(1)})

@@ -546,11 +546,19 @@ class PaperVenue:
         if problem:
             return [Refusal(oid, ts, f"amend refused: {problem}")]
         requeue = (price is not None and price != order.price) or (qty is not None and qty > order.qty)
+        before = order.qty, order.price, order.trigger_price
         order.qty = qty if qty is not None else order.qty
         order.price = price if price is not None else order.price
         order.trigger_price = trigger if trigger is not None else order.trigger_price
-        out: list[Outcome] = [self._event(order, ts, "amended")]
         book = books.get(order.symbol)
+        if requeue and not order.waiting_trigger and book is not None:
+            # as on Bybit, an amend the account cannot carry is refused and the order stays as it was
+            limit = order.price if order.is_limit else None
+            problem = self.admit(order, limit or self._ref_price(order, book))
+            if problem:
+                order.qty, order.price, order.trigger_price = before
+                return [Refusal(oid, ts, f"amend refused: {problem}")]
+        out: list[Outcome] = [self._event(order, ts, "amended")]
         if requeue and not order.waiting_trigger and book is not None:
             order.seq = max(o.seq for o in self.orders.values()) + 1  # back of the queue
             out += self._work(order, ts, book, arriving=False)
