@@ -42,7 +42,7 @@ class Session:
         margin = self.margin = MarginRules(cfg, instruments, fees)
         guard = self.guard = RiskGuard(cfg.risk, cfg.balance)
         runner = self._runner = StrategyRunner(make_strategy(cfg.strategy, cfg.params))
-        view = MarketView(account, books, instruments)
+        view = self._view = MarketView(account, books, instruments)
         messages = self._messages = Messages(run, account, guard, view)
         timers = self._timers = Timers(run, account, guard, margin, view, messages)
         # The venue asks the gate to admit an order, and the gate reads the venue's open orders: the lambda reaches
@@ -111,12 +111,15 @@ class Session:
     def on_tick(self, tick: s.Tick) -> list[s.Message]:
         """After the tick moved its book: the venue's resting orders and triggers, liquidations, then the
         strategy."""
-        out = self._placement.on_tick(tick)
-        out += self._placement.liquidations(tick.symbol, tick.ts)
-        if self.status == "stopped":
+        # per tick and session: the calls are skipped when there is nothing for them (the hot path)
+        out = self._placement.on_tick(tick) if self.venue.orders else []
+        if self._run.cfg.liquidation and self._view.holds_perp(tick.symbol):
+            out += self._placement.liquidations(tick.ts)
+        status = self._run.status
+        if status == "stopped":
             return out
         try:
-            intents = self._runner.intents(tick, self.status == "running")
+            intents = self._runner.intents(tick, status == "running")
         except StrategyFailed as failed:
             return out + self._control.strategy_failed(failed.error, tick.ts)
         for intent in intents:

@@ -118,13 +118,12 @@ class Placement:
 
     def on_tick(self, tick: s.Tick) -> list[s.Message]:
         """Resting orders and triggers of the tick's symbol, after the tick moved its book."""
-        book = self.view.books[tick.symbol]
-        return self.outcomes(self.venue.on_tick(tick, book), tick.ts) if self.venue.orders else []
+        return self.outcomes(self.venue.on_tick(tick, self.view.books[tick.symbol]), tick.ts)
 
-    def liquidations(self, symbol: str, ts: int) -> list[s.Message]:
-        """After a tick of `symbol`: the positions the venue takes over, when a mark move of it can liquidate."""
-        if not (self.run.cfg.liquidation and self.view.holds_perp(symbol)
-                and self.margin.may_liquidate(self.account, self.view.books)):
+    def liquidations(self, ts: int) -> list[s.Message]:
+        """The positions the venue takes over now (after a tick of a perpetual the session holds, when the
+        session's config has liquidation on)."""
+        if not self.margin.may_liquidate(self.account, self.view.books):
             return []
         cfg = self.run.cfg
         out: list[s.Message] = []

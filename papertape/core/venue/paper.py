@@ -477,7 +477,9 @@ class PaperVenue:
             return p <= stop if sell else p >= stop
         is_stop = order.type.startswith("stop")
         falls = sell == is_stop  # a sell stop and a buy take-profit trigger on a fall
-        trigger = cast(Decimal, order.trigger_price)  # a stop or take-profit has its trigger price
+        trigger = order.trigger_price
+        if trigger is None:  # a stop or take-profit always has one (no cast: this runs per tick and order)
+            return False
         return p <= trigger if falls else p >= trigger
 
     @staticmethod
