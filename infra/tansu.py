@@ -56,6 +56,18 @@ class ConsumerSettings(TypedDict, total=False):
 #: for consumers papertape builds itself (recorder, alert relay), on Tansu
 CONSUMER_SETTINGS: ConsumerSettings = {"fetch_max_wait_ms": FETCH_MAX_WAIT_MS}
 
+
+class ProducerSettings(TypedDict, total=False):
+    """aiokafka producer options, passed as keywords."""
+
+    enable_idempotence: bool
+
+
+def producer_settings(on_tansu: bool) -> ProducerSettings:
+    """Producers papertape builds are idempotent (a retried request repeats nothing), except on Tansu, which has no
+    idempotent producer."""
+    return {"enable_idempotence": not on_tansu}
+
 _state: dict[str, Any] = {"installed": False, "clients": False, "tansu": False, "fetch_max_wait_ms": None}
 
 

@@ -178,9 +178,8 @@ class Pipeline:
     # --- the source ------------------------------------------------------------------------------------------
     async def _source_producer(self):
         """A started producer for md.events and the `send(topic, key, value, partition)` sources call."""
-        # idempotent (no repeats when a request is retried) and acks=all, except on Tansu, which has neither
         producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, linger_ms=5,
-                                    max_batch_size=1 << 20, enable_idempotence=not self.tansu)
+                                    max_batch_size=1 << 20, **tansu.producer_settings(self.tansu))
         await producer.start()
         names = self.settings.names
 

@@ -210,8 +210,8 @@ def bootstrap_servers(data_dir: Path) -> tuple[str, s.Namespace]:
 async def send_control(bootstrap: str, ctrl: s.Control, timeout: float = SEND_TIMEOUT_S,
                        names: s.Namespace = s.Namespace()) -> None:
     """Produce `ctrl` to `control`, keyed by its session, and wait for the broker's ack."""
-    # no idempotence: the embedded broker (Tansu) does not support it; a control sent twice is applied twice,
-    # which start, pause, resume, stop and config all tolerate
+    # a control is one message: a retried send may repeat it, and start, pause, resume, stop and config all
+    # tolerate being applied twice, so the producer needs no idempotence (which Tansu, too, would refuse)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False,
                                 request_timeout_ms=int(timeout * 1000))
 
