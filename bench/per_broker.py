@@ -55,11 +55,6 @@ def describe(pipe) -> str:
     return f"embedded Tansu{' ' + m.group(1) if m else ''} (memory storage)"
 
 
-def producer_options(pipe) -> dict:
-    """Idempotence off only on Tansu, which fails idempotent producers; on Kafka, aiokafka's defaults."""
-    return {"enable_idempotence": False} if pipe.tansu else {}
-
-
 class Figures:
     """The figures of one broker's run: label, formatted cell, target text, whether it is met."""
 

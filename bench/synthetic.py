@@ -10,7 +10,8 @@ from decimal import Decimal
 from papertape.config import BUNDLED_TAPE
 from papertape.core.instruments import Instrument
 from papertape.core.session.config import SessionConfig
-from streams.sources.replay import WireFrame, iter_tape
+from streams.frames.wire import WireFrame
+from streams.sources.replay import iter_tape
 
 # The fields of a frame's JSON that a re-timed or re-labelled copy changes ("ts" also matches each trade's).
 _FIELD = re.compile(rb'"(id|ts|recv_ts|symbol)":("[^"]*"|\d+)')

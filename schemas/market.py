@@ -52,10 +52,6 @@ class Bar(BaseModel):
     closed: bool = True
 
 
-# What a frame says about its symbol's feed: "live" data; "stale": no update for the source's limit until `ts`,
-# so nothing may trade on the old prices; "unavailable": no source can price it now.
-
-
 class MarketFrame(Message):
     """One exchange frame for one symbol. `bid`/`ask` are the top of book after the frame, when known."""
 

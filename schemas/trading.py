@@ -13,7 +13,7 @@ from .vocabulary import (
     DecisionAction,
     ExecType,
     Exposure,
-    Liquidity,
+    LiquidityRole,
     OrderStatus,
     OrderType,
     Side,
@@ -32,8 +32,6 @@ class Signal(Message):
     confidence: Ratio = 1.0
     strategy: str = Field(default="external", max_length=120)
     reasoning: str = Field(default="", max_length=2000)
-
-
 
 
 class Order(Message):
@@ -146,8 +144,6 @@ class AmendOrder(Message):
         return self
 
 
-
-
 class OrderEvent(Message):
     kind: Literal["order_event"] = "order_event"
     session: SessionId
@@ -172,7 +168,7 @@ class Fill(Message):
     side: Side
     price: Price
     qty: PosQty
-    liquidity: Liquidity
+    liquidity: LiquidityRole
     fee_rate: Money
     fee: Money  # in the settle coin; positive is paid (on a DEX: the gas)
     realized_pnl: Money  # price P&L this fill closed, before fees

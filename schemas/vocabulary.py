@@ -13,13 +13,15 @@ OrderType = Literal["market", "limit", "stop_market", "stop_limit", "take_profit
 TimeInForce = Literal["GTC", "IOC", "FOK", "PostOnly"]
 TriggerBy = Literal["last", "mark"]
 OrderStatus = Literal["new", "partially_filled", "filled", "cancelled", "rejected", "triggered", "expired", "amended"]
-Liquidity = Literal["maker", "taker"]
+LiquidityRole = Literal["maker", "taker"]  # of a fill: it took liquidity (taker) or rested (maker)
 ExecType = Literal["trade", "liquidation"]
 DecisionAction = Literal["buy", "sell", "hold", "blocked", "reject", "cancel", "amend"]
 Category = Literal["linear", "spot", "dex"]  # Bybit's USDT perpetuals and spot, and DEX tokens
 VenueKind = Literal["paper", "dex"]  # the paper venue a session trades on
 MarginMode = Literal["cross", "isolated"]
-FeedStatus = Literal["live", "stale", "unavailable"]  # of a symbol's market data
+# What a frame says about its symbol's feed: "live" data; "stale": no update for the source's limit until its ts,
+# so nothing may trade on the old prices; "unavailable": no source can price it now.
+FeedStatus = Literal["live", "stale", "unavailable"]
 Severity = Literal["info", "warning", "error", "critical"]
 Command = Literal["start", "stop", "pause", "resume", "config"]  # of a session, on the control topic
 SessionState = Literal["running", "paused", "stopped"]

@@ -413,7 +413,7 @@ def main(data_dir: Path, session: str | None = None, as_json: bool = False, conf
         print(text, file=sys.stderr, flush=True)
 
     try:
-        archive = Archive(data_dir, clickhouse_url)
+        archive = Archive(data_dir, clickhouse_url, timeout=600)  # a whole table, read in chunks
     except Exception as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

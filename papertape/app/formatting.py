@@ -3,10 +3,13 @@ without trailing zeros. The one formatter: every command that prints a table or 
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-EIGHT_DECIMALS = Decimal("0.00000001")
+from papertape.core.money import SETTLE_UNIT
+
+DECIMAL_TEXT = re.compile(r"^-?\d+(\.\d+)?$")  # plain decimal text: no exponent, NaN or infinity
 # Columns of the archive's tables, by how a table shows them (JSON keeps every decimal exact).
 MONEY_COLUMNS = ("equity", "cash", "realized_pnl", "unrealized_pnl", "fees", "funding")  # 8 decimals
 EXACT_COLUMNS = ("qty", "avg_price", "mark")  # as they are, without trailing zeros
@@ -22,16 +25,13 @@ def money(value: Any) -> str:
         return text
     if d == d.to_integral_value() and "." not in text and "E" not in text:
         return text
-    return f"{d.quantize(EIGHT_DECIMALS):f}"
+    return f"{d.quantize(SETTLE_UNIT):f}"
 
 
 def exact(value: Any) -> Any:
-    """A decimal (or decimal text) without trailing zeros and without exponent; other values as they are."""
-    if isinstance(value, str):
-        try:
-            value = Decimal(value)
-        except InvalidOperation:
-            return value
+    """A decimal (or plain decimal text) without trailing zeros and without exponent; other values as they are."""
+    if isinstance(value, str) and DECIMAL_TEXT.match(value):
+        value = Decimal(value)
     if not isinstance(value, Decimal):
         return value
     return f"{value.normalize():f}" if value else "0"

@@ -23,8 +23,8 @@ import streams.formats.csv_ohlcv as csv_ohlcv
 import streams.formats.csv_trades as csv_trades
 import streams.formats.lean as lean
 from schemas import SCHEMA_VERSION, MarketFrame
-from schemas.topics import kafka_partition, murmur2  # noqa: F401  (re-exported)
-from streams.frames.wire import Format, WireFrame  # noqa: F401  (WireFrame re-exported)
+from schemas.topics import kafka_partition
+from streams.frames.wire import Format, WireFrame
 
 Send = Callable[[str, bytes | None, bytes, int | None], Awaitable[object]]
 PartitionFor = Callable[[bytes, int], int]

@@ -17,9 +17,10 @@ import streams.formats.binance_usdm as usdm
 from builders import ROOT
 from schemas import MarketBatch, decode
 from schemas.codec import MAX_MESSAGE_BYTES
+from schemas.topics import kafka_partition, murmur2
 from streams.formats.binance_usdm import parse_line, recording_symbol, wire_line
 from streams.frames import frame_json
-from streams.sources.replay import BATCH_BYTES, ReplaySource, iter_tape, kafka_partition, murmur2
+from streams.sources.replay import BATCH_BYTES, ReplaySource, iter_tape
 
 RECORDINGS = ROOT / "streams" / "recordings" / "binance_usdm"
 BTC = RECORDINGS / "usdm_btcusdt_20240808.gz"

@@ -1,8 +1,8 @@
 """A session's margin rules: what an order needs before it may go live, and which positions the venue liquidates.
 
 Perpetuals (category "linear") are margined at the session's leverage per symbol, capped by the instrument's
-maximum, in cross or isolated mode (margin.py holds Bybit's formulas). Spot and DEX tokens are bought with the
-settle coin and sold only from the coin held: no leverage, no short."""
+maximum, in cross or isolated mode (core/venue/margin.py holds Bybit's formulas). Spot and DEX tokens are bought
+with the settle coin and sold only from the coin held: no leverage, no short."""
 from __future__ import annotations
 
 from decimal import Decimal
@@ -11,6 +11,7 @@ from typing import cast
 from papertape.core.account import Account, PositionState
 from papertape.core.instruments import Instrument, RiskTier
 from papertape.core.market.book import Book
+from papertape.core.money import SETTLE_UNIT
 from papertape.core.session.config import SessionConfig
 from papertape.core.venue import margin as m
 from papertape.core.venue.dex import gas_cost, swap
@@ -183,4 +184,4 @@ def _side(qty: Decimal) -> PositionSide:
 
 
 def _q(x: Decimal) -> str:
-    return format(x.quantize(Decimal("0.00000001")), "f")
+    return format(x.quantize(SETTLE_UNIT), "f")

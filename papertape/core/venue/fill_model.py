@@ -143,7 +143,7 @@ def queue_ahead(book: Book, side: Side, price: Decimal) -> Decimal | None:
     best = book.bid if side == "buy" else book.ask
     if best is None:
         return ZERO
-    p, b = float(price), float(best)  # exact for exchange prices (book.py)
+    p, b = float(price), float(best)  # exact for exchange prices (core/market/book.py)
     if p > b if side == "buy" else p < b:
         return ZERO
     shown = book.bid_qty if side == "buy" else book.ask_qty

@@ -26,13 +26,13 @@ from schemas.vocabulary import (
     LIMIT_TYPES,
     TRIGGER_TYPES,
     ExecType,
+    LiquidityRole,
     OrderStatus,
     OrderType,
     Side,
     TimeInForce,
     TriggerBy,
 )
-from schemas.vocabulary import Liquidity as MakerOrTaker
 
 ZERO = Decimal(0)
 FINAL: tuple[OrderStatus, ...] = ("filled", "cancelled", "rejected", "expired")
@@ -121,7 +121,7 @@ class Execution:
     ts: int
     price: Decimal
     qty: Decimal
-    liquidity: MakerOrTaker
+    liquidity: LiquidityRole
     fee_rate: Decimal
     fee: Decimal
     exec_type: ExecType = "trade"
@@ -245,11 +245,15 @@ class PaperVenue:
             return [self._event(order, ts, "new")]
         return self._work(order, ts, book, arriving=True)
 
-    def _work(self, order: VenueOrder, ts: int, book: Book, arriving: bool) -> list[Outcome]:
+    def _admission(self, order: VenueOrder, book: Book) -> str:
+        """Why the account cannot take `order` at its limit (a market order: at the touch it meets), or ''."""
+        limit = order.price if order.is_limit else None
+        return self.admit(order, limit or self._ref_price(order, book))
+
+    def _work(self, order: VenueOrder, ts: int, book: Book, arriving: bool, admitted: bool = False) -> list[Outcome]:
         """A live (untriggered or triggered) market or limit order meets the book: it takes what crosses, then
         rests, is cancelled or is rejected by its time in force."""
-        limit = order.price if order.is_limit else None
-        problem = self.admit(order, limit or self._ref_price(order, book))
+        problem = "" if admitted else self._admission(order, book)
         if problem:
             return self._close(order, ts, "rejected", problem)
         crosses = self._crosses(order, book)
@@ -259,7 +263,7 @@ class PaperVenue:
         if order.tif == "FOK" and not self._fillable_whole(order, book):
             return out + self._close(order, ts, "cancelled", "FOK: not enough liquidity for the whole quantity")
         if not order.is_limit or crosses:
-            out += self._take(order, ts, book, limit)
+            out += self._take(order, ts, book, order.price if order.is_limit else None)
         if order.status in FINAL:
             return out
         if not order.is_limit:
@@ -301,7 +305,7 @@ class PaperVenue:
         gas = gas_cost(dex, order.symbol)
         return self._execute(order, ts, price, qty, "taker", fee=(ZERO, gas)) + self._progress(order, ts, 1)
 
-    def _execute(self, order: VenueOrder, ts: int, price: Decimal, qty: Decimal, liquidity: MakerOrTaker,
+    def _execute(self, order: VenueOrder, ts: int, price: Decimal, qty: Decimal, liquidity: LiquidityRole,
                  fee: tuple[Decimal, Decimal] | None = None, exec_type: ExecType = "trade") -> list[Outcome]:
         rate, amount = fee or self.rules.fees.fee(order.symbol, liquidity, price, qty)
         order.filled += qty
@@ -429,7 +433,7 @@ class PaperVenue:
                 continue
             buy = order.side == "buy"
             opp = book.ask if buy else book.bid
-            # float screen first (exact for exchange prices, see book.py), the Decimal only when it may cross
+            # float screen first (exact for exchange prices: core/market/book.py), the Decimal only when it may cross
             if opp is None or (float(opp) > float(order.price) if buy else float(opp) < float(order.price)):
                 continue
             shown = book.ask_qty if buy else book.bid_qty
@@ -553,17 +557,15 @@ class PaperVenue:
         order.price = price if price is not None else order.price
         order.trigger_price = trigger if trigger is not None else order.trigger_price
         book = books.get(order.symbol)
-        if requeue and not order.waiting_trigger and book is not None:
+        requeue = requeue and not order.waiting_trigger and book is not None
+        if requeue and book is not None and (problem := self._admission(order, book)):
             # as on Bybit, an amend the account cannot carry is refused and the order stays as it was
-            limit = order.price if order.is_limit else None
-            problem = self.admit(order, limit or self._ref_price(order, book))
-            if problem:
-                order.qty, order.price, order.trigger_price = before
-                return [Refusal(oid, ts, f"amend refused: {problem}")]
+            order.qty, order.price, order.trigger_price = before
+            return [Refusal(oid, ts, f"amend refused: {problem}")]
         out: list[Outcome] = [self._event(order, ts, "amended")]
-        if requeue and not order.waiting_trigger and book is not None:
+        if requeue and book is not None:
             order.seq = max(o.seq for o in self.orders.values()) + 1  # back of the queue
-            out += self._work(order, ts, book, arriving=False)
+            out += self._work(order, ts, book, arriving=False, admitted=True)
         return out
 
     def _close(self, order: VenueOrder, ts: int, status: OrderStatus, reason: str) -> list[Outcome]:
