@@ -226,7 +226,7 @@ def test_book_keeps_the_best_levels_of_an_endless_diff_feed():
 def test_nothing_trades_on_a_stale_symbol_until_it_is_live_again():
     orders = [{"at": 2000, "symbol": "BTCUSDT", "side": "buy", "qty": "0.010"},
               {"at": 4000, "symbol": "BTCUSDT", "side": "buy", "qty": "0.010"}]
-    stale = s.Tick("BTCUSDT", 2000, None, None, None, None, [], 0, None, "stale")
+    stale = tick("BTCUSDT", 2000, status="stale")
     ticks = [btc(1000, "59999.9", "60000.0"), stale, btc(3000, "60000.0", "60000.5"),
              btc(4000, "60001.0", "60001.5"), btc(5000, "60001.0", "60001.5")]
     eng, out = run(orders, ticks)

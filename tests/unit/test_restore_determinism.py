@@ -17,6 +17,7 @@ from aiokafka import TopicPartition
 import schemas as s
 from agents import checkpoint
 from agents.checkpoint import Checkpoints, join_snapshot
+from builders import tick
 from papertape.core.engine import Engine
 from papertape.core.instruments import DEFAULT_INSTRUMENTS
 from papertape.core.session.config import SessionConfig
@@ -41,8 +42,7 @@ def tape(n: int = 120) -> list[s.TickBatch]:
             price += rng.choice([-5, -2, -1, 1, 2, 5]) * 0.1
             ts = 1000 + 20 * pos
             p = f"{price:.1f}"
-            trades = [s.TickTrade(ts, p, "1", "buy")]
-            ticks.append(s.Tick("BTCUSDT", ts, p, f"{price + 0.1:.1f}", "1", "1", trades, pos))
+            ticks.append(tick("BTCUSDT", ts, p, f"{price + 0.1:.1f}", "1", "1", trades=[(p, "1", "buy")], pos=pos))
             pos += 1
         batches.append(s.TickBatch(id=str(i), ts=ticks[-1].ts, origin=0, seq=i, wm=ticks[-1].ts + 1, ticks=ticks))
     batches.append(s.TickBatch(id="end", ts=0, origin=0, seq=n, wm=0, end=True))

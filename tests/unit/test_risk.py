@@ -3,6 +3,7 @@ boundary in event time. Numbers worked out here (Bybit VIP0 taker 0.055%)."""
 from decimal import Decimal as D
 
 import schemas as s
+from builders import tick
 from papertape.core.engine import Engine
 from papertape.core.instruments import Instrument
 from papertape.core.session.config import SessionConfig
@@ -35,10 +36,8 @@ class Run:
     def at(self, ts, mid="100", symbol="XUSDT"):
         self.n += 1
         m = D(mid)
-        tick = s.Tick(symbol, ts, str(m - D("0.1")), str(m + D("0.1")), "1000", "1000", [], self.n, None, "live",
-                      None, None, None)
-        self.out += self.eng.on_ticks(s.TickBatch(id=str(self.n), ts=ts, origin=0, seq=self.n, wm=ts + 1,
-                                                  ticks=[tick]))
+        t = tick(symbol, ts, str(m - D("0.1")), str(m + D("0.1")), "1000", "1000", pos=self.n)
+        self.out += self.eng.on_ticks(s.TickBatch(id=str(self.n), ts=ts, origin=0, seq=self.n, wm=ts + 1, ticks=[t]))
         return self
 
     def of(self, kind):

@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 import schemas as s
+from builders import tick
 from papertape.core.engine import Engine
 from papertape.core.instruments import Instrument
 from papertape.core.market.bars import Bar
@@ -159,9 +160,8 @@ def zigzag_engine(level: int, hold_bars: int = 30) -> Engine:
     eng = Engine(0, 1, {"XUSDT": X}, [cfg])
     for i in range(7):
         mid = 100 if i % 2 == 0 else 101
-        tick = s.Tick("XUSDT", i * MIN, f"{mid - 0.1:.1f}", f"{mid + 0.1:.1f}", "1000", "1000", [], i + 1, None,
-                      "live", None, None, None)
-        eng.on_ticks(s.TickBatch(id=str(i), ts=i * MIN, origin=0, seq=i, wm=i * MIN + 1, ticks=[tick]))
+        t = tick("XUSDT", i * MIN, f"{mid - 0.1:.1f}", f"{mid + 0.1:.1f}", "1000", "1000", pos=i + 1)
+        eng.on_ticks(s.TickBatch(id=str(i), ts=i * MIN, origin=0, seq=i, wm=i * MIN + 1, ticks=[t]))
     return eng
 
 

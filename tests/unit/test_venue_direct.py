@@ -11,10 +11,11 @@ then resting orders and triggers see the tick (`on_tick`). Every expected number
 Bybit VIP0 fees: taker 0.055%, maker 0.02%, fees rounded half-up to 1e-8."""
 import json
 from decimal import Decimal as D
+from functools import partial
 
 import pytest
 
-import schemas as s
+from builders import tick
 from papertape.core.instruments import Instrument
 from papertape.core.market.book import Book
 from papertape.core.venue.fill_model import FillSettings
@@ -24,9 +25,7 @@ SYM = "XUSDT"
 X = Instrument(SYM, D("0.01"), D("0.01"), D("0.01"), D("1"))  # tick 0.01, lot 0.01
 
 
-def tk(ts, bid=None, ask=None, bq=None, aq=None, trades=()):
-    """A tick; trades are (price, qty, aggressor side)."""
-    return s.Tick(SYM, ts, bid, ask, bq, aq, [s.TickTrade(ts, p, q, side) for p, q, side in trades], 0)
+tk = partial(tick, SYM)  # a tick of the one symbol; trades are (price, qty, aggressor side)
 
 
 class Desk:
