@@ -53,6 +53,11 @@ class Collector:
         return [json.loads(f.json)["id"] for f in self.frames]
 
 
+def feed_alerts(feed: BybitPublicFeed) -> list:
+    owner = getattr(feed.on_alert, "__self__", None)
+    return owner.alerts if isinstance(owner, Collector) else []
+
+
 def live(got: Collector) -> int:
     return sum(f.live for f in got.frames)
 
@@ -69,7 +74,8 @@ async def run_until(feed: BybitPublicFeed, done, timeout: float = 15.0):
     try:
         deadline = asyncio.get_running_loop().time() + timeout
         while not done():
-            assert asyncio.get_running_loop().time() < deadline, "timed out"
+            # what the feed went through says why it is late
+            assert asyncio.get_running_loop().time() < deadline, f"timed out: {feed.stats}; alerts {feed_alerts(feed)}"
             assert not task.done(), task.exception()
             await asyncio.sleep(0.02)
     finally:
