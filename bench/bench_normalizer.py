@@ -25,7 +25,7 @@ import orjson  # noqa: E402
 
 from streams.bybit.v5 import BybitNormalizer  # noqa: E402
 from streams.formats.binance_usdm import parse_line, recording_symbol, wire_line  # noqa: E402
-from streams.sources.replay import iter_tape  # noqa: E402
+from streams.sources.replay import Tape  # noqa: E402
 
 PATHS = sorted((ROOT / "streams" / "recordings" / "binance_usdm").glob("*.gz"))
 BYBIT_RECORDED = [ROOT / "tests" / "data" / "bybit" / "ws" / name
@@ -51,7 +51,7 @@ def bench_lines(files: list[list[bytes]], normalize) -> float:
 
 def bench_tape(dump: bool) -> float:
     started = time.process_time()
-    for frame in iter_tape(PATHS):
+    for frame in Tape(PATHS):
         if dump:
             frame.model_dump_json()
     return time.process_time() - started
@@ -176,8 +176,8 @@ def main() -> None:
         ("parse_line validated", lambda: bench_lines(files, partial(parse_line, validate=True))),
         ("parse_line + model_dump_json", lambda: bench_lines(files, to_wire)),
         ("wire_line", lambda: bench_lines(files, wire_line)),
-        ("iter_tape", lambda: bench_tape(dump=False)),
-        ("iter_tape + model_dump_json", lambda: bench_tape(dump=True)),
+        ("Tape", lambda: bench_tape(dump=False)),
+        ("Tape + model_dump_json", lambda: bench_tape(dump=True)),
     ]
     for what, bench in cases:
         elapsed = min(bench() for _ in range(runs))

@@ -33,7 +33,7 @@ from papertape.app.runtime import Pipeline  # noqa: E402
 from papertape.config import BUNDLED_TAPE, Settings  # noqa: E402
 from papertape.core.session.config import SessionConfig  # noqa: E402
 from schemas.topics import kafka_partition  # noqa: E402
-from streams.sources.replay import iter_tape  # noqa: E402
+from streams.sources.replay import Tape  # noqa: E402
 
 
 def sessions(n: int) -> list[SessionConfig]:
@@ -91,7 +91,7 @@ async def measure(broker: str, args) -> Figures:
     fig = Figures()
     limit_ms = None if args.tape_seconds is None else int(args.tape_seconds * 1000)
     messages, first_ts = [], None
-    for f in iter_tape(BUNDLED_TAPE, wire=True):
+    for f in Tape(BUNDLED_TAPE).wire_frames():
         first_ts = f.ts if first_ts is None else first_ts
         if limit_ms is not None and f.ts - first_ts >= limit_ms:
             break  # as Pipeline.replay's replay_seconds cuts the tape

@@ -11,7 +11,7 @@ from papertape.config import BUNDLED_TAPE
 from papertape.core.instruments import Instrument
 from papertape.core.session.config import SessionConfig
 from streams.frames.wire import WireFrame
-from streams.sources.replay import iter_tape
+from streams.sources.replay import Tape
 
 # The fields of a frame's JSON that a re-timed or re-labelled copy changes ("ts" also matches each trade's).
 _FIELD = re.compile(rb'"(id|ts|recv_ts|symbol)":("[^"]*"|\d+)')
@@ -20,7 +20,7 @@ _FIELD = re.compile(rb'"(id|ts|recv_ts|symbol)":("[^"]*"|\d+)')
 def load_tape(limit: int | None = None) -> list[WireFrame]:
     """The bundled tape (BTCUSDT + ETHUSDT, ~345 s of event time), as WireFrames in event-time order."""
     out = []
-    for f in iter_tape(BUNDLED_TAPE, wire=True):
+    for f in Tape(BUNDLED_TAPE).wire_frames():
         out.append(f)
         if limit is not None and len(out) >= limit:
             break

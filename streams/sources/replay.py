@@ -1,6 +1,6 @@
 """Replay recorded market data onto `md.events`, in event-time order, with watermarks.
 
-`iter_tape` merges recording files into one stream of `MarketFrame`s; `ReplaySource` sends them in batches per
+`Tape` merges recording files into one stream of frames in event-time order; `ReplaySource` sends them in batches per
 partition (paced in event time, or as fast as possible), each batch carrying the partition's watermark.
 """
 from __future__ import annotations
@@ -42,18 +42,16 @@ class Tape:
     (final once the tape is exhausted) and `bad_examples` keeps the first few reasons.
     """
 
-    def __init__(self, paths: Iterable[str | Path], wire: bool = False):
+    def __init__(self, paths: Iterable[str | Path]):
         self.paths = [Path(p) for p in paths]
-        self.wire = wire  # yield WireFrames instead of MarketFrames
         self.bad_lines = 0
         self.bad_examples: list[str] = []
 
-    def __iter__(self) -> Iterator[MarketFrame | WireFrame]:
-        frames = self.wire_frames()
-        return frames if self.wire else (MarketFrame.model_validate_json(f.json) for f in frames)
+    def __iter__(self) -> Iterator[MarketFrame]:
+        return (MarketFrame.model_validate_json(f.json) for f in self.wire_frames())
 
     def wire_frames(self) -> Iterator[WireFrame]:
-        """The frames as `WireFrame`s, whatever `wire` says (instead of iterating the tape)."""
+        """The frames as `WireFrame`s, as a source sends them (instead of iterating the tape)."""
         return heapq.merge(*(self._file_frames(p) for p in self.paths), key=lambda f: (f.ts, f.recv_ts))
 
     def _file_frames(self, path: Path) -> Iterator[WireFrame]:
@@ -79,12 +77,6 @@ def read_lines(path: Path) -> list[bytes]:
         with zipfile.ZipFile(io.BytesIO(raw)) as z:
             raw = b"\n".join(z.read(name) for name in sorted(z.namelist()) if not name.endswith("/"))
     return raw.splitlines()
-
-
-def iter_tape(paths: Iterable[str | Path], wire: bool = False) -> Tape:
-    """The frames of `paths` in event-time order (a `Tape`: iterate it, then read `bad_lines`); `wire=True` gives
-    `WireFrame`s, for sending."""
-    return Tape(paths, wire)
 
 
 BATCH_BYTES = 256 << 10  # well under the 1 MiB a message may have
@@ -190,7 +182,7 @@ class ReplaySource:
         return self.out.batches
 
     async def run(self) -> ReplaySummary:
-        tape = iter_tape(self.paths, wire=True)
+        tape = Tape(self.paths)
         frames = tape.wire_frames() if self.frames is None else self.frames
         loop = asyncio.get_running_loop()
         started = last_report = last_flush = loop.time()

@@ -237,8 +237,8 @@ async def test_a_recorded_tape_replays_the_frames_the_live_feed_gave(tmp_path):
                         and not len(feed.order))
         writer.close()
     assert header_of(path)["source"] == "bybit"
-    tape = Tape([path], wire=True)
-    replayed = list(tape)
+    tape = Tape([path])
+    replayed = list(tape.wire_frames())
     assert tape.bad_lines == 0, tape.bad_examples
     assert feed.stats.late == 0
     assert [f.json for f in replayed] == [f.json for f in got.frames]

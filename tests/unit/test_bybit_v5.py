@@ -726,8 +726,8 @@ def test_tape_round_trip_gives_the_normalizer_frames(tmp_path):
 
     norm = BybitNormalizer()
     direct = [w for recv_ns, m in received for w in norm.on_message(m, recv_ns)[0]]
-    tape = Tape([path], wire=True)
-    replayed = list(tape)
+    tape = Tape([path])
+    replayed = list(tape.wire_frames())
     assert tape.bad_lines == 0, tape.bad_examples
     assert [w.json for w in replayed] == [w.json for w in direct]
     # every message gives one frame but the BTCUSDU23 ticker delta (no field papertape uses)
@@ -750,11 +750,11 @@ def test_tape_in_receive_order_uses_the_header_lateness(tmp_path):
 
     path = tmp_path / "lenient.tape.gz"
     write_tape(path, received, lateness_ms=5_000)
-    assert [w.json for w in Tape([path], wire=True)] == [w.json for w in in_event_order]
+    assert [w.json for w in Tape([path]).wire_frames()] == [w.json for w in in_event_order]
 
     path = tmp_path / "strict.tape.gz"
     write_tape(path, received, lateness_ms=2_000)
-    frames = [check(w) for w in Tape([path], wire=True)]
+    frames = [check(w) for w in Tape([path]).wire_frames()]
     # the first message (the trade at 1680673823566) lets frames up to 2,000 ms before it go: the orderbook.1
     # snapshot (1680673820717) and delta (1680673821137) come after it and are stamped 1680673821566
     ob1 = [f for f in frames if f.id.startswith("bybit:BTCUSDT:ob1:")]
@@ -799,6 +799,6 @@ def test_dump_book_contradicting_a_later_snapshot_is_a_bad_line(tmp_path):
                           [["28162.58", "0.506829"]]))]
     path = tmp_path / "mismatch.data"
     path.write_bytes(b"\n".join(lines))
-    tape = Tape([path], wire=True)
-    assert len(list(tape)) == 3
+    tape = Tape([path])
+    assert len(list(tape.wire_frames())) == 3
     assert tape.bad_lines == 1 and topic in tape.bad_examples[0]

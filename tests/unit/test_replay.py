@@ -20,7 +20,7 @@ from schemas.codec import MAX_MESSAGE_BYTES
 from schemas.topics import kafka_partition, murmur2
 from streams.formats.binance_usdm import parse_line, recording_symbol, wire_line
 from streams.frames import frame_json
-from streams.sources.replay import BATCH_BYTES, ReplaySource, iter_tape
+from streams.sources.replay import BATCH_BYTES, ReplaySource, Tape
 
 RECORDINGS = ROOT / "streams" / "recordings" / "binance_usdm"
 BTC = RECORDINGS / "usdm_btcusdt_20240808.gz"
@@ -239,7 +239,7 @@ def independent_counts(path: Path) -> tuple[int, int]:
 @pytest.mark.slow  # the whole bundled tape
 @pytest.mark.parametrize("path", [BTC, ETH], ids=["btc", "eth"])
 def test_counts_per_file(path):
-    tape = iter_tape([path])
+    tape = Tape([path])
     frames = trades = 0
     for frame in tape:
         frames += 1
@@ -253,7 +253,7 @@ def test_tape_merges_files_in_event_time_order(tmp_path):
     for path in (BTC, ETH):
         slices[path] = raw_lines(path)[:3000]
         (tmp_path / path.name).write_bytes(b"\n".join(slices[path]))
-    got = [(f.ts, f.recv_ts, f.id) for f in iter_tape([tmp_path / BTC.name, tmp_path / ETH.name])]
+    got = [(f.ts, f.recv_ts, f.id) for f in Tape([tmp_path / BTC.name, tmp_path / ETH.name])]
     assert got == sorted(expected_frames(BTC, slices[BTC]) + expected_frames(ETH, slices[ETH]))
     assert {i.split(":")[1] for _, _, i in got[:200]} == {"BTCUSDT", "ETHUSDT"}  # interleaved, not one after the other
 
@@ -403,7 +403,7 @@ def test_every_message_decodes_for_the_topic(tmp_path):
     assert all(isinstance(m, MarketBatch) for _, m in decoded)
     frames = [f for _, m in decoded for f in m.frames]
     assert len(frames) == summary.frames == 400 and any(f.snapshot for f in frames)
-    assert frames == list(iter_tape([path]))  # one symbol, so one partition: the tape's frames, as they were
+    assert frames == list(Tape([path]))  # one symbol, so one partition: the tape's frames, as they were
     assert all([m for p, m in decoded if p == partition][-1].end for partition in range(PARTITIONS))
 
 

@@ -51,7 +51,7 @@ def hour_ms(text: str) -> int:
 
 def both(paths: list[Path]) -> tuple[list, list[MarketFrame], Tape]:
     """The tape's WireFrames and MarketFrames (two tapes), and the second tape (for its bad lines)."""
-    wires = list(Tape(paths, wire=True))
+    wires = list(Tape(paths).wire_frames())
     tape = Tape(paths)
     return wires, list(tape), tape
 

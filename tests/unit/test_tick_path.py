@@ -13,7 +13,7 @@ from papertape.core.engine import batch_of
 from papertape.core.instruments import DEFAULT_INSTRUMENTS
 from papertape.core.market.book import MAX_LEVELS, Book
 from papertape.core.market.partition import MarketPartition
-from streams.sources.replay import iter_tape
+from streams.sources.replay import Tape
 
 pytestmark = pytest.mark.slow  # the whole bundled tape through the market actor
 
@@ -25,7 +25,7 @@ def market_run():
     """Every tick batch of one market partition over the whole tape, with a copy of each symbol's book taken
     after every batch (levels as the market actor holds them)."""
     mp = MarketPartition(0, DEFAULT_INSTRUMENTS, 1)
-    frames = list(iter_tape(BUNDLED_TAPE))
+    frames = list(Tape(BUNDLED_TAPE))
     out = []
     for i in range(0, len(frames), FRAMES_PER_BATCH):
         chunk = frames[i:i + FRAMES_PER_BATCH]
@@ -46,7 +46,7 @@ def test_engine_books_are_the_market_actors_books_trims_included(market_run):
         if i % 7 == 0 or i == len(market_run) - 1:  # reading a lazy book applies what it queued
             for sym, (bids, asks) in market_books.items():
                 assert (books[sym].bids, books[sym].asks) == (bids, asks), f"batch {i} {sym}"
-    frame_levels = sum(len(f.bids) + len(f.asks) for f in iter_tape(BUNDLED_TAPE))
+    frame_levels = sum(len(f.bids) + len(f.asks) for f in Tape(BUNDLED_TAPE))
     assert changes > frame_levels  # the diff feed grows books past MAX_LEVELS: the trims reached the engine
     assert max(len(b.bids) for b in books.values()) <= MAX_LEVELS * 5 // 4
 
