@@ -16,6 +16,7 @@ from papertape.config import Settings
 HERE = Path(__file__).resolve().parent  # tests/: helpers, stand-ins and user strategies
 ROOT = HERE.parent  # the repository
 DATA = HERE / "data"  # recorded real data (tests/data/PROVENANCE.md)
+TS = 1_723_161_600_000  # 2024-08-09 00:00:00 UTC: the event time of hand-built session messages
 
 
 def fresh_namespace() -> str:
@@ -64,3 +65,18 @@ def tick(symbol: str, ts: int, bid: str | None = None, ask: str | None = None, b
     """A tick as the market actor sends it to engines; `trades` are (price, qty, aggressor side)."""
     return s.Tick(symbol, ts, bid, ask, bq, aq, [s.TickTrade(ts, p, q, side) for p, q, side in trades], pos, mark,
                   status, None, depth, funding)
+
+
+def decision(n: int, session: str = "rt", **kw) -> s.Decision:
+    """The n-th decision of `session`, n seconds after TS (fields overridable)."""
+    fields = {"symbol": "BTCUSDT", "action": "buy", "reasoning": f"decision {n}", "confidence": 0.75,
+              "risk_score": 0.125, "opportunity_score": 0.5, "intel": 7} | kw
+    return s.Decision(id=f"{session}-{n}:d", ts=TS + 1000 * n, session=session, **fields)
+
+
+def status(n: int, ts: int, state: str, event: str, breakers: dict | None = None, intel: int = 7) -> s.SessionStatus:
+    """The n-th status message of session "rt"."""
+    return s.SessionStatus(id=f"rt:status:{n}", ts=ts, session="rt", status=state, event=event,
+                           strategy="ema_cross", intel=intel, breakers=breakers or {},
+                           config={"id": "rt", "intel": intel, "risk": {"max_daily_trades": 3},
+                                   "balance": "5000"})

@@ -9,30 +9,12 @@ from decimal import Decimal as D
 from aiokafka import AIOKafkaConsumer
 
 import schemas as s
+from builders import TS, decision, status
 from infra.broker import ensure_topics
 from infra.clickhouse import MIGRATIONS_DIR, connect, migrate, split_statements
 from infra.tansu import EmbeddedTansu
 from papertape.app.cli import main
 from streams.sinks.rows import COLUMNS, rows_for
-
-TS = 1_723_161_600_000  # 2024-08-09 00:00:00 UTC
-
-
-# --- key=value ---------------------------------------------------------------------------------------------
-
-def decision(n: int, session: str = "rt", **kw) -> s.Decision:
-    fields = {"symbol": "BTCUSDT", "action": "buy", "reasoning": f"decision {n}", "confidence": 0.75,
-              "risk_score": 0.125, "opportunity_score": 0.5, "intel": 7} | kw
-    return s.Decision(id=f"{session}-{n}:d", ts=TS + 1000 * n, session=session, **fields)
-
-
-def status(n: int, ts: int, state: str, event: str, breakers: dict | None = None, intel: int = 7) -> s.SessionStatus:
-    return s.SessionStatus(id=f"rt:status:{n}", ts=ts, session="rt", status=state, event=event,
-                           strategy="ema_cross", intel=intel, breakers=breakers or {},
-                           config={"id": "rt", "intel": intel, "risk": {"max_daily_trades": 3},
-                                   "balance": "5000"})
-
-
 
 
 def test_migration_003_upgrades_an_archive_of_002(tmp_path):

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 
 import schemas as s
+from builders import TS, decision, status
 from papertape.app import sessions as session_cli
 from papertape.app.cli import main
 from papertape.app.sessions import CliError, parse_assignments, parse_value
 from streams.sinks.rows import COLUMNS, rows_for
-
-TS = 1_723_161_600_000  # 2024-08-09 00:00:00 UTC
 
 
 @pytest.fixture
@@ -56,19 +55,6 @@ def test_dotted_keys_make_nested_dicts():
 
 
 # --- the recorder's rows of the new messages -----------------------------------------------------------------
-
-def decision(n: int, session: str = "rt", **kw) -> s.Decision:
-    fields = {"symbol": "BTCUSDT", "action": "buy", "reasoning": f"decision {n}", "confidence": 0.75,
-              "risk_score": 0.125, "opportunity_score": 0.5, "intel": 7} | kw
-    return s.Decision(id=f"{session}-{n}:d", ts=TS + 1000 * n, session=session, **fields)
-
-
-def status(n: int, ts: int, state: str, event: str, breakers: dict | None = None, intel: int = 7) -> s.SessionStatus:
-    return s.SessionStatus(id=f"rt:status:{n}", ts=ts, session="rt", status=state, event=event,
-                           strategy="ema_cross", intel=intel, breakers=breakers or {},
-                           config={"id": "rt", "intel": intel, "risk": {"max_daily_trades": 3},
-                                   "balance": "5000"})
-
 
 def test_recorder_rows_of_a_decision_and_a_session_status():
     d = decision(1, features={"ema_fast": 61000.5, "spread_bps": 1.2}, order_id="rt-1")
