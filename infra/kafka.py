@@ -490,9 +490,6 @@ class EmbeddedKafka:
         """Process ids of the running nodes' JVMs."""
         return [n.proc.pid for n in self.nodes if n.proc is not None and n.running]
 
-    def node_bootstrap(self, i: int) -> str:
-        return f"127.0.0.1:{self.nodes[i].broker_port}"
-
     def log_tail(self, n: int = 40, node: int | None = None) -> str:
         parts = []
         for nd in self.nodes if node is None else [self.nodes[node]]:
