@@ -8,9 +8,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from papertape.core.instruments import DEFAULT_INSTRUMENTS, Instrument
+from papertape.core.metrics.returns import DAY_MS
 from papertape.core.session.config import SessionConfig
 from schemas.topics import Namespace, kafka_partition
 
@@ -62,6 +63,27 @@ class CoinGeckoSettings(BaseModel):
     fallback_url: str | None = None  # None: DefiLlama's coins API
 
 
+class MetricsSettings(BaseModel):
+    """The performance metrics (README "Metrics"): the returns' finer step and how often the table is refreshed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step_ms: int = Field(default=60_000, gt=0)  # besides UTC days; must divide a day
+    refresh_s: float = Field(default=5.0, gt=0)  # wall seconds between refreshes of a session's metrics rows
+
+    @field_validator("step_ms")
+    @classmethod
+    def _divides_a_day(cls, v: int) -> int:
+        if DAY_MS % v:
+            raise ValueError(f"metrics step_ms {v} does not divide a day ({DAY_MS} ms)")
+        return v
+
+    @property
+    def periods(self) -> tuple[int, ...]:
+        """UTC days, then the finer step (the finest last)."""
+        return (DAY_MS,) if self.step_ms == DAY_MS else (DAY_MS, self.step_ms)
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -83,6 +105,7 @@ class Settings(BaseModel):
     workers: int = Field(default=1, ge=1, le=32)  # worker processes of `papertape run`; they share the partitions
     bybit: BybitSettings = Field(default_factory=BybitSettings)
     coingecko: CoinGeckoSettings = Field(default_factory=CoinGeckoSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     webhook_url: str | None = None
     log_level: str = "warning"
 

@@ -77,13 +77,22 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_argument("--json", action="store_true", help="print JSON instead of tables")
     audit.add_argument("--config", type=Path, help="TOML settings with the sessions' deposits (default: the run's)")
 
+    metrics = sub.add_parser("metrics", help="performance metrics of each session (Sharpe, drawdown, trades, costs"
+                                             "...) over the whole run or a window")
+    metrics.add_argument("--data-dir", type=Path)
+    metrics.add_argument("--config", type=Path, help="TOML settings ([metrics] step_ms)")
+    metrics.add_argument("--session", action="append", help="only this session (repeatable)")
+    metrics.add_argument("--from", dest="from_", metavar="TIME", help="window start (ISO 8601 UTC, or ms), exclusive")
+    metrics.add_argument("--to", metavar="TIME", help="window end, inclusive")
+    metrics.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
     _session_args(sub)
 
     args = parser.parse_args(argv)
     try:
         return {"run": cmd_run, "worker": cmd_worker, "recorder": cmd_recorder, "sql": cmd_sql,
                 "status": cmd_status, "record": cmd_record, "instruments": cmd_instruments,
-                "audit": cmd_audit, "session": cmd_session}[args.command](args)
+                "audit": cmd_audit, "session": cmd_session, "metrics": cmd_metrics}[args.command](args)
     except KeyboardInterrupt:
         return 130
 
@@ -336,6 +345,12 @@ def cmd_session(args) -> int:
     from papertape.app.sessions import main as session
 
     return session(args)
+
+
+def cmd_metrics(args) -> int:
+    from papertape.app.performance import main as metrics
+
+    return metrics(args, _settings(args))
 
 
 def cmd_audit(args) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -85,3 +86,47 @@ def _cell(value: Any, max_width: int) -> str:
         text = json.dumps(value, default=str)
     text = text.replace("\n", "\\n")
     return text if len(text) <= max_width else text[: max_width - 1] + "…"
+
+
+def utc_time(ms: int | None) -> str:
+    """Event time (ms since epoch) as ISO 8601 UTC, to the millisecond."""
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def duration(ms: float | None) -> str:
+    """A length of time as 2d 03:04:05 (or 03:04:05.250 under a day)."""
+    if ms is None:
+        return ""
+    days, rest = divmod(float(ms), 86_400_000)
+    h, rest = divmod(rest, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    clock = f"{int(h):02d}:{int(m):02d}:{rest / 1000:06.3f}".removesuffix(".000")
+    return f"{int(days)}d {clock}" if days else clock
+
+
+def period(ms: int) -> str:
+    """A period length the way people write it: 1d, 4h, 1m, 30s."""
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def metric(kind: str, value: Any) -> str:
+    """A metric's value for a table, by its kind (papertape.core.metrics.definitions)."""
+    if value is None:
+        return ""
+    if kind == "percent":
+        return f"{float(value) * 100:.4f} %"
+    if kind == "ratio":
+        return f"{float(value):.4f}"
+    if kind == "money":
+        return money(value)
+    if kind == "time":
+        return utc_time(int(value))
+    if kind == "duration":
+        return duration(value)
+    return str(value)

@@ -31,6 +31,7 @@ from schemas.topics import kafka_partition
 from streams.bybit.tape import TapeWriter
 from streams.frames.wire import WireFrame
 from streams.sinks.alerts import AlertFanout, AlertRelay, Channel, ConsoleChannel, WebhookChannel
+from streams.sinks.metrics import MetricsWriter
 from streams.sinks.recorder import Recorder
 from streams.sources.replay import BatchSender, ReplaySource
 
@@ -94,8 +95,10 @@ class Pipeline:
                                                           "bootstrap": bootstrap,
                                                           "namespace": self.settings.namespace}))
         consumer: tansu.ConsumerSettings = tansu.CONSUMER_SETTINGS if self.tansu else {}
-        self.recorder = Recorder(bootstrap, self.ch, names=names, **consumer)
+        self.metrics = MetricsWriter(self.ch, self.settings.metrics)
+        self.recorder = Recorder(bootstrap, self.ch, names=names, on_written=self.metrics.written, **consumer)
         await self.recorder.start()
+        self.metrics.start()
         channels: list[Channel] = [ConsoleChannel(self.console_alerts, self.out), self.finish]
         if self.settings.webhook_url:
             channels.append(WebhookChannel(self.settings.webhook_url))
@@ -275,6 +278,7 @@ class Pipeline:
                 raise TimeoutError(f"only {len(self.finish.partitions)}/{want} engine partitions finished")
             await asyncio.sleep(0.1)
         await self.recorder.wait_caught_up(timeout=max(5.0, deadline - time.monotonic()))
+        await self.metrics.flush()  # the final rows, from everything recorded
 
     # --- results --------------------------------------------------------------------------------------------
     def query(self, sql: str) -> dict:
@@ -296,6 +300,17 @@ class Pipeline:
     async def stop(self) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()
+        self._stop_workers()
+        await self._stop_edges()
+        if hasattr(self, "sql_runner"):
+            await self.sql_runner.cleanup()
+        (self.data_dir / RUN_FILE).unlink(missing_ok=True)
+        if hasattr(self, "ch"):
+            self.ch.close()
+        if self.broker:
+            self.broker.stop()
+
+    def _stop_workers(self) -> None:
         running = [w for w in self.workers if w is not None and w.poll() is None]
         for worker in running:
             worker.terminate()
@@ -305,6 +320,12 @@ class Pipeline:
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait()
+
+    async def _stop_edges(self) -> None:
+        """The alert relay and the recorder, then the metrics of what the recorder wrote last."""
+        if not hasattr(self, "metrics"):
+            return
+        await self.metrics.stop()
         for part in ("alerts", "recorder"):
             if hasattr(self, part):
                 try:  # a consumer whose group session was lost can retry its last commit for ever
@@ -312,13 +333,10 @@ class Pipeline:
                 except asyncio.TimeoutError:
                     self.say(f"the {part} did not stop within {STOP_TIMEOUT_S:g} s; left behind (what it had not "
                              "committed is read again by the next one)")
-        if hasattr(self, "sql_runner"):
-            await self.sql_runner.cleanup()
-        (self.data_dir / RUN_FILE).unlink(missing_ok=True)
-        if hasattr(self, "ch"):
-            self.ch.close()
-        if self.broker:
-            self.broker.stop()
+        try:
+            await asyncio.wait_for(self.metrics.flush(), STOP_TIMEOUT_S)
+        except Exception as exc:
+            self.say(f"metrics not refreshed at stop ({exc}); `papertape metrics` computes them from the archive")
 
     async def __aenter__(self) -> "Pipeline":
         return await self.start()

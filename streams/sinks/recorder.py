@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, defaultdict
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -49,6 +49,7 @@ class Recorder:
         min_write_interval_s: float = 0.5,
         poll_ms: int = 200,
         backoff: tuple[float, float] = (0.2, 5.0),
+        on_written: Callable[[dict[str, list[Row]]], None] | None = None,
         **consumer_options: Any,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
@@ -66,6 +67,7 @@ class Recorder:
         self.poll_ms = poll_ms
         self.backoff = backoff
         self.consumer_options = consumer_options
+        self.on_written = on_written  # told of every batch once it is in ClickHouse (the metrics writer)
         self.rows_written: Counter[str] = Counter()
         self.invalid = 0
         self.invalid_frames = 0
@@ -179,6 +181,8 @@ class Recorder:
     async def _write(self, consumer: AIOKafkaConsumer, rows: dict[str, list[Row]],
                      offsets: dict[TopicPartition, int]) -> None:
         await self._insert(rows)
+        if self.on_written is not None:
+            self.on_written(rows)
         try:
             await consumer.commit(offsets)
         except Exception as exc:  # the rows are in; re-reading them is harmless (dedupe by id)

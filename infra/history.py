@@ -1,0 +1,99 @@
+"""A session's history out of the archive, as the metrics core takes it (papertape.core.metrics.SessionHistory):
+its deposit, equity series, fills, funding, and the mids its orders met. Every reader of metrics goes through
+it: the metrics table's writer, `papertape metrics`, `report` and `compare`.
+
+`query` is any `sql -> {"columns", "types", "rows"}` (infra.archive.Archive.query, infra.sql_endpoint.query_local).
+"""
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Callable
+
+from infra.archive import records, sql_string
+from papertape.core.metrics.execution import OrderMids
+from papertape.core.metrics.returns import EquityPoint
+from papertape.core.metrics.summary import SessionHistory
+from papertape.core.metrics.trades import FillRecord, FundingRecord
+
+Query = Callable[[str], dict]
+
+
+def ms(column: str) -> str:
+    return f"toUnixTimestamp64Milli({column})"
+
+
+def session_ids(query: Query) -> list[str]:
+    """Every session with an equity series."""
+    return [r[0] for r in query("SELECT DISTINCT session FROM equity ORDER BY session")["rows"]]
+
+
+def input_rows(query: Query, session: str) -> int:
+    """How many equity, fill and funding rows the session has: grows with every one recorded."""
+    s = sql_string(session)
+    return int(query(f"SELECT (SELECT count() FROM equity WHERE session = {s}) + (SELECT count() FROM fills "
+                     f"WHERE session = {s}) + (SELECT count() FROM funding WHERE session = {s})")["rows"][0][0])
+
+
+def load_history(query: Query, session: str, step_ms: int) -> SessionHistory:
+    """The session's history; its equity at the end of every `step_ms` (the finest period the metrics use)."""
+    s = sql_string(session)
+    points = [EquityPoint(int(t), Decimal(e)) for t, e in query(f"""
+        SELECT max({ms('ts')}) AS t, argMax(equity, ts) AS e FROM equity WHERE session = {s}
+        GROUP BY intDiv({ms('ts')} + {step_ms - 1}, {step_ms}) ORDER BY t""")["rows"]]
+    start, strategy = _start(query, s, points)
+    fills = sorted((_fill(r) for r in records(query(f"""
+        SELECT id, {ms('ts')} AS ts, order_id, symbol, side, price, qty, fee, realized_pnl
+        FROM fills WHERE session = {s}"""))), key=lambda f: f[0])
+    funding = [FundingRecord(int(t), sym, Decimal(a)) for t, sym, a in query(
+        f"SELECT {ms('ts')}, symbol, amount FROM funding WHERE session = {s} ORDER BY ts, id")["rows"]]
+    return SessionHistory(session, strategy, start, [p for p in points if p.ts > start.ts], [f for _, f in fills],
+                          funding, _mids(query, s))
+
+
+def _start(query: Query, s: str, points: list[EquityPoint]) -> tuple[EquityPoint, str]:
+    """The deposit at the session's start (its first status), and its strategy."""
+    rows = query(f"SELECT {ms('min(ts)')}, argMin(config, ts), argMax(strategy, ts) FROM sessions "
+                 f"WHERE session = {s} HAVING count() > 0")["rows"]
+    if not rows:  # an archive without the session's status: its first equity point
+        return (points[0] if points else EquityPoint(0, Decimal(0))), ""
+    ts, config, strategy = rows[0]
+    return EquityPoint(int(ts), Decimal(str(json.loads(config)["balance"]))), strategy
+
+
+def _fill(r: dict) -> tuple[tuple[int, int], FillRecord]:
+    """A fill and its place: event time, then the session's fill number (the id's `:f<n>`)."""
+    seq = int(r["id"].rsplit(":f", 1)[1])
+    return (int(r["ts"]), seq), FillRecord(int(r["ts"]), r["order_id"], r["symbol"], r["side"], Decimal(r["price"]),
+                                           Decimal(r["qty"]), Decimal(r["fee"]), Decimal(r["realized_pnl"]))
+
+
+def _mids(query: Query, s: str) -> dict[str, OrderMids]:
+    """For each filled order, the mid of the last quote at or before its decision (its trigger, for a stop; its
+    first event, for an order from the orders topic) and its arrival at the venue (its first event, or trigger).
+    Of several quotes in one millisecond, the one with the greatest frame id: the archive keeps no finer order."""
+    rows = query(f"""
+        WITH times AS (
+            SELECT e.order_id AS order_id, e.symbol AS symbol,
+                   if(e.triggered > 0, e.trigger_ts, if(d.order_id != '', d.ts, e.first_ts)) AS decided,
+                   if(e.triggered > 0, e.trigger_ts, e.first_ts) AS arrived
+            FROM (SELECT order_id, any(symbol) AS symbol, min(ts) AS first_ts, countIf(status = 'triggered') AS
+                         triggered, minIf(ts, status = 'triggered') AS trigger_ts
+                  FROM order_events WHERE session = {s}
+                    AND order_id IN (SELECT order_id FROM fills WHERE session = {s}) GROUP BY order_id) AS e
+            LEFT JOIN (SELECT order_id, min(ts) AS ts FROM decisions WHERE session = {s} AND order_id IS NOT NULL
+                       GROUP BY order_id) AS d ON d.order_id = e.order_id
+            SETTINGS join_use_nulls = 0),
+        asked AS (SELECT order_id, symbol, 'decision' AS what, decided AS at FROM times
+                  UNION ALL SELECT order_id, symbol, 'arrival', arrived FROM times)
+        SELECT a.order_id, a.what, q.mid
+        FROM asked AS a
+        ASOF LEFT JOIN (SELECT symbol, ts, argMax((bid + ask) / 2, id) AS mid FROM md_quotes
+                        WHERE bid IS NOT NULL AND ask IS NOT NULL AND symbol IN (SELECT symbol FROM times)
+                          AND ts <= (SELECT max(at) FROM asked) GROUP BY symbol, ts) AS q
+          ON a.symbol = q.symbol AND a.at >= q.ts
+        SETTINGS join_use_nulls = 1""")["rows"]
+    found: dict[str, dict[str, Decimal | None]] = {}
+    for order_id, what, mid in rows:
+        found.setdefault(order_id, {})[what] = None if mid is None else Decimal(mid)
+    return {oid: OrderMids(m.get("decision"), m.get("arrival")) for oid, m in found.items()}
