@@ -86,13 +86,33 @@ def main(argv: list[str] | None = None) -> int:
     metrics.add_argument("--to", metavar="TIME", help="window end, inclusive")
     metrics.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
+    export = sub.add_parser("export", help="write fills, orders, order events, positions, equity, decisions and "
+                                           "metrics to CSV or Parquet files")
+    export.add_argument("out", type=Path, help="the directory to write into (one file per table)")
+    export.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    export.add_argument("--tables", nargs="+", metavar="TABLE", help="only these (default: all of them)")
+    export.add_argument("--session", action="append", help="only this session (repeatable)")
+    export.add_argument("--from", dest="from_", metavar="TIME", help="window start (ISO 8601 UTC, or ms), exclusive")
+    export.add_argument("--to", metavar="TIME", help="window end, inclusive")
+    export.add_argument("--data-dir", type=Path)
+    export.add_argument("--config", type=Path, help="TOML settings ([metrics] step_ms)")
+
+    report = sub.add_parser("report", help="one self-contained HTML report of the run's sessions (opens offline)")
+    report.add_argument("--out", type=Path, default=Path("papertape-report.html"))
+    report.add_argument("--session", action="append", help="only this session (repeatable)")
+    report.add_argument("--from", dest="from_", metavar="TIME", help="window start (ISO 8601 UTC, or ms), exclusive")
+    report.add_argument("--to", metavar="TIME", help="window end, inclusive")
+    report.add_argument("--data-dir", type=Path)
+    report.add_argument("--config", type=Path, help="TOML settings ([metrics] step_ms)")
+
     _session_args(sub)
 
     args = parser.parse_args(argv)
     try:
         return {"run": cmd_run, "worker": cmd_worker, "recorder": cmd_recorder, "sql": cmd_sql,
                 "status": cmd_status, "record": cmd_record, "instruments": cmd_instruments,
-                "audit": cmd_audit, "session": cmd_session, "metrics": cmd_metrics}[args.command](args)
+                "audit": cmd_audit, "session": cmd_session, "metrics": cmd_metrics,
+                "export": cmd_export, "report": cmd_report}[args.command](args)
     except KeyboardInterrupt:
         return 130
 
@@ -351,6 +371,18 @@ def cmd_metrics(args) -> int:
     from papertape.app.performance import main as metrics
 
     return metrics(args, _settings(args))
+
+
+def cmd_export(args) -> int:
+    from papertape.app.export import main as export
+
+    return export(args, _settings(args))
+
+
+def cmd_report(args) -> int:
+    from papertape.app.report import main as report
+
+    return report(args, _settings(args))
 
 
 def cmd_audit(args) -> int:

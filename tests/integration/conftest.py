@@ -58,3 +58,53 @@ def ch(tmp_path):
     migrate(client)
     yield client
     client.close()  # chdb opens one data directory per process: release it for the next test
+
+
+ARCHIVED_RUN_CONFIG = """
+md_partitions = 2
+session_partitions = 2
+replay_seconds = 90
+
+[[sessions]]
+id = "fast"
+params = { fast = 2, slow = 5, bar_ms = 2000, full_confidence_bps = 0.5 }
+
+[[sessions]]
+id = "revert"
+strategy = "mean_reversion"
+intel = 8
+balance = 25000
+params = { window = 10, bar_ms = 2000 }
+
+[[sessions]]
+id = "script"
+strategy = "scripted"
+balance = 20000
+params = { orders = [
+  { at = 1723161260000, symbol = "BTCUSDT", side = "buy", qty = "0.003" },
+  { at = 1723161265000, symbol = "BTCUSDT", side = "buy", qty = "0.002" },
+  { at = 1723161270000, symbol = "BTCUSDT", side = "sell", qty = "0.001" },
+  { at = 1723161275000, symbol = "BTCUSDT", side = "sell", qty = "0.007" },
+  { at = 1723161280000, symbol = "ETHUSDT", side = "sell", qty = "0.2", type = "limit", price = "2660.00" },
+  { at = 1723161285000, symbol = "BTCUSDT", side = "buy", qty = "0.003", reduce_only = true },
+  { at = 1723161300000, symbol = "ETHUSDT", side = "buy", qty = "0.2" },
+  { at = 1723161310000, symbol = "BTCUSDT", side = "buy", qty = "0.004" },
+  { at = 1723161330000, symbol = "BTCUSDT", side = "sell", qty = "0.004" },
+] }
+"""
+
+
+@pytest.fixture(scope="session")
+def archived_run(tmp_path_factory):
+    """One real run for the tests that read an archive (metrics, report, export, compare): 90 s of the bundled
+    tape through the real broker, worker and ClickHouse, three sessions (a trend follower, a mean reverter, and
+    a scripted one that adds, partly closes, reverses, and trades both symbols). SimpleNamespace(data_dir,
+    config, stdout)."""
+    from builders import papertape
+
+    root = tmp_path_factory.mktemp("archived_run")
+    config = root / "papertape.toml"
+    config.write_text(ARCHIVED_RUN_CONFIG)
+    r = papertape("run", "--config", str(config), "--data-dir", str(root / "data"), timeout=400)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return SimpleNamespace(data_dir=root / "data", config=config, stdout=r.stdout)
