@@ -40,8 +40,8 @@ CREATE TABLE IF NOT EXISTS metrics_log (
     trades_per_day       Nullable(Float64),
     fees                 Decimal(38, 18),           -- paid
     funding              Decimal(38, 18),           -- paid (negative: received)
-    cost_vs_decision     Decimal(38, 18),           -- fills against the mid at the decision: positive is a cost
-    cost_vs_arrival      Decimal(38, 18),           -- against the mid when the order reached the venue
+    cost_vs_decision     Nullable(Decimal(38, 18)), -- fills against the mid at the decision: positive is a cost
+    cost_vs_arrival      Nullable(Decimal(38, 18)), -- against the mid when the order reached the venue; NULL: no quote
     cost_vs_decision_bps Nullable(Float64),
     cost_vs_arrival_bps  Nullable(Float64)
 ) ENGINE = ReplacingMergeTree(version) ORDER BY (session, symbol, period_ms);

@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import logging
 from datetime import datetime, timezone
-from decimal import Decimal
 from typing import Any, Iterable
 
 from infra.clickhouse import client_lock
@@ -20,7 +19,6 @@ from streams.sinks.rows import COLUMNS, Row
 log = logging.getLogger(__name__)
 
 SOURCE_TABLES = ("equity_log", "fills_log", "funding_log")
-SCALE = Decimal("1e-18")  # the money columns' Decimal(38, 18)
 _TIME_COLUMNS = {"from_ts", "to_ts", "drawdown_start", "drawdown_trough", "drawdown_recovery"}
 METRICS_COLUMNS = ["session", "strategy", "symbol", "period_ms", "version",
                    *[f.name for f in dataclasses.fields(MetricsRow) if f.name not in ("session", "strategy", "symbol",
@@ -31,15 +29,9 @@ def _utc(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
-def _cell(column: str, value: Any) -> Any:
-    if column in _TIME_COLUMNS:
-        return _utc(value)
-    return value.quantize(SCALE) if isinstance(value, Decimal) else value
-
-
 def table_row(row: MetricsRow, version: int) -> list[Any]:
     values = dataclasses.asdict(row) | {"version": version}
-    return [_cell(c, values[c]) for c in METRICS_COLUMNS]
+    return [_utc(values[c]) if c in _TIME_COLUMNS else values[c] for c in METRICS_COLUMNS]
 
 
 class MetricsWriter:

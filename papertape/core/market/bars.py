@@ -43,6 +43,8 @@ class BarBuilder:
             low, high, last = min(prices), max(prices), prices[-1]
         elif tick.bid is not None and tick.ask is not None:
             low = high = last = (float(tick.bid) + float(tick.ask)) / 2
+        elif tick.last is not None:  # a market of bars (OHLCV files) or of last prices alone (DEX tokens)
+            low = high = last = float(tick.last)
         else:
             return None
         start = tick.ts - tick.ts % self.bar_ms

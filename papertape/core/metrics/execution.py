@@ -17,8 +17,8 @@ class OrderMids:
 
 @dataclass(frozen=True, slots=True)
 class ExecutionCost:
-    vs_decision: Decimal  # settle coin; positive: paid more (bought higher, sold lower) than the mid
-    vs_arrival: Decimal
+    vs_decision: Decimal | None  # settle coin; positive: paid more (bought higher, sold lower) than the mid
+    vs_arrival: Decimal | None  # None: no fill had both mids
     vs_decision_bps: float | None  # of the traded notional at the mid
     vs_arrival_bps: float | None
     priced_fills: int  # fills whose order has both mids
@@ -42,6 +42,8 @@ def execution_cost(fills: list[FillRecord], mids: dict[str, OrderMids]) -> Execu
         vs_arrival += fill_cost(f, m.arrival)
         notional_d += m.decision * f.qty
         notional_a += m.arrival * f.qty
+    if not priced:
+        return ExecutionCost(None, None, None, None, 0, len(fills))
     return ExecutionCost(vs_decision, vs_arrival,
                          float(vs_decision / notional_d * 10_000) if notional_d else None,
                          float(vs_arrival / notional_a * 10_000) if notional_a else None,

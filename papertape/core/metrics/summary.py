@@ -10,6 +10,7 @@ from papertape.core.metrics.returns import EquityPoint, period_ends, return_stat
 from papertape.core.metrics.trades import ZERO, FillRecord, FundingRecord, Trade, round_trips, trade_stats
 
 ALL_SYMBOLS = ""  # the symbol of a session's whole-account row
+SCALE = Decimal("1e-18")  # amounts are kept to 18 decimals (an average or a cost at a half-tick mid has more)
 
 
 @dataclass(slots=True)
@@ -71,8 +72,8 @@ class MetricsRow:
     trades_per_day: float | None
     fees: Decimal
     funding: Decimal  # paid: positive
-    cost_vs_decision: Decimal
-    cost_vs_arrival: Decimal
+    cost_vs_decision: Decimal | None  # None: no fill had a quote before it
+    cost_vs_arrival: Decimal | None
     cost_vs_decision_bps: float | None
     cost_vs_arrival_bps: float | None
 
@@ -99,13 +100,16 @@ def metrics(h: SessionHistory, period_ms: int, from_ts: int | None = None, to_ts
     all_trades = h.trades() if trades is None else trades
     mine = [t for t in all_trades if symbol in (ALL_SYMBOLS, t.symbol)]
     ts = trade_stats(mine, begin.ts, end)
-    closed = [t for t in mine if t.close_ts is not None and begin.ts <= t.close_ts <= end]
+    closed = [t for t in mine if t.close_ts is not None and begin.ts < t.close_ts <= end]
     fills = [f for f in h.fills if inside(f.ts, f.symbol)]
     cost = execution_cost(fills, h.mids)
     rs = None
     if symbol == ALL_SYMBOLS:
         rs = return_stats(period_ends(begin, [p for p in h.points if begin.ts < p.ts <= end], period_ms), period_ms)
     dd = rs.drawdown if rs else None
+    def fit(d: Decimal | None) -> Decimal | None:
+        return None if d is None else d.quantize(SCALE)
+
     returns = [float(t.net / entry) for t in closed if (entry := sum((leg.price * leg.qty for leg in t.entries), ZERO))]
     return MetricsRow(
         session=h.session, strategy=h.strategy, symbol=symbol, period_ms=period_ms, from_ts=begin.ts, to_ts=end,
@@ -117,12 +121,12 @@ def metrics(h: SessionHistory, period_ms: int, from_ts: int | None = None, to_ts
         drawdown_trough=dd.trough if dd else None, drawdown_recovery=dd.recovery if dd else None,
         drawdown_ms=dd.duration_ms if dd else None,
         trades=ts.trades, open_trades=ts.open_trades, win_rate=ts.win_rate, profit_factor=ts.profit_factor,
-        expectancy=ts.expectancy, avg_trade_return=math.fsum(returns) / len(returns) if returns else None,
+        expectancy=fit(ts.expectancy), avg_trade_return=math.fsum(returns) / len(returns) if returns else None,
         payoff_ratio=ts.payoff_ratio, sqn=ts.sqn, best_trade=ts.best_trade, worst_trade=ts.worst_trade,
         avg_holding_ms=ts.avg_holding_ms, exposure=ts.exposure, trades_per_day=ts.trades_per_day,
         fees=sum((f.fee for f in fills), ZERO),
         funding=-sum((f.amount for f in h.funding if inside(f.ts, f.symbol)), ZERO),
-        cost_vs_decision=cost.vs_decision, cost_vs_arrival=cost.vs_arrival,
+        cost_vs_decision=fit(cost.vs_decision), cost_vs_arrival=fit(cost.vs_arrival),
         cost_vs_decision_bps=cost.vs_decision_bps, cost_vs_arrival_bps=cost.vs_arrival_bps,
     )
 

@@ -124,8 +124,8 @@ class TradeStats:
 
 
 def trade_stats(trades: list[Trade], start: int, end: int) -> TradeStats:
-    """The metrics of the trades closed in [start, end] (net of fees and funding)."""
-    closed = [t for t in trades if t.close_ts is not None and start <= t.close_ts <= end]
+    """The metrics of the trades closed in (start, end] (net of fees and funding)."""
+    closed = [t for t in trades if t.close_ts is not None and start < t.close_ts <= end]
     still_open = sum(1 for t in trades if t.open_ts <= end and (t.close_ts is None or t.close_ts > end))
     nets = [t.net for t in closed]
     n = len(nets)
