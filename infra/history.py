@@ -97,3 +97,12 @@ def _mids(query: Query, s: str) -> dict[str, OrderMids]:
     for order_id, what, mid in rows:
         found.setdefault(order_id, {})[what] = None if mid is None else Decimal(mid)
     return {oid: OrderMids(m.get("decision"), m.get("arrival")) for oid, m in found.items()}
+
+
+def final_equity(query: Query, session: str) -> tuple[Decimal, Decimal]:
+    """The session's last equity and the unrealized P&L in it."""
+    rows = query(f"SELECT argMax(equity, ts), argMax(unrealized_pnl, ts) FROM equity "
+                 f"WHERE session = {sql_string(session)} HAVING count() > 0")["rows"]
+    if not rows:
+        raise ValueError(f"session {session!r} has no equity in the archive")
+    return Decimal(rows[0][0]), Decimal(rows[0][1])

@@ -105,6 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--data-dir", type=Path)
     report.add_argument("--config", type=Path, help="TOML settings ([metrics] step_ms)")
 
+    compare = sub.add_parser("compare", help="two runs of a strategy side by side: trades matched, the P&L "
+                                             "difference decomposed (slippage, timing, size, fees, funding...)")
+    compare.add_argument("a", metavar="A", help="SESSION or SESSION@DATA_DIR")
+    compare.add_argument("b", metavar="B", help="SESSION or SESSION@DATA_DIR")
+    compare.add_argument("--tolerance", type=float, default=60.0,
+                         help="seconds between two trades' openings that still match them (default 60)")
+    compare.add_argument("--data-dir", type=Path, help="where A and B are when they name no data directory")
+    compare.add_argument("--config", type=Path)
+    compare.add_argument("--json", action="store_true")
+
     _session_args(sub)
 
     args = parser.parse_args(argv)
@@ -112,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         return {"run": cmd_run, "worker": cmd_worker, "recorder": cmd_recorder, "sql": cmd_sql,
                 "status": cmd_status, "record": cmd_record, "instruments": cmd_instruments,
                 "audit": cmd_audit, "session": cmd_session, "metrics": cmd_metrics,
-                "export": cmd_export, "report": cmd_report}[args.command](args)
+                "export": cmd_export, "report": cmd_report, "compare": cmd_compare}[args.command](args)
     except KeyboardInterrupt:
         return 130
 
@@ -383,6 +393,12 @@ def cmd_report(args) -> int:
     from papertape.app.report import main as report
 
     return report(args, _settings(args))
+
+
+def cmd_compare(args) -> int:
+    from papertape.app.compare import main as compare
+
+    return compare(args, _settings(args))
 
 
 def cmd_audit(args) -> int:

@@ -1,0 +1,98 @@
+"""`papertape compare A B`: two runs of a strategy side by side (a session in one data directory against a session
+in another: a live run and a replay of its tape, or two configs on one tape). Each is `SESSION` or
+`SESSION@DATA_DIR`: runs are told apart by their data directories (one per run), sessions inside one by their ids.
+The decomposition is papertape.core.metrics.drift's."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from infra.archive import Archive, NoHistory
+from infra.history import final_equity, load_history, session_ids
+from papertape.app.formatting import format_table, money, utc_time
+from papertape.config import Settings
+from papertape.core.metrics.drift import TERMS, Drift, Pair, Run, compare
+
+EXPLAIN = {
+    "entry_timing": "the market moved between the two entries' arrivals (latency, signal timing)",
+    "entry_slippage": "the entries' fill prices against the mid at arrival",
+    "exit_timing": "the market moved between the two exits' arrivals",
+    "exit_slippage": "the exits' fill prices against the mid at arrival",
+    "size": "a different quantity traded",
+    "fees": "fees (paying more is negative)",
+    "funding": "funding received minus paid",
+    "only_a": "trades of A that B did not make",
+    "only_b": "trades of B that A did not make (their P&L, negated)",
+    "unrealized": "positions still open at the end",
+}
+
+
+def parse_run(text: str, default_dir: Path) -> tuple[str, Path]:
+    session, _, where = text.partition("@")
+    return session, Path(where) if where else default_dir
+
+
+def load_run(label: str, session: str, data_dir: Path, settings: Settings) -> Run:
+    """One run out of its archive; the archive is closed again (chdb opens one data directory at a time)."""
+    with Archive(data_dir, settings.clickhouse_url if data_dir == settings.data_dir else None) as archive:
+        if session not in session_ids(archive.query):
+            raise ValueError(f"no session {session!r} in {data_dir}")
+        h = load_history(archive.query, session, min(settings.metrics.periods))
+        end, unrealized = final_equity(archive.query, session)
+    return Run(label, h.trades(), h.mids, h.start.equity, end, unrealized)
+
+
+def term_table(d: Drift) -> dict:
+    rows = [[name, money(d.totals[name]), EXPLAIN[name]] for name in TERMS]
+    rows.append(["total", money(d.explained), "= P&L of A - P&L of B"])
+    return {"columns": ["term", "amount", "what"], "types": ["", "Decimal", ""], "rows": rows}
+
+
+def pair_row(p: Pair) -> list[Any]:
+    t = p.a or p.b
+    assert t is not None
+    big = max(p.terms, key=lambda k: abs(p.terms[k])) if p.terms else ""
+    return [t.symbol, t.side, utc_time(p.a.open_ts) if p.a else "-", utc_time(p.b.open_ts) if p.b else "-",
+            money(p.a.net) if p.a else "-", money(p.b.net) if p.b else "-", money(p.difference), big]
+
+
+def pair_table(d: Drift) -> dict:
+    return {"columns": ["symbol", "side", "opened in A", "opened in B", "net A", "net B", "difference", "mostly"],
+            "types": ["", "", "", "", "Decimal", "Decimal", "Decimal", ""], "rows": [pair_row(p) for p in d.pairs]}
+
+
+def as_json(d: Drift) -> dict[str, Any]:
+    def trade(t: Any) -> dict | None:
+        return None if t is None else {"symbol": t.symbol, "side": t.side, "open_ts": t.open_ts,
+                                       "close_ts": t.close_ts, "net": str(t.net), "fees": str(t.fees)}
+    return {"a": {"run": d.a.label, "pnl": str(d.a.pnl)}, "b": {"run": d.b.label, "pnl": str(d.b.pnl)},
+            "difference": str(d.difference), "explained": str(d.explained),
+            "terms": {k: str(v) for k, v in d.totals.items()},
+            "pairs": [{"a": trade(p.a), "b": trade(p.b), "terms": {k: str(v) for k, v in p.terms.items()}}
+                      for p in d.pairs]}
+
+
+def print_drift(d: Drift) -> None:
+    matched = sum(1 for p in d.pairs if p.a and p.b)
+    print(f"A: {d.a.label}  P&L {money(d.a.pnl)} ({len(d.a.trades)} trades)")
+    print(f"B: {d.b.label}  P&L {money(d.b.pnl)} ({len(d.b.trades)} trades)")
+    print(f"difference A - B: {money(d.difference)}; {matched} trades matched, "
+          f"{sum(1 for p in d.pairs if p.b is None)} only in A, {sum(1 for p in d.pairs if p.a is None)} only in B\n")
+    print(format_table(term_table(d)))
+    print()
+    print(format_table(pair_table(d)))
+
+
+def main(args: Any, settings: Settings) -> int:
+    try:
+        runs = [load_run(text, *parse_run(text, settings.data_dir), settings) for text in (args.a, args.b)]
+    except (NoHistory, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    drift = compare(*runs, tolerance_ms=int(args.tolerance * 1000))
+    print(json.dumps(as_json(drift), indent=1) if args.json else "", end="\n" if args.json else "")
+    if not args.json:
+        print_drift(drift)
+    return 0 if drift.explained == drift.difference else 2
