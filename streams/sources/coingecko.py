@@ -110,6 +110,24 @@ def parse_exact(text: str) -> Any:
     return json.loads(text, parse_float=str, parse_int=str, parse_constant=str)
 
 
+def simple_price_quotes(body: dict[str, Any], ids: Sequence[str]) -> dict[str, Quote]:
+    """The usable quotes of a `simple/price` answer (parsed with parse_exact), by CoinGecko id."""
+    quotes = {}
+    for cg_id in ids:
+        entry = body.get(cg_id)
+        if isinstance(entry, dict):
+            price, ts = exact_price(entry.get("usd")), epoch_ms(entry.get("last_updated_at"))
+            if price is not None and ts is not None:
+                quotes[cg_id] = Quote(price, ts)
+    return quotes
+
+
+def quote_frame(source: str, symbol: str, quote: Quote, recv_ns: int) -> MarketFrame:
+    """A token's price as a market frame: its last (and mark) price at the source's time."""
+    return MarketFrame(id=f"{source}:{symbol}:{quote.ts_ms}", ts=quote.ts_ms, venue=source, symbol=symbol,
+                       recv_ts=recv_ns, ticker=Ticker(last=quote.price, mark=quote.price), status="live")
+
+
 # --- sources ----------------------------------------------------------------------------------------------------
 
 class SourceError(Exception):
@@ -198,14 +216,7 @@ class CoinGecko:
                                timeout_s=self.timeout_s)
         if not isinstance(body, dict):
             raise SourceError("malformed body (not an object)")
-        quotes = {}
-        for cg_id in ids:
-            entry = body.get(cg_id)
-            if isinstance(entry, dict):
-                price, ts = exact_price(entry.get("usd")), epoch_ms(entry.get("last_updated_at"))
-                if price is not None and ts is not None:
-                    quotes[cg_id] = Quote(price, ts)
-        return quotes
+        return simple_price_quotes(body, ids)
 
 
 class DefiLlama:
@@ -403,10 +414,7 @@ class PriceFeed:
         return int(self.clock() * 1000)
 
     def _live(self, token: Token, held: _Held) -> MarketFrame:
-        q = held.quote
-        return MarketFrame(id=f"{held.source}:{token.symbol}:{q.ts_ms}", ts=q.ts_ms, venue=held.source,
-                           symbol=token.symbol, recv_ts=held.recv_ns, ticker=Ticker(last=q.price, mark=q.price),
-                           status="live")
+        return quote_frame(held.source, token.symbol, held.quote, held.recv_ns)
 
     def _unavailable(self, token: Token, now_ms: int) -> MarketFrame:
         venue = self.sources[0].name

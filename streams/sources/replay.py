@@ -22,6 +22,7 @@ import streams.formats.binance_usdm as binance_usdm
 import streams.formats.csv_ohlcv as csv_ohlcv
 import streams.formats.csv_trades as csv_trades
 import streams.formats.lean as lean
+import streams.sources.coingecko_tape as coingecko_tape
 from schemas import SCHEMA_VERSION, MarketFrame
 from schemas.topics import kafka_partition
 from streams.frames.wire import Format, WireFrame
@@ -30,9 +31,11 @@ Send = Callable[[str, bytes | None, bytes, int | None], Awaitable[object]]
 PartitionFor = Callable[[bytes, int], int]
 
 # Recording formats, tried in this order on a file's first non-empty line and name.
-# Header-named formats before the generic CSVs that would also read them; Lean files are known by their name.
-FORMATS: list[Format] = [tape.TAPE_FORMAT, tape.BYBIT_V5_FORMAT, binance_usdm.FORMAT, bybit_history.TRADING,
-                         bybit_history.SPOT, lean.LEAN, lean.LEAN_FUNDING, csv_ohlcv.OHLCV_CSV, csv_trades.TRADES_CSV]
+# A CoinGecko tape before the (Bybit) tape whose first line it shares; header-named formats before the generic
+# CSVs that would also read them; Lean files are known by their name.
+FORMATS: list[Format] = [coingecko_tape.COINGECKO_TAPE, tape.TAPE_FORMAT, tape.BYBIT_V5_FORMAT, binance_usdm.FORMAT,
+                         bybit_history.TRADING, bybit_history.SPOT, lean.LEAN, lean.LEAN_FUNDING, csv_ohlcv.OHLCV_CSV,
+                         csv_trades.TRADES_CSV]
 
 
 class Tape:
