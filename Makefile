@@ -1,5 +1,6 @@
 # Two commands for a fresh machine: `make run` and `make test`. Both install everything first (the Python
-# packages, and Apache Kafka's jars through Maven where Java is found).
+# packages, Apache Kafka's jars through Maven where Java is found, and Debian's chromium for the report's browser
+# test, when run as root with apt).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,6 +12,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m infra.kafka
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+		apt-get install -y -q chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) || \
+		echo "chromium could not be installed: the report's browser test will fail"
 	touch $@
 
 install: $(BIN)/.installed

@@ -10,14 +10,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import httpx
 
 from infra.clickhouse import DataDirInUse, connect
-from infra.sql_endpoint import query_local, query_remote, running
+from infra.sql_endpoint import query_local, query_local_raw, query_remote, query_remote_raw, running
 
 RELEASE_WAIT_S = 5.0  # a run that just ended still holds the data directory for a moment
+T = TypeVar("T")
 
 
 class NoHistory(FileNotFoundError):
@@ -25,7 +26,8 @@ class NoHistory(FileNotFoundError):
 
 
 class Archive:
-    """SQL on the history; `query` returns {"columns", "types", "rows"} (sql_endpoint's result)."""
+    """SQL on the history; `query` returns {"columns", "types", "rows"} (sql_endpoint's result), `raw` the bytes
+    of a ClickHouse output format (Parquet, CSVWithNames...)."""
 
     def __init__(self, data_dir: Path, url: str | None = None, timeout: float = 60.0) -> None:
         self.data_dir = Path(data_dir)
@@ -40,15 +42,24 @@ class Archive:
             raise NoHistory(f"no history in {self.data_dir} (and no CLICKHOUSE_URL)")
 
     def query(self, sql: str) -> dict:
+        return self._ask(lambda port: query_remote(port, sql, timeout=self.timeout),
+                         lambda client: query_local(client, sql))
+
+    def raw(self, sql: str, fmt: str) -> bytes:
+        """The result of `sql` (without a FORMAT clause) as ClickHouse writes it in the output format `fmt`."""
+        return self._ask(lambda port: query_remote_raw(port, sql, fmt, timeout=self.timeout),
+                         lambda client: query_local_raw(client, sql, fmt))
+
+    def _ask(self, remote: Callable[[int], T], local: Callable[[Any], T]) -> T:
         if self._port is not None:
             try:
-                return query_remote(self._port, sql, timeout=self.timeout)
+                return remote(self._port)
             except httpx.ConnectError:  # the run ended meanwhile: read its data directory once it lets go
                 self._port = None
                 self._client = self._connect_when_released()
         if self._client is None:
             self._client = connect(self.url, self.data_dir)
-        return query_local(self._client, sql)
+        return local(self._client)
 
     def _connect_when_released(self) -> Any:
         deadline = time.monotonic() + RELEASE_WAIT_S

@@ -28,6 +28,16 @@ def session_ids(query: Query) -> list[str]:
     return [r[0] for r in query("SELECT DISTINCT session FROM equity ORDER BY session")["rows"]]
 
 
+def check_sessions(query: Query, sessions: list[str] | None) -> list[str]:
+    """`sessions` (None: every one in the archive); ValueError naming those the archive does not have."""
+    known = session_ids(query)
+    unknown = sorted(set(sessions or []) - set(known))
+    if unknown:
+        raise ValueError(f"no session {', '.join(map(repr, unknown))} in the archive (it has: "
+                         f"{', '.join(known) or 'none'})")
+    return list(sessions) if sessions else known
+
+
 def input_rows(query: Query, session: str) -> int:
     """How many equity, fill and funding rows the session has: grows with every one recorded."""
     s = sql_string(session)

@@ -1,7 +1,9 @@
 """SQL over HTTP for the process that owns the embedded ClickHouse (chdb opens a data dir in one process only).
 
 POST /sql with the query as the body -> {"columns": [...], "types": [...], "rows": [[...]]}; Decimal, datetime
-and other non-JSON values are rendered as strings. A failing query -> HTTP 400 with ClickHouse's message.
+and other non-JSON values are rendered as strings. POST /sql?format=F (a ClickHouse output format: Parquet,
+CSVWithNames...) -> the result in that format, as ClickHouse writes it. A failing query -> HTTP 400 with
+ClickHouse's message.
 """
 from __future__ import annotations
 
@@ -38,6 +40,12 @@ def query_local(client: Any, sql: str) -> dict:
         return _run(client, sql)
 
 
+def query_local_raw(client: Any, sql: str, fmt: str) -> bytes:
+    """The result of `sql` in ClickHouse's output format `fmt` (the query has no FORMAT clause of its own)."""
+    with client_lock(client):
+        return client.raw_query(sql, fmt=fmt)
+
+
 def _run(client: Any, sql: str) -> dict:
     result = client.query(sql)
     return {"columns": list(result.column_names), "types": [t.name for t in result.column_types],
@@ -63,7 +71,11 @@ async def serve(client: Any, host: str = "127.0.0.1", port: int = 0) -> tuple[we
         text = (await request.text()).strip()
         if not text:
             return web.Response(status=400, text="empty query")
+        fmt = request.query.get("format")
         try:
+            if fmt:
+                return web.Response(body=await call(client, client.raw_query, text, fmt=fmt),
+                                    content_type="application/octet-stream")
             return web.json_response(await call(client, _run, client, text))
         except Exception as exc:
             return web.Response(status=400, text=str(exc))
@@ -83,8 +95,17 @@ async def serve(client: Any, host: str = "127.0.0.1", port: int = 0) -> tuple[we
 
 def query_remote(port: int, sql: str, host: str = "127.0.0.1", timeout: float = 60.0) -> dict:
     """Ask the owning process's endpoint; raises SqlError with ClickHouse's message if the query fails."""
-    response = httpx.post(f"http://{host}:{port}/sql", content=sql.encode(), timeout=timeout)
+    return _post(port, sql, host, timeout).json()
+
+
+def query_remote_raw(port: int, sql: str, fmt: str, host: str = "127.0.0.1", timeout: float = 60.0) -> bytes:
+    """query_remote, the result in ClickHouse's output format `fmt`."""
+    return _post(port, sql, host, timeout, {"format": fmt}).content
+
+
+def _post(port: int, sql: str, host: str, timeout: float, params: dict[str, str] | None = None) -> httpx.Response:
+    response = httpx.post(f"http://{host}:{port}/sql", params=params, content=sql.encode(), timeout=timeout)
     if response.status_code == 400:
         raise SqlError(response.text)
     response.raise_for_status()
-    return response.json()
+    return response

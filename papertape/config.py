@@ -19,6 +19,8 @@ RECORDINGS = Path(__file__).resolve().parent.parent / "streams" / "recordings"
 BUNDLED_TAPE = [RECORDINGS / "binance_usdm" / "usdm_btcusdt_20240808.gz",
                 RECORDINGS / "binance_usdm" / "usdm_ethusdt_20240808.gz"]
 
+RUN_SETTINGS = "worker-settings.json"  # in the data directory: the settings of the run that wrote it
+
 DEFAULT_SESSIONS = [  # two strategies at two intel levels, side by side on the same tape
     SessionConfig(id="trend", strategy="trend_following", intel=5,
                   params={"fast": 3, "slow": 8, "bar_ms": 5_000, "full_confidence_bps": 1.0}),

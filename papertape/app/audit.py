@@ -31,7 +31,7 @@ from typing import Any, Iterable
 
 from infra.archive import Archive, columns, sql_string, tables
 from papertape.app.formatting import exact, format_table
-from papertape.config import Settings, load_settings
+from papertape.config import RUN_SETTINGS, Settings, load_settings
 
 ZERO = Decimal(0)
 UNIT = Decimal("0.00000001")  # the settle coin's smallest unit
@@ -347,7 +347,7 @@ def read_archive(archive: Archive, session: str | None, progress) -> tuple[list[
 
 def deposits(config: Path | None, data_dir: Path) -> tuple[dict[str, Decimal], str]:
     """Session id -> deposit, and where they were found."""
-    run_settings = data_dir / "worker-settings.json"
+    run_settings = data_dir / RUN_SETTINGS
     if config is not None:
         settings, source = load_settings(config), f"config {config}"
     elif run_settings.exists():

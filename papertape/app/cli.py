@@ -16,7 +16,7 @@ from pathlib import Path
 from infra.archive import Archive, NoHistory
 from infra.sql_endpoint import running
 from papertape.app.formatting import for_display, format_table, money
-from papertape.config import Settings, load_settings
+from papertape.config import RUN_SETTINGS, Settings, load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--session", action="append", help="only this session (repeatable)")
     report.add_argument("--from", dest="from_", metavar="TIME", help="window start (ISO 8601 UTC, or ms), exclusive")
     report.add_argument("--to", metavar="TIME", help="window end, inclusive")
+    report.add_argument("--compare", nargs=2, action="append", metavar=("A", "B"),
+                        help="add papertape compare's section for runs A and B (repeatable)")
     report.add_argument("--data-dir", type=Path)
     report.add_argument("--config", type=Path, help="TOML settings ([metrics] step_ms)")
 
@@ -377,28 +379,41 @@ def cmd_session(args) -> int:
     return session(args)
 
 
+def _metrics_settings(args) -> Settings:
+    """Settings whose `[metrics]` are the config file's, else those of the run that wrote the data directory (its
+    metrics table used them), else the defaults."""
+    settings = _settings(args)
+    ran = settings.data_dir / RUN_SETTINGS
+    if args.config is None and ran.exists():
+        try:
+            settings = settings.model_copy(update={"metrics": Settings.model_validate_json(ran.read_text()).metrics})
+        except ValueError:  # a run of an older papertape: the defaults
+            pass
+    return settings
+
+
 def cmd_metrics(args) -> int:
     from papertape.app.performance import main as metrics
 
-    return metrics(args, _settings(args))
+    return metrics(args, _metrics_settings(args))
 
 
 def cmd_export(args) -> int:
     from papertape.app.export import main as export
 
-    return export(args, _settings(args))
+    return export(args, _metrics_settings(args))
 
 
 def cmd_report(args) -> int:
     from papertape.app.report import main as report
 
-    return report(args, _settings(args))
+    return report(args, _metrics_settings(args))
 
 
 def cmd_compare(args) -> int:
     from papertape.app.compare import main as compare
 
-    return compare(args, _settings(args))
+    return compare(args, _metrics_settings(args))
 
 
 def cmd_audit(args) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.archive import Archive, NoHistory
-from infra.history import final_equity, load_history, session_ids
+from infra.history import check_sessions, final_equity, load_history
 from papertape.app.formatting import format_table, money, utc_time
 from papertape.config import Settings
 from papertape.core.metrics.drift import TERMS, Drift, Pair, Run, compare
@@ -37,8 +37,7 @@ def parse_run(text: str, default_dir: Path) -> tuple[str, Path]:
 def load_run(label: str, session: str, data_dir: Path, settings: Settings) -> Run:
     """One run out of its archive; the archive is closed again (chdb opens one data directory at a time)."""
     with Archive(data_dir, settings.clickhouse_url if data_dir == settings.data_dir else None) as archive:
-        if session not in session_ids(archive.query):
-            raise ValueError(f"no session {session!r} in {data_dir}")
+        check_sessions(archive.query, [session])
         h = load_history(archive.query, session, min(settings.metrics.periods))
         end, unrealized = final_equity(archive.query, session)
     return Run(label, h.trades(), h.mids, h.start.equity, end, unrealized)
@@ -87,12 +86,13 @@ def print_drift(d: Drift) -> None:
 
 def main(args: Any, settings: Settings) -> int:
     try:
-        runs = [load_run(text, *parse_run(text, settings.data_dir), settings) for text in (args.a, args.b)]
+        a, b = (load_run(text, *parse_run(text, settings.data_dir), settings) for text in (args.a, args.b))
     except (NoHistory, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    drift = compare(*runs, tolerance_ms=int(args.tolerance * 1000))
-    print(json.dumps(as_json(drift), indent=1) if args.json else "", end="\n" if args.json else "")
-    if not args.json:
+    drift = compare(a, b, tolerance_ms=int(args.tolerance * 1000))
+    if args.json:
+        print(json.dumps(as_json(drift), indent=1))
+    else:
         print_drift(drift)
     return 0 if drift.explained == drift.difference else 2

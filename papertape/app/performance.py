@@ -11,11 +11,11 @@ from decimal import Decimal
 from typing import Any
 
 from infra.archive import Archive, NoHistory
-from infra.history import Query, load_history, session_ids
+from infra.history import Query, check_sessions, load_history
 from papertape.app.formatting import format_table, metric, period, utc_time
 from papertape.config import Settings
 from papertape.core.metrics.definitions import DEFINITIONS
-from papertape.core.metrics.summary import ALL_SYMBOLS, MetricsRow, session_metrics
+from papertape.core.metrics.summary import ALL_SYMBOLS, MetricsRow, SessionHistory, session_metrics
 
 SYMBOL_COLUMNS = ("trades", "open_trades", "win_rate", "profit_factor", "expectancy", "best_trade", "worst_trade",
                   "avg_holding_ms", "exposure", "fees", "funding", "cost_vs_decision_bps", "cost_vs_arrival_bps")
@@ -34,17 +34,19 @@ def parse_time(text: str) -> int:
     return int(t.timestamp() * 1000)
 
 
+def load_histories(query: Query, settings: Settings, sessions: list[str] | None = None) -> dict[str, SessionHistory]:
+    """Each session's history (every session of the archive when None), at the finest metrics period."""
+    step = min(settings.metrics.periods)
+    return {s: load_history(query, s, step) for s in check_sessions(query, sessions)}
+
+
 def compute(query: Query, settings: Settings, sessions: list[str] | None = None, from_ts: int | None = None,
-            to_ts: int | None = None) -> list[MetricsRow]:
-    periods = settings.metrics.periods
-    known = session_ids(query)
-    unknown = sorted(set(sessions or []) - set(known))
-    if unknown:
-        raise ValueError(f"no session {', '.join(unknown)} in the archive (it has: {', '.join(known) or 'none'})")
-    rows: list[MetricsRow] = []
-    for s in sessions or known:
-        rows += session_metrics(load_history(query, s, min(periods)), periods, from_ts, to_ts)
-    return rows
+            to_ts: int | None = None, histories: dict[str, SessionHistory] | None = None) -> list[MetricsRow]:
+    """The metrics rows of the sessions over the window (of `histories` when they are loaded already)."""
+    if histories is None:
+        histories = load_histories(query, settings, sessions)
+    return [row for h in histories.values()
+            for row in session_metrics(h, settings.metrics.periods, from_ts, to_ts)]
 
 
 def as_json(row: MetricsRow) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from infra.kafka import EmbeddedKafka, kafka_jars_cached, kafka_version
 from infra.kafka import unavailable_reason as kafka_unavailable_reason
 from infra.sql_endpoint import RUN_FILE, query_local, serve
 from papertape.app.live import feed_for, tape_header, token_prices
-from papertape.config import Settings
+from papertape.config import RUN_SETTINGS, Settings
 from schemas.topics import kafka_partition
 from streams.bybit.tape import TapeWriter
 from streams.frames.wire import WireFrame
@@ -149,7 +149,7 @@ class Pipeline:
 
     def start_worker(self, i: int = 0) -> subprocess.Popen:
         self.workers_started += 1
-        cfg = self.data_dir / "worker-settings.json"
+        cfg = self.data_dir / RUN_SETTINGS
         cfg.write_text(self.settings.model_dump_json())
         log = open(self.data_dir / f"worker-{self.workers_started}.log", "wb")
         cmd = [sys.executable, "-m", "papertape.app.cli", "worker", "--settings-json", str(cfg)]

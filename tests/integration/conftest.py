@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from builders import fresh_namespace
+from builders import fresh_namespace, papertape
 from infra.clickhouse import connect, migrate
 from infra.kafka import EmbeddedKafka, unavailable_reason
 from infra.tansu import EmbeddedTansu
@@ -100,8 +100,6 @@ def archived_run(tmp_path_factory):
     tape through the real broker, worker and ClickHouse, three sessions (a trend follower, a mean reverter, and
     a scripted one that adds, partly closes, reverses, and trades both symbols). SimpleNamespace(data_dir,
     config, stdout)."""
-    from builders import papertape
-
     root = tmp_path_factory.mktemp("archived_run")
     config = root / "papertape.toml"
     config.write_text(ARCHIVED_RUN_CONFIG)

@@ -8,7 +8,9 @@ from decimal import Decimal
 
 import pytest
 
+from browser import dom, drawn
 from builders import papertape, query_rows
+from papertape.core.metrics.drift import TERMS
 
 ORDERS = """[
   { at = 1723161260000, symbol = "BTCUSDT", side = "buy", qty = "0.010" },
@@ -97,3 +99,20 @@ def test_one_config_replayed_twice_does_not_drift(two_runs):
 def test_compare_refuses_an_unknown_session(archived_run):
     r = papertape("compare", "fast", "nosuch", "--data-dir", str(archived_run.data_dir))
     assert r.returncode == 1 and "no session 'nosuch'" in r.stderr
+
+
+@pytest.mark.slow
+def test_the_report_draws_the_comparison(two_runs, tmp_path):
+    """`papertape report --compare`: the drift section's waterfall is drawn in Chromium, its table holds the terms."""
+    first, _ = two_runs
+    d = compare("quick", "slow", "--data-dir", str(first))
+    page = tmp_path / "report.html"
+    r = papertape("report", "--data-dir", str(first), "--out", str(page), "--compare", "quick", "slow")
+    assert r.returncode == 0, r.stderr
+    (section,) = [n for n in dom(page).find_all("section") if n.attrs.get("id") == "drift-1"]
+    (chart,) = section.find_all("div", cls="chart")
+    assert drawn(chart)["svg"] >= 1 and drawn(chart)["bars"] == len(TERMS) + 2  # B, every term, A
+    rows = {row.find_all("td")[0].text(): row.find_all("td")[1].text() for row in section.find_all("tr")
+            if row.find_all("td")}
+    assert {k: Decimal(v) for k, v in rows.items() if k in TERMS} == {k: Decimal(v) for k, v in d["terms"].items()}
+    assert Decimal(rows["total"]) == Decimal(d["difference"])

@@ -17,6 +17,7 @@ from decimal import ROUND_DOWN, ROUND_UP, Context, Decimal, localcontext
 
 import pytest
 
+from browser import dom, drawn
 from builders import DATA, papertape, query_rows
 from papertape.app.live import token_instruments
 from papertape.config import Settings
@@ -127,8 +128,14 @@ def test_the_dex_bot_has_metrics_and_a_report(dex_run):
     out = dex_run / "report.html"
     r = papertape("report", "--data-dir", str(data), "--out", str(out))
     assert r.returncode == 0, r.stderr
-    html = out.read_text()
-    assert "dexbot" in html and "WBTC" in html and "Sharpe".lower() in html.lower()
+    page = dom(out)
+    charts = {n.attrs["data-chart"]: drawn(n) for n in page.find_all("div", cls="chart")}
+    assert all(charts[name]["svg"] for name in ("equity", "underwater", "daily", "monthly", "trades", "fills-WBTC"))
+    assert charts["fills-WBTC"]["markers"] >= day_fills(data)  # every swap on the price
+    (log,) = page.find_all("table", cls="decisions")
+    assert len(log.find_all("tr")) > 100 and "buy" in log.text()  # the decision log, with its reasoning
+    (table,) = page.find_all("table", cls="metrics")
+    assert "sharpe" in table.text() and "fees" in table.text()
 
 
 def day_fills(data) -> int:
