@@ -35,7 +35,14 @@ from papertape.app.performance import account_table, compute, load_histories, pa
 from papertape.config import Settings
 from papertape.core.metrics.definitions import DEFINITIONS
 from papertape.core.metrics.drift import TERMS, Drift, compare
-from papertape.core.metrics.returns import DAY_MS, EquityPoint, period_ends, simple_returns
+from papertape.core.metrics.returns import (
+    DAY_MS,
+    EquityPoint,
+    drawdown_periods,
+    period_ends,
+    simple_returns,
+    underwater,
+)
 from papertape.core.metrics.summary import ALL_SYMBOLS, MetricsRow, SessionHistory
 from papertape.core.metrics.trades import ZERO, FillRecord, Leg, Trade
 
@@ -81,15 +88,6 @@ class PriceSeries:
     source: str  # what the prices are: "mid (quotes)", "trades", "marks"; "" when none was recorded
     times: list[int]
     prices: list[float]
-
-
-@dataclass(frozen=True, slots=True)
-class DrawdownPeriod:
-    start: int  # the peak
-    trough: int
-    end: int  # back at the peak, or the series' end
-    depth: float  # -0.12: 12 % below the peak
-    recovered: bool
 
 
 @dataclass(slots=True)
@@ -225,7 +223,7 @@ def load_config(query: Query, s: str, end: int) -> str | None:
 
 def daily_returns(begin: EquityPoint, points: list[EquityPoint]) -> list[tuple[str, float]]:
     """The simple return of each UTC day (the last may be partial), labelled with the day it covers."""
-    samples = period_ends(begin, points, DAY_MS)
+    samples = period_ends(begin, points, DAY_MS).points  # days without an equity point have no bar (return 0)
     return [(day(s.ts - 1), r) for s, r in zip(samples[1:], simple_returns(samples))]
 
 
@@ -236,33 +234,6 @@ def monthly_returns(daily: list[tuple[str, float]]) -> dict[tuple[int, int], flo
         key = (int(d[:4]), int(d[5:7]))
         growth[key] = growth.get(key, 1.0) * (1 + r)
     return {k: g - 1 for k, g in growth.items()}
-
-
-def underwater(points: list[EquityPoint]) -> list[float]:
-    """Each point's equity / running peak - 1 (0 at a peak)."""
-    out, peak = [], points[0].equity
-    for p in points:
-        peak = max(peak, p.equity)
-        out.append(float(p.equity / peak - 1) if peak > 0 else 0.0)
-    return out
-
-
-def drawdown_periods(points: list[EquityPoint]) -> list[DrawdownPeriod]:
-    """Every fall below a running peak: from the last point at the peak to the first one back at it (or the
-    series' end)."""
-    out: list[DrawdownPeriod] = []
-    peak, trough = points[0], None
-    for p in points[1:]:
-        if trough is not None and p.equity >= peak.equity:
-            out.append(DrawdownPeriod(peak.ts, trough.ts, p.ts, float(trough.equity / peak.equity - 1), True))
-            peak, trough = p, None
-        elif trough is None and p.equity >= peak.equity:
-            peak = p
-        elif p.equity < peak.equity and (trough is None or p.equity < trough.equity) and peak.equity > 0:
-            trough = p
-    if trough is not None:
-        out.append(DrawdownPeriod(peak.ts, trough.ts, points[-1].ts, float(trough.equity / peak.equity - 1), False))
-    return out
 
 
 def time_range(d: SessionData) -> list[str]:

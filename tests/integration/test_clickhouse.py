@@ -16,6 +16,7 @@ from builders import ROOT
 from infra.clickhouse import MIGRATIONS_DIR, connect, migrate, migration_files, split_statements
 from infra.sql_endpoint import query_local, query_remote, serve
 from papertape.app.formatting import format_table
+from papertape.core.metrics.definitions import DEFINITIONS
 from schemas import AmendOrder, CancelOrder, Equity, Fill, Funding, MarketFrame, Order, OrderEvent, Trade
 from streams.sinks.rows import COLUMNS, rows_for
 
@@ -39,7 +40,7 @@ def count(client, table: str) -> int:
 def test_migrate_is_idempotent(ch):
     assert migrate(ch) == []
     assert ch.query("SELECT version, name FROM schema_migrations ORDER BY version").result_rows == [
-        (1, "001_init"), (2, "002_venue"), (3, "003_sessions")]
+        (1, "001_init"), (2, "002_venue"), (3, "003_sessions"), (4, "004_metrics")]
     tables = {r[0] for r in ch.query("SHOW TABLES").result_rows}
     for log_table in COLUMNS:
         assert {log_table, log_table.removesuffix("_log")} <= tables
@@ -56,6 +57,9 @@ def test_tables_match_recorder_columns(ch):
     money = ch.query("SELECT table, name, type FROM system.columns WHERE database = currentDatabase() "
                      "AND (type LIKE '%Float%' OR name = 'ts')").result_rows
     for table, name, type_ in money:
+        if table in ("metrics", "metrics_log"):  # ratios and lengths of time; money is Decimal there too
+            assert DEFINITIONS[name][0] in ("percent", "ratio", "duration"), (table, name, type_)
+            continue
         assert name in ("confidence", "risk_score", "opportunity_score", "ts"), (table, name, type_)  # ratios only
         if name == "ts":
             assert type_ == "DateTime64(3, 'UTC')"
@@ -120,7 +124,7 @@ def test_migration_from_001_keeps_rows_and_adds_columns(tmp_path):
 
     client = connect(None, tmp_path)  # the existing data directory
     try:
-        assert migrate(client) == [2, 3]
+        assert migrate(client) == [2, 3, 4]
         for table, columns in COLUMNS.items():
             for name in (table, table.removesuffix("_log")):
                 assert tuple(r[0] for r in client.query(f"DESCRIBE TABLE {name}").result_rows) == columns, name

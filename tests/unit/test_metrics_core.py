@@ -18,11 +18,15 @@ from papertape.core.metrics.returns import (
     DAY_MS,
     NO_DRAWDOWN,
     Drawdown,
+    DrawdownPeriod,
     EquityPoint,
+    Samples,
     drawdown,
+    drawdown_periods,
     period_ends,
     return_stats,
     simple_returns,
+    underwater,
 )
 from papertape.core.metrics.summary import SessionHistory, metrics, session_metrics, window_start
 from papertape.core.metrics.trades import FillRecord, FundingRecord, Trade, round_trips, trade_stats
@@ -76,39 +80,42 @@ def test_period_ends_partial_periods_exact_end_gap_and_several_points_in_a_perio
         pt(T0 + 4 * D + D // 2, 99),  # days 2 and 3 have no point: they end at 104 (0 returns)
         pt(T0 + 5 * D + D // 4, 98),  # the last point, 06:00 day 5: a partial period keeping its own time
     ]
-    assert period_ends(start, points, D) == [
+    assert period_ends(start, points, D) == Samples([
         pt(T0 + D // 2, 100),
         pt(T0 + D, 102),
         pt(T0 + 2 * D, 104),
-        pt(T0 + 3 * D, 104),
-        pt(T0 + 4 * D, 104),
         pt(T0 + 5 * D, 99),
         pt(T0 + 5 * D + D // 4, 98),
-    ]
+    ], empty=2)  # days 2 and 3, counted: 6 returns
 
 
 def test_period_ends_gap_right_after_the_start():
     # start at 12:00 day 0; the only point is at 12:00 day 3: days 0, 1, 2 end at the start's value
     start = pt(T0 + D // 2, 100)
-    assert period_ends(start, [pt(T0 + 3 * D + D // 2, 90)], D) == [
-        start, pt(T0 + D, 100), pt(T0 + 2 * D, 100), pt(T0 + 3 * D, 100), pt(T0 + 3 * D + D // 2, 90)]
+    assert period_ends(start, [pt(T0 + 3 * D + D // 2, 90)], D) == Samples([start, pt(T0 + 3 * D + D // 2, 90)], 3)
 
 
 def test_period_ends_start_on_a_period_end_and_last_point_on_one():
     # start exactly at 00:00: the first period is a whole day; the last point exactly at a day's end keeps it
     start = pt(T0, 100)
-    assert period_ends(start, [pt(T0 + D // 2, 105), pt(T0 + D, 106), pt(T0 + 2 * D, 107)], D) == [
-        start, pt(T0 + D, 106), pt(T0 + 2 * D, 107)]
+    assert period_ends(start, [pt(T0 + D // 2, 105), pt(T0 + D, 106), pt(T0 + 2 * D, 107)], D) == Samples([
+        start, pt(T0 + D, 106), pt(T0 + 2 * D, 107)])
 
 
 def test_period_ends_hourly_and_degenerate_cases():
     start = pt(T0 + 30 * 60_000, 100)  # 00:30
     # 00:40 and 00:59 in the first hour (the last wins), 01:00 exactly ends it; 02:15 is the partial last hour
     points = [pt(T0 + 40 * 60_000, 101), pt(T0 + 59 * 60_000, 102), pt(T0 + H, 103), pt(T0 + 2 * H + 15 * 60_000, 104)]
-    assert period_ends(start, points, H) == [start, pt(T0 + H, 103), pt(T0 + 2 * H, 103), points[-1]]
-    assert period_ends(start, [], H) == [start]  # no point: the start alone, no return
+    assert period_ends(start, points, H) == Samples([start, pt(T0 + H, 103), points[-1]], empty=1)
+    assert period_ends(start, [], H) == Samples([start])  # no point: the start alone, no return
     only = pt(T0 + 45 * 60_000, 99)  # one point in the start's own period: the start, then that point
-    assert period_ends(start, [only], H) == [start, only]
+    assert period_ends(start, [only], H) == Samples([start, only])
+
+
+def test_a_stray_start_decades_early_makes_no_sample_per_empty_period():
+    start = pt(1, 100)  # a session started by a tick at 1970-01-01 00:00:00.001
+    s = period_ends(start, [pt(T0 + 30_000, 101)], 60_000)
+    assert s.points == [start, pt(T0 + 30_000, 101)] and s.count == s.empty + 1 == T0 // 60_000 + 1
 
 
 # --- simple_returns ---------------------------------------------------------------------------------------------
@@ -157,7 +164,7 @@ def test_no_drawdown():
 def test_return_stats_by_hand(period_ms, periods_a_year):
     # equity 100 -> 110 -> 99 -> 108.9 -> 114.345: returns 0.10, -0.10, 0.10, 0.05 (n = 4)
     samples = [pt(T0 + i * period_ms, e) for i, e in enumerate([100, 110, 99, "108.9", "114.345"])]
-    s = return_stats(samples, period_ms)
+    s = return_stats(Samples(samples), period_ms)
     # total: 114.345 / 100 - 1
     total = 0.14345
     # mean 0.15 / 4 = 0.0375; deviations 0.0625, -0.1375, 0.0625, 0.0125;
@@ -178,16 +185,16 @@ def test_return_stats_by_hand(period_ms, periods_a_year):
 
 
 def test_return_stats_too_few_returns_or_no_loss():
-    one = return_stats(daily(100, 110), D)  # one return of 0.1: no standard deviation, no loss, no drawdown
+    one = return_stats(Samples(daily(100, 110)), D)  # one return of 0.1: no standard deviation, no loss, no drawdown
     assert (one.returns, one.total_return, one.volatility, one.sharpe, one.sortino, one.calmar) == (
         1, approx(0.1), None, None, None, None)
     assert one.cagr == approx(1.1 ** 365 - 1)
-    none = return_stats(daily(100), D)  # no return at all
+    none = return_stats(Samples(daily(100)), D)  # no return at all
     assert (none.returns, none.total_return, none.cagr, none.volatility, none.sharpe, none.drawdown) == (
         0, 0.0, None, None, None, NO_DRAWDOWN)
-    gains = return_stats(daily(100, 101, 103), D)  # two gains: a Sharpe, but no downside: no Sortino, no Calmar
+    gains = return_stats(Samples(daily(100, 101, 103)), D)  # two gains: a Sharpe; no downside: no Sortino, Calmar
     assert gains.sharpe is not None and gains.sortino is None and gains.calmar is None
-    wiped = return_stats(daily(100, 50, 0), D)  # total -1: no CAGR
+    wiped = return_stats(Samples(daily(100, 50, 0)), D)  # total -1: no CAGR
     assert wiped.total_return == -1.0 and wiped.cagr is None and wiped.calmar is None
 
 
@@ -489,11 +496,24 @@ def equity_points(closes: list[Decimal], period_ms: int, seed: int) -> tuple[Equ
     return start, sorted(points, key=lambda p: p.ts)
 
 
+def filled(s: Samples, period_ms: int) -> list[EquityPoint]:
+    """The samples with every empty period's carried value in place: what quantstats is given."""
+    out, key = [s.points[0]], s.points[0].ts // period_ms
+    for p in s.points[1:]:
+        k = -(-p.ts // period_ms)
+        out += [EquityPoint(g * period_ms, out[-1].equity) for g in range(key + 1, k)]
+        out.append(p)
+        key = k
+    assert len(out) - 1 == s.count
+    return out
+
+
 def check_against_quantstats(closes: list[Decimal], period_ms: int, freq: str, periods: int) -> None:
     start, points = equity_points(closes, period_ms, seed=len(closes))
-    samples = period_ends(start, points, period_ms)
+    sampled = period_ends(start, points, period_ms)
+    samples = filled(sampled, period_ms)
     assert [s.equity for s in samples] == closes  # our sampling found the closes
-    ours = return_stats(samples, period_ms)
+    ours = return_stats(sampled, period_ms)
     r = quantstats_returns(closes, freq)
     assert ours.returns == len(r)
     assert ours.total_return == approx(qs.stats.comp(r))
@@ -528,3 +548,12 @@ def test_daily_drawdowns_against_quantstats():
 
 def test_hourly_random_walk_against_quantstats():
     check_against_quantstats(random_walk(seed=7, n=500, sd=0.003, empty_every=23), H, "h", 24 * 365)
+
+
+def test_underwater_and_every_drawdown_period():
+    # 100, 90 (-10 %), 95, 100 (back: recovered), 120 (peak), 110, 108 (-10 %): two periods, the second open
+    eq = [EquityPoint(t, Decimal(v)) for t, v in enumerate([100, 90, 95, 100, 120, 110, 108])]
+    assert underwater(eq) == pytest.approx([0, -0.1, -0.05, 0, 0, -1 / 12, -0.1])
+    assert drawdown_periods(eq) == [DrawdownPeriod(0, 1, 3, pytest.approx(-0.1), True),
+                                    DrawdownPeriod(4, 6, 6, pytest.approx(-0.1), False)]
+    assert drawdown_periods(eq[:1]) == [] and drawdown_periods([eq[0], eq[3]]) == []

@@ -11,7 +11,7 @@ from papertape.core.metrics.summary import MetricsRow
 def readme_metrics_table() -> dict[str, str]:
     text = (ROOT / "README.md").read_text()
     section = text[text.index("\n## Metrics\n"):]
-    section = section[:section.index("\n## ", 1)]
+    section = section[:min(section.index("\n## ", 1), section.index("\n### "))]  # before its subsections
     return {m[1]: m[2].replace("\\|", "|") for m in re.finditer(r"^\| `(\w+)` \| (.+) \|$", section, re.M)}
 
 
