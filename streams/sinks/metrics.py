@@ -13,13 +13,14 @@ from infra.clickhouse import client_lock
 from infra.history import input_rows, load_history
 from infra.sql_endpoint import query_local
 from papertape.config import MetricsSettings
+from papertape.core.metrics.definitions import DEFINITIONS
 from papertape.core.metrics.summary import MetricsRow, session_metrics
 from streams.sinks.rows import COLUMNS, Row
 
 log = logging.getLogger(__name__)
 
 SOURCE_TABLES = ("equity_log", "fills_log", "funding_log")
-_TIME_COLUMNS = {"from_ts", "to_ts", "drawdown_start", "drawdown_trough", "drawdown_recovery"}
+_TIME_COLUMNS = {"from_ts", "to_ts", *(name for name, (kind, _) in DEFINITIONS.items() if kind == "time")}
 METRICS_COLUMNS = ["session", "strategy", "symbol", "period_ms", "version",
                    *[f.name for f in dataclasses.fields(MetricsRow) if f.name not in ("session", "strategy", "symbol",
                                                                                         "period_ms")]]
@@ -35,6 +36,8 @@ def table_row(row: MetricsRow, version: int) -> list[Any]:
 
 
 class MetricsWriter:
+    """The recorder tells it what it wrote (`written`); a task refreshes the sessions due (`start`, `stop`)."""
+
     def __init__(self, client: Any, settings: MetricsSettings) -> None:
         self.client = client
         self.settings = settings
