@@ -14,7 +14,7 @@ from builders import papertape, query_rows
 @pytest.mark.timeout(240)
 def test_audit_of_a_real_run_passes_and_catches_a_wrong_deposit_and_a_changed_fee(archived_run, tmp_path):
     data = tmp_path / "data"
-    shutil.copytree(archived_run.data_dir, data)
+    shutil.copytree(archived_run.data_dir, data, symlinks=True)  # ClickHouse links its databases into store/
     script_fills = query_rows(data, {"n": "SELECT count() FROM fills WHERE session = 'script'"})["n"][0][0]
 
     r = papertape("audit", "--data-dir", str(data), "--json", timeout=60)
