@@ -56,6 +56,17 @@ class PublicSocket(WebSocket):
     def send_raw(self, message: dict) -> None:
         self.ws.send(orjson.dumps(message).decode())
 
+    def subscribe_topics(self, topics: list[str], req_id: str | None = None) -> None:
+        """Subscribe `topics` in one request, once connected. The request is kept (pybit sends its subscriptions
+        again after a reconnect) BEFORE it is sent: pybit's own subscribe keeps it after, so a refusal could be
+        handled before its request was known, and the good topics of a refused request never split out."""
+        while not self.is_connected():
+            time.sleep(0.1)
+        req_id = req_id or str(uuid.uuid4())
+        message = orjson.dumps({"op": "subscribe", "req_id": req_id, "args": topics}).decode()
+        self.subscriptions[req_id] = message
+        self.ws.send(message)
+
 
 @dataclass
 class FeedStats:
@@ -170,7 +181,7 @@ class BybitPublicFeed:
         self._last_message[i] = time.monotonic()
         self.stats.connects += 1
         for request in conn.requests:
-            sock.subscribe(request.template, callback=_unused, symbol=list(request.symbols))
+            sock.subscribe_topics(request.args)
         now = self.now_ms()
         if now >= 0:
             self.watch.expect(conn.symbols, now)
@@ -211,10 +222,7 @@ class BybitPublicFeed:
         if sock is None or not sock.is_connected():
             return
         for topic in topics:
-            req_id = f"one-{uuid.uuid4().hex[:12]}"
-            message = orjson.dumps({"op": "subscribe", "req_id": req_id, "args": [topic]}).decode()
-            sock.subscriptions[req_id] = message  # pybit sends it again after a reconnect
-            sock.ws.send(message)
+            sock.subscribe_topics([topic], req_id=f"one-{uuid.uuid4().hex[:12]}")
 
     def _handle(self, i: int, recv_ns: int, message: str) -> Gap | list[str] | None:
         self._last_message[i] = time.monotonic()
@@ -272,7 +280,3 @@ class BybitPublicFeed:
         self.stats.late = self.order.late
         if out:
             await self.on_frames(out)
-
-
-def _unused(message: dict) -> None:  # pybit wants a callback per topic; raw messages bypass it
-    pass

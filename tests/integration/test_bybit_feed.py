@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import orjson
 import pytest
+import websocket
 
 from bybit_ws_server import DERIVATIVES_FILE, SPOT_FILE, BybitWsServer, load_frames
 from streams.bybit.tape import TapeWriter, header_of
@@ -170,6 +172,24 @@ async def test_a_refused_subscription_raises_an_alert_and_the_rest_still_flows()
         await run_until(feed, lambda: feed.stats.refused >= 1 and expected_ids() <= set(got.ids()))
     refused = [text for sev, title, text in got.alerts if title == "bybit refused a subscription"]
     assert refused and "NOSUCHUSDT" in refused[0]
+
+
+async def test_a_refusal_answered_before_the_sender_resumes_still_splits_the_request(monkeypatch):
+    """The reply to a subscribe can be handled before the thread that sent it runs again (a busy machine): the
+    request must be known before it is sent, or its good topics are never split out (a flaky test found it)."""
+    send = websocket.WebSocketApp.send
+
+    def send_then_stall(self, data, *args, **kwargs):
+        result = send(self, data, *args, **kwargs)
+        if '"subscribe"' in str(data):
+            time.sleep(0.3)  # the sending thread is preempted here; the reply arrives and is handled meanwhile
+        return result
+
+    monkeypatch.setattr(websocket.WebSocketApp, "send", send_then_stall)
+    with BybitWsServer(clean_feed(), symbols={"BTCUSDT", "LTCUSDT"}) as server:
+        got = Collector()
+        feed = make_feed(server, got, symbols=("BTCUSDT", "LTCUSDT", "NOSUCHUSDT"))
+        await run_until(feed, lambda: feed.stats.refused >= 3 and expected_ids() <= set(got.ids()))
 
 
 async def test_a_silent_symbol_is_marked_stale_in_event_time():
