@@ -44,6 +44,7 @@ class MetricsWriter:
         self.dirty: set[str] = set()
         self.refreshes = 0
         self._task: asyncio.Task | None = None
+        self._flushing = asyncio.Lock()
 
     def written(self, rows: dict[str, list[Row]]) -> None:
         """The recorder wrote these rows: their sessions' metrics are due."""
@@ -70,10 +71,16 @@ class MetricsWriter:
                 log.warning("metrics: refresh failed, retrying in %.0fs: %s", self.settings.refresh_s, exc)
 
     async def flush(self, sessions: Iterable[str] | None = None) -> None:
-        """Recompute the due sessions (or these) now."""
-        for session in sorted(self.dirty if sessions is None else set(sessions)):
-            await asyncio.to_thread(self.refresh, session)
-            self.dirty.discard(session)
+        """Recompute the due sessions (or these) now, after any refresh already under way. A session's mark is
+        taken before it is read, so rows written meanwhile mark it due again instead of being missed."""
+        async with self._flushing:
+            for session in sorted(self.dirty if sessions is None else set(sessions)):
+                self.dirty.discard(session)
+                try:
+                    await asyncio.to_thread(self.refresh, session)
+                except BaseException:
+                    self.dirty.add(session)
+                    raise
 
     def refresh(self, session: str) -> list[MetricsRow]:
         """Blocking (each query takes the client's lock in turn): the session's rows, computed and inserted."""
