@@ -71,7 +71,7 @@ class MetricsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     step_ms: int = Field(default=60_000, gt=0)  # besides UTC days; must divide a day
-    refresh_s: float = Field(default=5.0, gt=0)  # wall seconds between refreshes of a session's metrics rows
+    refresh_s: float = Field(default=30.0, gt=0)  # wall seconds between refreshes of a session's metrics rows
 
     @field_validator("step_ms")
     @classmethod

@@ -14,6 +14,7 @@ from infra.history import input_rows, load_history
 from infra.sql_endpoint import query_local
 from papertape.config import MetricsSettings
 from papertape.core.metrics.definitions import DEFINITIONS
+from papertape.core.metrics.execution import OrderMids
 from papertape.core.metrics.summary import MetricsRow, session_metrics
 from streams.sinks.rows import COLUMNS, Row
 
@@ -45,6 +46,9 @@ class MetricsWriter:
         self.refreshes = 0
         self._task: asyncio.Task | None = None
         self._flushing = asyncio.Lock()
+        # per session, the orders whose mids were found: a quote is never recorded late for its own symbol's
+        # partition, so a mid found stays; one not found yet is asked again
+        self._mids: dict[str, dict[str, OrderMids]] = {}
 
     def written(self, rows: dict[str, list[Row]]) -> None:
         """The recorder wrote these rows: their sessions' metrics are due."""
@@ -87,7 +91,9 @@ class MetricsWriter:
         def query(sql: str) -> dict:
             return query_local(self.client, sql)
         version = input_rows(query, session)
-        history = load_history(query, session, min(self.settings.periods))
+        history = load_history(query, session, min(self.settings.periods), self._mids.get(session))
+        self._mids[session] = {oid: m for oid, m in history.mids.items()
+                               if m.decision is not None and m.arrival is not None}
         rows = session_metrics(history, self.settings.periods)
         with client_lock(self.client):
             self.client.insert("metrics_log", [table_row(r, version) for r in rows], column_names=METRICS_COLUMNS)
