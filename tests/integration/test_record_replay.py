@@ -14,6 +14,7 @@ from bybit_rest_server import HTTP, WETH_PRICE, BybitRest
 from bybit_ws_server import DERIVATIVES_FILE, BybitWsServer, load_frames
 from papertape.app.cli import main
 from streams.bybit.tape import header_of
+from streams.sources.coingecko_tape import companion
 from streams.sources.replay import Tape
 
 
@@ -111,3 +112,7 @@ def test_run_live_trades_on_the_feed_records_it_and_closes_the_books(tmp_path, r
                  str(data), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert {(s, Decimal(m)) for s, m in rows} == {("WETH", Decimal(WETH_PRICE))}
+    # CoinGecko's answers were recorded beside the tape: replayed, they price WETH as the live run did
+    (weth,) = [f for f in Tape([companion(tape)]) if f.status == "live"]
+    assert (weth.symbol, weth.venue, Decimal(weth.ticker.last)) == ("WETH", "coingecko", Decimal(WETH_PRICE))
+    assert "WETH" in {i["symbol"] for i in header_of(companion(tape))["instruments"]}
