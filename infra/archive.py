@@ -84,6 +84,11 @@ class Archive:
         self.close()
 
 
+def ms(column: str) -> str:
+    """A DateTime64 column as ms since the epoch (how papertape's code reads event times)."""
+    return f"toUnixTimestamp64Milli({column})"
+
+
 def sql_string(text: str) -> str:
     """`text` as a ClickHouse string literal."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"

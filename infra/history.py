@@ -10,7 +10,7 @@ import json
 from decimal import Decimal
 from typing import Callable
 
-from infra.archive import records, sql_string
+from infra.archive import ms, records, sql_string
 from papertape.core.metrics.execution import OrderMids
 from papertape.core.metrics.returns import EquityPoint
 from papertape.core.metrics.summary import SessionHistory
@@ -18,10 +18,6 @@ from papertape.core.metrics.trades import FillRecord, FundingRecord
 
 Query = Callable[[str], dict]
 MID_LOOKBACK_S = 3600  # how far before a decision or an arrival a quote still gives its mid
-
-
-def ms(column: str) -> str:
-    return f"toUnixTimestamp64Milli({column})"
 
 
 def session_ids(query: Query) -> list[str]:

@@ -29,7 +29,7 @@ from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Context, Decimal, localconte
 from pathlib import Path
 from typing import Any, Iterable
 
-from infra.archive import Archive, columns, sql_string, tables
+from infra.archive import Archive, columns, ms, sql_string, tables
 from papertape.app.formatting import exact, format_table
 from papertape.config import RUN_SETTINGS, Settings, load_settings
 
@@ -320,10 +320,6 @@ def _read(archive: Archive, table: str, columns: str, where: str, progress) -> l
     return rows
 
 
-def _ms(col: str) -> str:
-    return f"toUnixTimestamp64Milli({col})"
-
-
 def read_archive(archive: Archive, session: str | None, progress) -> tuple[list[Fill], list[Funding], list[EquityRow]]:
     where = f" WHERE session = {sql_string(session)}" if session else ""
     d = Decimal
@@ -332,15 +328,15 @@ def read_archive(archive: Archive, session: str | None, progress) -> tuple[list[
     equity_cols = columns(archive.query, "equity")
     equity_funding = "toString(funding)" if "funding" in equity_cols else "'0'"
     fills = [Fill(r[0], int(r[1]), r[2], r[3], r[4], d(r[5]), d(r[6]), d(r[7]), d(r[8]), d(r[9]))
-             for r in _read(archive, "fills", f"id, {_ms('ts')}, session, symbol, side, toString(price), "
+             for r in _read(archive, "fills", f"id, {ms('ts')}, session, symbol, side, toString(price), "
                                               "toString(qty), toString(fee_rate), toString(fee), "
                                               "toString(realized_pnl)", where, progress)]
     funding = [] if "funding" not in have else [
                Funding(r[0], int(r[1]), r[2], r[3], d(r[4]), d(r[5]), d(r[6]), d(r[7]))
-               for r in _read(archive, "funding", f"id, {_ms('ts')}, session, symbol, toString(rate), "
+               for r in _read(archive, "funding", f"id, {ms('ts')}, session, symbol, toString(rate), "
                                                   "toString(mark), toString(qty), toString(amount)", where, progress)]
     equity = [EquityRow(r[0], int(r[1]), r[2], d(r[3]), d(r[4]), d(r[5]), d(r[6]))
-              for r in _read(archive, "equity", f"id, {_ms('ts')}, session, toString(cash), toString(fees), "
+              for r in _read(archive, "equity", f"id, {ms('ts')}, session, toString(cash), toString(fees), "
                                                  f"{equity_funding}, toString(realized_pnl)", where, progress)]
     return fills, funding, equity
 

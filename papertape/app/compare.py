@@ -15,19 +15,6 @@ from papertape.app.formatting import format_table, money, utc_time
 from papertape.config import Settings
 from papertape.core.metrics.drift import TERMS, Drift, Pair, Run, compare
 
-EXPLAIN = {
-    "entry_timing": "the market moved between the two entries' arrivals (latency, signal timing)",
-    "entry_slippage": "the entries' fill prices against the mid at arrival",
-    "exit_timing": "the market moved between the two exits' arrivals",
-    "exit_slippage": "the exits' fill prices against the mid at arrival",
-    "size": "a different quantity traded",
-    "fees": "fees (paying more is negative)",
-    "funding": "funding received minus paid",
-    "only_a": "trades of A that B did not make",
-    "only_b": "trades of B that A did not make (their P&L, negated)",
-    "unrealized": "positions still open at the end",
-}
-
 
 def parse_run(text: str, default_dir: Path) -> tuple[str, Path]:
     session, _, where = text.partition("@")
@@ -38,13 +25,13 @@ def load_run(label: str, session: str, data_dir: Path, settings: Settings) -> Ru
     """One run out of its archive; the archive is closed again (chdb opens one data directory at a time)."""
     with Archive(data_dir, settings.clickhouse_url if data_dir == settings.data_dir else None) as archive:
         check_sessions(archive.query, [session])
-        h = load_history(archive.query, session, min(settings.metrics.periods))
+        h = load_history(archive.query, session, settings.metrics.step_ms)
         end, unrealized = final_equity(archive.query, session)
     return Run(label, h.trades(), h.mids, h.start.equity, end, unrealized)
 
 
 def term_table(d: Drift) -> dict:
-    rows = [[name, money(d.totals[name]), EXPLAIN[name]] for name in TERMS]
+    rows = [[name, money(d.totals[name]), what] for name, what in TERMS.items()]
     rows.append(["total", money(d.explained), "= P&L of A - P&L of B"])
     return {"columns": ["term", "amount", "what"], "types": ["", "Decimal", ""], "rows": rows}
 

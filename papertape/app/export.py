@@ -24,8 +24,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from infra.archive import Archive, NoHistory, sql_string
-from infra.history import check_sessions, ms
+from infra.archive import Archive, NoHistory, ms, sql_string
+from infra.history import check_sessions
 from papertape.app.performance import compute, parse_time
 from papertape.config import Settings
 from papertape.core.metrics.summary import MetricsRow

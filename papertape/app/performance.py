@@ -36,8 +36,7 @@ def parse_time(text: str) -> int:
 
 def load_histories(query: Query, settings: Settings, sessions: list[str] | None = None) -> dict[str, SessionHistory]:
     """Each session's history (every session of the archive when None), at the finest metrics period."""
-    step = min(settings.metrics.periods)
-    return {s: load_history(query, s, step) for s in check_sessions(query, sessions)}
+    return {s: load_history(query, s, settings.metrics.step_ms) for s in check_sessions(query, sessions)}
 
 
 def compute(query: Query, settings: Settings, sessions: list[str] | None = None, from_ts: int | None = None,

@@ -26,8 +26,8 @@ from urllib.parse import urlsplit, urlunsplit
 import plotly.graph_objects as go
 import plotly.offline
 
-from infra.archive import Archive, NoHistory, records, sql_string
-from infra.history import Query, ms
+from infra.archive import Archive, NoHistory, ms, records, sql_string
+from infra.history import Query
 from infra.sql_endpoint import running
 from papertape.app.compare import load_run, pair_table, parse_run, term_table
 from papertape.app.formatting import duration, exact, metric, money, period, utc_time
@@ -44,7 +44,7 @@ from papertape.core.metrics.returns import (
     underwater,
 )
 from papertape.core.metrics.summary import ALL_SYMBOLS, MetricsRow, SessionHistory
-from papertape.core.metrics.trades import ZERO, FillRecord, Leg, Trade
+from papertape.core.metrics.trades import ZERO, FillRecord, Leg, Trade, average_price
 
 DECISIONS_SHOWN = 500  # the latest ones, newest first
 TRADES_SHOWN = 300  # round trips in the trade list, newest first
@@ -254,9 +254,9 @@ def axis_time(ts: int) -> str:
     return datetime.fromtimestamp(ts / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
-def average_price(legs: list[Leg]) -> Decimal | None:
-    qty = sum((leg.qty for leg in legs), ZERO)
-    return round(sum((leg.price * leg.qty for leg in legs), ZERO) / qty, PRICE_DECIMALS) if qty else None
+def rounded_average(legs: list[Leg]) -> Decimal | None:
+    avg = average_price(legs)
+    return None if avg is None else round(avg, PRICE_DECIMALS)
 
 
 # ---- charts ---------------------------------------------------------------------------------------------------------
@@ -288,12 +288,13 @@ def equity_chart(d: SessionData) -> str:
                                                                                     dash="dot"), hoverinfo="skip"),
         go.Scatter(x=times, y=values, mode=mode, name="equity", line=dict(color=EQUITY_COLOUR, width=2),
                    marker=dict(size=5), hovertemplate="%{x}<br>equity %{y:,.2f}<extra></extra>")])
-    periods = sorted(drawdown_periods(d.equity), key=lambda p: p.depth)[:SHADED_DRAWDOWNS]
+    every = drawdown_periods(d.equity)
+    periods = sorted(every, key=lambda p: p.depth)[:SHADED_DRAWDOWNS]
     for i, dd in enumerate(periods):
         fig.add_vrect(x0=axis_time(dd.start), x1=axis_time(dd.end), fillcolor=DRAWDOWN_FILL, line_width=0,
                       layer="below", annotation_text=f"max drawdown {metric('percent', dd.depth)}" if i == 0 else None,
                       annotation_position="top left", annotation_font_size=11)
-    count = len(drawdown_periods(d.equity))
+    count = len(every)
     shaded = (f"; shaded: the {len(periods)} deepest of {count} drawdowns" if count > len(periods)
               else f"; shaded: {plural(count, 'drawdown')}" if count else "; no drawdown")
     fig.update_layout(title_text=f"Equity, {plural(len(d.equity), 'point')}{shaded}", yaxis_tickformat=",.2f",
@@ -441,7 +442,7 @@ def trade_row(t: Trade, closed_at: int | None) -> list[Any]:
     """A round trip as the trade list shows it; `closed_at` None: open at the window's end."""
     return [t.symbol, t.side, utc_time(t.open_ts), utc_time(closed_at) if closed_at is not None else "open",
             duration(closed_at - t.open_ts) if closed_at is not None else "", exact(t.qty),
-            exact(average_price(t.entries)), exact(average_price(t.exits)) if t.exits else "", money(t.gross),
+            exact(rounded_average(t.entries)), exact(rounded_average(t.exits)) if t.exits else "", money(t.gross),
             money(t.fees), money(t.funding), money(t.net) if closed_at is not None else ""]
 
 

@@ -43,7 +43,6 @@ class MetricsWriter:
         self.client = client
         self.settings = settings
         self.dirty: set[str] = set()
-        self.refreshes = 0
         self._task: asyncio.Task | None = None
         self._flushing = asyncio.Lock()
         # per session, the orders whose mids were found: a quote is never recorded late for its own symbol's
@@ -91,11 +90,10 @@ class MetricsWriter:
         def query(sql: str) -> dict:
             return query_local(self.client, sql)
         version = input_rows(query, session)
-        history = load_history(query, session, min(self.settings.periods), self._mids.get(session))
+        history = load_history(query, session, self.settings.step_ms, self._mids.get(session))
         self._mids[session] = {oid: m for oid, m in history.mids.items()
                                if m.decision is not None and m.arrival is not None}
         rows = session_metrics(history, self.settings.periods)
         with client_lock(self.client):
             self.client.insert("metrics_log", [table_row(r, version) for r in rows], column_names=METRICS_COLUMNS)
-        self.refreshes += 1
         return rows

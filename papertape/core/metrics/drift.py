@@ -21,10 +21,20 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from papertape.core.metrics.execution import OrderMids
-from papertape.core.metrics.trades import ZERO, Leg, Trade
+from papertape.core.metrics.trades import ZERO, Leg, Trade, average_price, quantity
 
-TERMS = ("entry_timing", "entry_slippage", "exit_timing", "exit_slippage", "size", "fees", "funding", "only_a",
-         "only_b", "unrealized")
+TERMS = {  # each term of a P&L difference, and what it is
+    "entry_timing": "the market moved between the two entries' arrivals (latency, signal timing)",
+    "entry_slippage": "the entries' fill prices against the mid at arrival",
+    "exit_timing": "the market moved between the two exits' arrivals",
+    "exit_slippage": "the exits' fill prices against the mid at arrival",
+    "size": "a different quantity traded",
+    "fees": "fees (paying more is negative)",
+    "funding": "funding received minus paid",
+    "only_a": "trades of A that B did not make",
+    "only_b": "trades of B that A did not make (their P&L, negated)",
+    "unrealized": "positions still open at the end",
+}
 SCALE = Decimal("1e-18")
 
 
@@ -103,12 +113,13 @@ def compare(a: Run, b: Run, tolerance_ms: int = 60_000) -> Drift:
 
 def _pair_terms(a: Trade, b: Trade, mids_a: dict[str, OrderMids], mids_b: dict[str, OrderMids]) -> dict[str, Decimal]:
     direction = 1 if a.side == "long" else -1
-    qa, qb = _qty(a.exits), _qty(b.exits)
+    qa, qb = quantity(a.exits), quantity(b.exits)
     terms = {"fees": -(a.fees - b.fees), "funding": a.funding - b.funding}
     gross = a.gross - b.gross
     if not qa or not qb:  # one of them closed nothing yet: no prices to compare, the quantity differs
         return terms | {"size": gross}
-    xa, xb = _avg(a.exits), _avg(b.exits)
+    xa, xb = average_price(a.exits), average_price(b.exits)
+    assert xa is not None and xb is not None  # both closed some
     ea, eb = xa - a.gross / (direction * qa), xb - b.gross / (direction * qb)  # effective entries
     m_in_a, m_in_b = _arrival_mid(a.entries, mids_a), _arrival_mid(b.entries, mids_b)
     m_out_a, m_out_b = _arrival_mid(a.exits, mids_a), _arrival_mid(b.exits, mids_b)
@@ -126,14 +137,6 @@ def _pair_terms(a: Trade, b: Trade, mids_a: dict[str, OrderMids], mids_b: dict[s
     return terms | fitted | {"exit_slippage": gross - sum(fitted.values(), ZERO)}
 
 
-def _qty(legs: list[Leg]) -> Decimal:
-    return sum((leg.qty for leg in legs), ZERO)
-
-
-def _avg(legs: list[Leg]) -> Decimal:
-    return sum((leg.price * leg.qty for leg in legs), ZERO) / _qty(legs)
-
-
 def _arrival_mid(legs: list[Leg], mids: dict[str, OrderMids]) -> Decimal | None:
     """The quantity-weighted mid at the arrival of the legs' orders; None if one of them has none."""
     total = ZERO
@@ -142,4 +145,4 @@ def _arrival_mid(legs: list[Leg], mids: dict[str, OrderMids]) -> Decimal | None:
         if m is None or m.arrival is None:
             return None
         total += m.arrival * leg.qty
-    return total / _qty(legs)
+    return total / quantity(legs)

@@ -62,7 +62,17 @@ class Trade:
 
     @property
     def qty(self) -> Decimal:
-        return sum((leg.qty for leg in self.entries), ZERO)
+        return quantity(self.entries)
+
+
+def quantity(legs: list[Leg]) -> Decimal:
+    return sum((leg.qty for leg in legs), ZERO)
+
+
+def average_price(legs: list[Leg]) -> Decimal | None:
+    """The legs' quantity-weighted price; None without legs."""
+    qty = quantity(legs)
+    return sum((leg.price * leg.qty for leg in legs), ZERO) / qty if qty else None
 
 
 def round_trips(fills: list[FillRecord], funding: list[FundingRecord]) -> list[Trade]:
