@@ -56,5 +56,5 @@ def dead_letter(agent: str, topic: str, partition: int, offset: int, key: bytes 
     k = key.decode("utf-8", "replace")[:200] if key else None
     return [s.DeadLetter(id=mid, ts=ts, topic=topic, partition=partition, offset=offset, key=k, error=error[:4000],
                          payload=text),
-            s.Alert(id=f"alert:{mid}", ts=ts, severity="warning", source=agent,
+            s.Alert(id=f"alert:{mid}", ts=ts, severity="warning", type="error", source=agent,
                     title=f"rejected a message on {topic}", text=f"{topic}[{partition}]@{offset}: {error}"[:4000])]

@@ -2,13 +2,14 @@
 from .base import SCHEMA_VERSION, Message
 from .codec import InvalidMessage, decode, encode
 from .market import Bar, Level, Mark, MarketBatch, MarketFrame, Tick, TickBatch, Ticker, TickTrade, Trade, Watermark
-from .ops import Alert, Control, DeadLetter, SessionStatus
+from .ops import Alert, AlertAck, AlertDelivery, Control, DeadLetter, SessionStatus
 from .topics import TOPICS, Namespace, TopicSpec, partition_counts
 from .trading import AmendOrder, CancelOrder, Decision, Equity, Fill, Funding, Order, OrderEvent, Position, Signal
 
 __all__ = [
     "SCHEMA_VERSION", "Message", "InvalidMessage", "decode", "encode", "Bar", "Level", "Mark", "MarketBatch",
-    "MarketFrame", "Tick", "TickBatch", "Ticker", "TickTrade", "Trade", "Watermark", "Alert", "Control", "DeadLetter",
+    "MarketFrame", "Tick", "TickBatch", "Ticker", "TickTrade", "Trade", "Watermark", "Alert", "AlertAck",
+    "AlertDelivery", "Control", "DeadLetter",
     "SessionStatus", "TOPICS", "TopicSpec", "partition_counts", "Namespace", "AmendOrder", "CancelOrder", "Decision",
     "Equity", "Fill", "Funding", "Order", "OrderEvent", "Position", "Signal",
 ]

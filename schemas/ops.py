@@ -6,16 +6,37 @@ from typing import Any, Literal
 from pydantic import Field
 
 from .base import Message, SessionId
-from .vocabulary import Command, SessionState, Severity
+from .vocabulary import AlertType, Command, DeliveryOutcome, SessionState, Severity
 
 
 class Alert(Message):
     kind: Literal["alert"] = "alert"
     severity: Severity
+    type: AlertType = "system"
     source: str = Field(max_length=80)
     title: str = Field(max_length=200)
     text: str = Field(default="", max_length=4000)
     session: SessionId | None = None
+
+
+class AlertAck(Message):
+    """Someone acknowledged an alert (the API, `papertape alerts ack`). Keyed by the alert's id."""
+
+    kind: Literal["alert_ack"] = "alert_ack"
+    alert_id: str = Field(min_length=1, max_length=300)
+    by: str = Field(default="", max_length=200)
+
+
+class AlertDelivery(Message):
+    """What one channel made of an alert, written by the relay before it commits the alert's offset: the relay's
+    memory of what it delivered, read back when it restarts. Keyed by the alert's id."""
+
+    kind: Literal["alert_delivery"] = "alert_delivery"
+    alert_id: str = Field(min_length=1, max_length=300)
+    channel: str = Field(min_length=1, max_length=100)
+    outcome: DeliveryOutcome
+    attempts: int = Field(ge=0)
+    detail: str = Field(default="", max_length=1000)
 
 
 class Control(Message):

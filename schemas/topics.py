@@ -7,14 +7,14 @@ from typing import Annotated, Any, Union
 from pydantic import Field, TypeAdapter
 
 from .market import Mark, MarketBatch, MarketFrame, TickBatch, Watermark
-from .ops import Alert, Control, DeadLetter, SessionStatus
+from .ops import Alert, AlertAck, AlertDelivery, Control, DeadLetter, SessionStatus
 from .trading import AmendOrder, CancelOrder, Decision, Equity, Fill, Funding, Order, OrderEvent, Position, Signal
 
 
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
-    key: str  # what the message key is: "symbol", "session", "partition" or "none"
+    key: str  # what the message key is: "symbol", "session", "partition", "alert" (its id) or "none"
     partitions: str  # "md" (per-symbol count), "session" (per-session count) or "one"
     value: Any  # a model or an annotated union of models
     doc: str
@@ -48,7 +48,9 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec("positions", "session", "session", Position, "a session's position after each change"),
         TopicSpec("equity", "session", "session", Equity, "account snapshots in event time"),
         TopicSpec("decisions", "session", "session", Decision, "every trade or no-trade decision, with reasons"),
-        TopicSpec("alerts", "none", "one", Alert, "alerts for the relay (console, webhook)"),
+        TopicSpec("alerts", "none", "one", Alert, "alerts for the relay (console, webhook, apprise's channels)"),
+        TopicSpec("alerts.status", "alert", "one", _union(AlertAck, AlertDelivery),
+                  "acknowledgements of alerts, and what each channel made of each alert (the relay's memory)"),
         TopicSpec("errors.dlq", "none", "one", DeadLetter, "messages an agent refused, with the reason"),
     ]
 }

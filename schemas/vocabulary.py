@@ -23,6 +23,12 @@ MarginMode = Literal["cross", "isolated"]
 # so nothing may trade on the old prices; "unavailable": no source can price it now.
 FeedStatus = Literal["live", "stale", "unavailable"]
 Severity = Literal["info", "warning", "error", "critical"]
+# What an alert is about: a user's price rule; the account's performance (drawdown, daily loss, a breaker); trading
+# (fills, liquidations, rejections); errors (dead letters, crashes); the system (stale feeds, lag, components down).
+AlertType = Literal["price", "performance", "trading", "error", "system"]
+# What a channel made of an alert: it took it; it refused it for good (a 4xx: retrying cannot help); or every
+# attempt failed (down, timed out) until the relay gave up.
+DeliveryOutcome = Literal["sent", "refused", "failed"]
 Command = Literal["start", "stop", "pause", "resume", "config"]  # of a session, on the control topic
 SessionState = Literal["running", "paused", "stopped"]
 

@@ -41,7 +41,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
                    "open_positions"),
     "decisions_log": ("id", "ts", "session", "symbol", "action", "reasoning", "confidence", "risk_score",
                       "opportunity_score", "intel", "features", "order_id"),
-    "alerts_log": ("id", "ts", "severity", "source", "title", "text", "session"),
+    "alerts_log": ("id", "ts", "severity", "source", "title", "text", "session", "type"),
+    "alert_acks_log": ("id", "ts", "alert_id", "by"),
+    "alert_deliveries_log": ("id", "ts", "alert_id", "channel", "outcome", "attempts", "detail"),
     "control_log": ("id", "ts", "session", "command", "config"),
     "sessions_log": ("id", "ts", "session", "status", "event", "strategy", "intel", "breakers", "config"),
     "dead_letters_log": ("id", "ts", "topic", "partition", "offset", "key", "error", "payload"),
@@ -100,6 +102,13 @@ def _one(table: str, build: Callable[[Any], Row]) -> Callable[[Any], list[tuple[
     return lambda m: [(table, build(m))]
 
 
+def _alert_status(m: Any) -> list[tuple[str, Row]]:
+    if m.kind == "alert_ack":
+        return [("alert_acks_log", (m.id, m.ts, m.alert_id, m.by))]
+    return [("alert_deliveries_log", (m.id, m.ts, m.alert_id, m.channel, m.outcome,
+                                      _int(m.attempts, 32, signed=False), m.detail))]
+
+
 def _orders(m: Any) -> list[tuple[str, Row]]:
     """The orders topic: an Order into orders_log, a cancel or an amend into order_changes_log."""
     if m.kind == "order":
@@ -136,7 +145,8 @@ _ROWS: dict[str, Callable[[Any], list[tuple[str, Row]]]] = {
     "decisions": _one("decisions_log", lambda m: (
         m.id, m.ts, m.session, m.symbol, m.action, m.reasoning, m.confidence, m.risk_score, m.opportunity_score,
         m.intel, _json(m.features), m.order_id)),
-    "alerts": _one("alerts_log", lambda m: (m.id, m.ts, m.severity, m.source, m.title, m.text, m.session)),
+    "alerts": _one("alerts_log", lambda m: (m.id, m.ts, m.severity, m.source, m.title, m.text, m.session, m.type)),
+    "alerts.status": _alert_status,
     "control": _one("control_log", lambda m: (m.id, m.ts, m.session, m.command, _json(m.config))),
     "sessions": _one("sessions_log", lambda m: (m.id, m.ts, m.session, m.status, m.event, m.strategy, m.intel,
                                                 _json(m.breakers), _json(m.config))),

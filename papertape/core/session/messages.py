@@ -42,7 +42,7 @@ class Messages:
     def strategy_failed(self, exc: Exception, ts: int) -> list[s.Message]:
         cfg = self.run.cfg
         why = f"strategy {cfg.strategy} raised {type(exc).__name__}: {exc}"[:1000]
-        return [s.Alert(id=f"alert:{cfg.id}:strategy:{ts}", ts=ts, severity="error", source="strategy",
+        return [s.Alert(id=f"alert:{cfg.id}:strategy:{ts}", ts=ts, severity="error", type="error", source="strategy",
                         session=cfg.id, title="strategy failed: session paused",
                         text=f"{cfg.id}: {why}; resume it once fixed (`papertape session config` a new "
                              f"strategy or params, then `papertape session resume`)"),
@@ -54,7 +54,8 @@ class Messages:
         out: list[s.Message] = []
         for name in names:
             out.append(s.Alert(id=f"alert:{cfg.id}:breaker:{name}:{ts}", ts=ts, severity="warning",
-                               source="risk", session=cfg.id, title=f"circuit breaker tripped: {name}",
+                               type="performance", source="risk", session=cfg.id,
+                               title=f"circuit breaker tripped: {name}",
                                text=f"{cfg.id}: {self.guard.tripped[name]}; new entries are blocked until the "
                                     f"day ends ({cfg.risk.day_starts_at} UTC)"))
             out.append(self.status(ts, f"circuit breaker tripped: {name}"))
@@ -63,7 +64,7 @@ class Messages:
     def breakers_reset(self, at: int, tripped: dict[str, str]) -> list[s.Message]:
         cfg = self.run.cfg
         return [self.status(at, "circuit breakers reset at the day's start"),
-                s.Alert(id=f"alert:{cfg.id}:reset:{at}", ts=at, severity="info", source="risk",
+                s.Alert(id=f"alert:{cfg.id}:reset:{at}", ts=at, severity="info", type="performance", source="risk",
                         session=cfg.id, title="circuit breakers reset",
                         text=f"{cfg.id}: a new day began; reset {', '.join(sorted(tripped))}")]
 
@@ -123,11 +124,12 @@ class Messages:
     def refused(self, oc: Refusal) -> s.Alert:
         cfg = self.run.cfg
         return s.Alert(id=f"alert:{cfg.id}:refused:{oc.order_id}:{oc.ts}", ts=oc.ts, severity="warning",
-                       source="venue", session=cfg.id, title="request refused", text=oc.reason)
+                       type="trading", source="venue", session=cfg.id, title="request refused", text=oc.reason)
 
     def liquidated(self, oid: str, symbol: str, qty: Decimal, price: Decimal, fee: Decimal, ts: int) -> s.Alert:
         cfg = self.run.cfg
-        return s.Alert(id=f"alert:{oid}", ts=ts, severity="critical", source="venue", session=cfg.id,
+        return s.Alert(id=f"alert:{oid}", ts=ts, severity="critical", type="trading", source="venue",
+                       session=cfg.id,
                        title=f"{symbol} position liquidated",
                        text=f"{cfg.id}: {qty} {symbol} closed at {price} ({cfg.margin_mode} margin "
                             f"reached maintenance), fee {fee}")
