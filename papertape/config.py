@@ -1,5 +1,6 @@
 """Settings: embedded defaults, overridable by a TOML file and the environment (KAFKA_BOOTSTRAP, CLICKHOUSE_URL,
-PAPERTAPE_NAMESPACE, PAPERTAPE_WEBHOOK_URL, PAPERTAPE_DATA)."""
+PAPERTAPE_NAMESPACE, PAPERTAPE_WEBHOOK_URL, PAPERTAPE_DATA, PAPERTAPE_PROMETHEUS_HOST, PAPERTAPE_PROMETHEUS_PORT,
+PAPERTAPE_API_TOKEN, PAPERTAPE_API_TOKEN_FILE)."""
 from __future__ import annotations
 
 import os
@@ -10,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from papertape.core.alert_rules import PriceRule
 from papertape.core.instruments import DEFAULT_INSTRUMENTS, Instrument
 from papertape.core.metrics.returns import DAY_MS
 from papertape.core.session.config import SessionConfig
@@ -86,6 +88,35 @@ class MetricsSettings(BaseModel):
         return (DAY_MS,) if self.step_ms == DAY_MS else (DAY_MS, self.step_ms)
 
 
+class ChannelSettings(BaseModel):
+    """One alert channel of the relay (README "Alerts"): an apprise URL (tgram://, discord://, slack://, mailto://,
+    ntfy://, matrix://...) or a plain JSON webhook, with the severities and types it wants."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")  # how logs, tables and the API call it (never its URL)
+
+
+class AlertsSettings(BaseModel):
+    """The alert relay: its channels, the users' price rules, storm aggregation and repeat limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channels: list[ChannelSettings] = Field(default_factory=list)
+    rules: list[PriceRule] = Field(default_factory=list)
+
+
+class ApiSettings(BaseModel):
+    """`papertape api`: where it listens and its bearer token (required beyond loopback)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    token: str | None = Field(default=None, repr=False)  # better: PAPERTAPE_API_TOKEN or token_file
+    token_file: Path | None = None
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -108,7 +139,12 @@ class Settings(BaseModel):
     bybit: BybitSettings = Field(default_factory=BybitSettings)
     coingecko: CoinGeckoSettings = Field(default_factory=CoinGeckoSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     webhook_url: str | None = None
+    # every process's Prometheus /metrics: port 0 is a free port, written to data_dir/prometheus/<process>.json
+    prometheus_host: str = "127.0.0.1"
+    prometheus_port: int = Field(default=0, ge=0, le=65535)
     log_level: str = "warning"
 
     def with_env(self) -> "Settings":
@@ -117,8 +153,15 @@ class Settings(BaseModel):
                                  "webhook_url": os.environ.get("PAPERTAPE_WEBHOOK_URL"),
                                  "namespace": os.environ.get("PAPERTAPE_NAMESPACE"),
                                  "broker": os.environ.get("PAPERTAPE_BROKER"),
-                                 "data_dir": os.environ.get("PAPERTAPE_DATA")}.items() if v}
-        return self.model_copy(update=env) if env else self
+                                 "data_dir": os.environ.get("PAPERTAPE_DATA"),
+                                 "prometheus_host": os.environ.get("PAPERTAPE_PROMETHEUS_HOST"),
+                                 "prometheus_port": os.environ.get("PAPERTAPE_PROMETHEUS_PORT")}.items() if v}
+        out = Settings.model_validate(self.model_dump() | env) if env else self
+        api = {k: v for k, v in {"token": os.environ.get("PAPERTAPE_API_TOKEN"),
+                                 "token_file": os.environ.get("PAPERTAPE_API_TOKEN_FILE")}.items() if v}
+        if api:
+            out = out.model_copy(update={"api": ApiSettings.model_validate(out.api.model_dump() | api)})
+        return out
 
     @property
     def names(self) -> Namespace:
