@@ -15,7 +15,7 @@ from typing import Any, Callable, TypeVar
 import httpx
 
 from infra.clickhouse import DataDirInUse, connect
-from infra.sql_endpoint import query_local, query_local_raw, query_remote, query_remote_raw, running
+from infra.sql_endpoint import Params, query_local, query_local_raw, query_remote, query_remote_raw, running
 
 RELEASE_WAIT_S = 5.0  # a run that just ended still holds the data directory for a moment
 T = TypeVar("T")
@@ -41,14 +41,15 @@ class Archive:
         elif not url and not (self.data_dir / "clickhouse").exists():
             raise NoHistory(f"no history in {self.data_dir} (and no CLICKHOUSE_URL)")
 
-    def query(self, sql: str) -> dict:
-        return self._ask(lambda port: query_remote(port, sql, timeout=self.timeout),
-                         lambda client: query_local(client, sql))
+    def query(self, sql: str, params: Params = None) -> dict:
+        """`params` bind the query's {name:Type} placeholders (values never pasted into the SQL)."""
+        return self._ask(lambda port: query_remote(port, sql, timeout=self.timeout, params=params),
+                         lambda client: query_local(client, sql, params))
 
-    def raw(self, sql: str, fmt: str) -> bytes:
+    def raw(self, sql: str, fmt: str, params: Params = None) -> bytes:
         """The result of `sql` (without a FORMAT clause) as ClickHouse writes it in the output format `fmt`."""
-        return self._ask(lambda port: query_remote_raw(port, sql, fmt, timeout=self.timeout),
-                         lambda client: query_local_raw(client, sql, fmt))
+        return self._ask(lambda port: query_remote_raw(port, sql, fmt, timeout=self.timeout, params=params),
+                         lambda client: query_local_raw(client, sql, fmt, params))
 
     def _ask(self, remote: Callable[[int], T], local: Callable[[Any], T]) -> T:
         if self._port is not None:

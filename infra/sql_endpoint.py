@@ -1,7 +1,9 @@
 """SQL over HTTP for the process that owns the embedded ClickHouse (chdb opens a data dir in one process only).
 
 POST /sql with the query as the body -> {"columns": [...], "types": [...], "rows": [[...]]}; Decimal, datetime
-and other non-JSON values are rendered as strings. POST /sql?format=F (a ClickHouse output format: Parquet,
+and other non-JSON values are rendered as strings. Query parameters `param_<name>=<value>` bind the query's
+`{name:Type}` placeholders (ClickHouse's own syntax, as its HTTP interface takes them).
+POST /sql?format=F (a ClickHouse output format: Parquet,
 CSVWithNames...) -> the result in that format, as ClickHouse writes it. A failing query -> HTTP 400 with
 ClickHouse's message.
 """
@@ -34,20 +36,23 @@ class SqlError(RuntimeError):
     """The query failed; the text is ClickHouse's message."""
 
 
-def query_local(client: Any, sql: str) -> dict:
+Params = dict[str, Any] | None  # values of the query's {name:Type} placeholders
+
+
+def query_local(client: Any, sql: str, params: Params = None) -> dict:
     """Run `sql` on `client` (blocking, serialized with the process's other calls on it)."""
     with client_lock(client):
-        return _run(client, sql)
+        return _run(client, sql, params)
 
 
-def query_local_raw(client: Any, sql: str, fmt: str) -> bytes:
+def query_local_raw(client: Any, sql: str, fmt: str, params: Params = None) -> bytes:
     """The result of `sql` in ClickHouse's output format `fmt` (the query has no FORMAT clause of its own)."""
     with client_lock(client):
-        return client.raw_query(sql, fmt=fmt)
+        return client.raw_query(sql, parameters=params, fmt=fmt)
 
 
-def _run(client: Any, sql: str) -> dict:
-    result = client.query(sql)
+def _run(client: Any, sql: str, params: Params = None) -> dict:
+    result = client.query(sql, parameters=params)
     return {"columns": list(result.column_names), "types": [t.name for t in result.column_types],
             "rows": [[_json_value(v) for v in row] for row in result.result_rows]}
 
@@ -72,11 +77,12 @@ async def serve(client: Any, host: str = "127.0.0.1", port: int = 0) -> tuple[we
         if not text:
             return web.Response(status=400, text="empty query")
         fmt = request.query.get("format")
+        params = {k[len("param_"):]: v for k, v in request.query.items() if k.startswith("param_")} or None
         try:
             if fmt:
-                return web.Response(body=await call(client, client.raw_query, text, fmt=fmt),
+                return web.Response(body=await call(client, client.raw_query, text, parameters=params, fmt=fmt),
                                     content_type="application/octet-stream")
-            return web.json_response(await call(client, _run, client, text))
+            return web.json_response(await call(client, _run, client, text, params))
         except Exception as exc:
             return web.Response(status=400, text=str(exc))
 
@@ -93,14 +99,19 @@ async def serve(client: Any, host: str = "127.0.0.1", port: int = 0) -> tuple[we
     return runner, runner.addresses[0][1]  # the bound port, also when port=0
 
 
-def query_remote(port: int, sql: str, host: str = "127.0.0.1", timeout: float = 60.0) -> dict:
+def query_remote(port: int, sql: str, host: str = "127.0.0.1", timeout: float = 60.0, params: Params = None) -> dict:
     """Ask the owning process's endpoint; raises SqlError with ClickHouse's message if the query fails."""
-    return _post(port, sql, host, timeout).json()
+    return _post(port, sql, host, timeout, _url_params(params)).json()
 
 
-def query_remote_raw(port: int, sql: str, fmt: str, host: str = "127.0.0.1", timeout: float = 60.0) -> bytes:
+def query_remote_raw(port: int, sql: str, fmt: str, host: str = "127.0.0.1", timeout: float = 60.0,
+                     params: Params = None) -> bytes:
     """query_remote, the result in ClickHouse's output format `fmt`."""
-    return _post(port, sql, host, timeout, {"format": fmt}).content
+    return _post(port, sql, host, timeout, {"format": fmt} | _url_params(params)).content
+
+
+def _url_params(params: Params) -> dict[str, str]:
+    return {f"param_{k}": str(v) for k, v in (params or {}).items()}
 
 
 def _post(port: int, sql: str, host: str, timeout: float, params: dict[str, str] | None = None) -> httpx.Response:
