@@ -7,7 +7,7 @@ import faust
 
 from agents import engine, market
 from agents.outputs import Outputs
-from infra import tansu
+from infra import prometheus, tansu
 from papertape.config import Settings
 
 
@@ -28,6 +28,7 @@ def create_app(settings: Settings, use_tansu: bool, replication: int = 1) -> fau
     )
     instruments = settings.instrument_map()
     names = settings.names
+    prometheus.instrument_faust(app, names.name_of)  # events in and out by topic, lag, commit latency
     market.register(app, settings, instruments, Outputs(app, names))  # each agent's own: its saves wait for its sends
     engine.register(app, settings, instruments, Outputs(app, names))
     return app

@@ -19,6 +19,7 @@ import faust
 import orjson
 
 from agents.outputs import Outputs
+from infra import prometheus
 from schemas.topics import Namespace
 
 
@@ -206,6 +207,7 @@ class Checkpoints(Generic[S]):
                 self.table.data[key] = part  # what this worker reads back after a rebalance
                 writes.append((partition, key, part))
             self.save_cost[partition] = time.perf_counter() - started
+        prometheus.CHECKPOINT_SAVE.labels(self.table.name).observe(sum(self.save_cost[p] for p in partitions))
         events = [event for partition in partitions for event in self.held.pop(partition, [])]
         now = time.monotonic()
         for partition in partitions:

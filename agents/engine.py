@@ -46,7 +46,7 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
                         await outputs.send(dead_letter("engine", topic, msg.partition, msg.offset, msg.key,
                                                        msg.value, str(exc), eng.now))
                         continue
-                    await outputs.send(out)
+                    await outputs.send(out, msg.timestamp if topic == "md.ticks" else None)
                 await checkpoints.save(*(p for p in sorted(touched)
                                          if checkpoints.due(p) or checkpoints.state(p).finished))
         except Exception as exc:  # a bug, not bad input: see agents/crash.py

@@ -10,6 +10,7 @@ import schemas as s
 from agents.checkpoint import Checkpoints
 from agents.crash import die
 from agents.outputs import Outputs, dead_letter
+from infra import prometheus
 from papertape.core.market.partition import MarketPartition
 from schemas.codec import reason_of, split_batch
 
@@ -18,8 +19,11 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
     source = app.topic(settings.names.topic("md.events"), key_serializer="raw", value_serializer="raw",
                        partitions=settings.md_partitions)
     checkpoints = Checkpoints(app, "market-state", settings.md_partitions, settings.checkpoint_every_s,
-                              ("md.events",), lambda p: MarketPartition(p, instruments, settings.md_partitions),
+                              ("md.events",), lambda p: MarketPartition(p, instruments, settings.md_partitions,
+                                                        settings.alerts.rules),
                               outputs, settings.names)
+    prometheus.STALE_SYMBOLS.set_function(lambda: sum(len(mp.stale) for p, mp in list(checkpoints.states.items())
+                                                      if p not in checkpoints.revoked))
 
     @app.agent(source, name="market")
     async def market(stream: faust.StreamT) -> None:
@@ -31,6 +35,7 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
                     touched.add(msg.partition)
                     item, refused = decode_leniently(msg.value)
                     if item is not None:
+                        prometheus.took_market(item)
                         refused += [(i, orjson.dumps(f.model_dump(mode="json")), reason)
                                     for i, f, reason in mp.on_message(item, msg.offset)]
                     else:

@@ -8,6 +8,7 @@ from faust.types import RecordMetadata
 
 import schemas as s
 from agents import codec  # noqa: F401  (registers the "papertape" codec)
+from infra import prometheus
 
 TOPIC_OF_KIND = {
     "fill": "fills", "order_event": "order.events", "position": "positions", "equity": "equity",
@@ -32,9 +33,11 @@ class Outputs:
                            for name in s.TOPICS}
         self.unconfirmed: list[Awaitable[RecordMetadata]] = []  # Faust's FutureMessage
 
-    async def send(self, msgs) -> None:
+    async def send(self, msgs: list, tick_sent_at: float | None = None) -> None:
+        """`tick_sent_at`: when the tick batch that produced `msgs` was sent (s), for the tick-to-fill latency."""
         for msg in msgs:
             self.unconfirmed.append(await self.topics[TOPIC_OF_KIND[msg.kind]].send(key=key_of(msg), value=msg))
+        prometheus.count_sent(msgs, tick_sent_at)
 
     async def send_to(self, topic: str, msg, partitions: range) -> None:
         """One message to several partitions of `topic`, encoded once."""

@@ -16,6 +16,7 @@ from papertape.core.instruments import DEFAULT_INSTRUMENTS, Instrument
 from papertape.core.metrics.returns import DAY_MS
 from papertape.core.session.config import SessionConfig
 from schemas.topics import Namespace, kafka_partition
+from schemas.vocabulary import AlertType, Severity
 
 RECORDINGS = Path(__file__).resolve().parent.parent / "streams" / "recordings"
 BUNDLED_TAPE = [RECORDINGS / "binance_usdm" / "usdm_btcusdt_20240808.gz",
@@ -92,9 +93,34 @@ class ChannelSettings(BaseModel):
     """One alert channel of the relay (README "Alerts"): an apprise URL (tgram://, discord://, slack://, mailto://,
     ntfy://, matrix://...) or a plain JSON webhook, with the severities and types it wants."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # its input holds the secret URL
 
     name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")  # how logs, tables and the API call it (never its URL)
+    # the URL is a secret (a bot token, a webhook's key): exactly one of these; http(s):// is a plain JSON webhook,
+    # any other scheme an apprise URL
+    url: str | None = Field(default=None, repr=False)
+    url_env: str | None = None  # the name of an environment variable holding it
+    url_file: Path | None = None  # a file holding it (a container's secret)
+    min_severity: Severity = "warning"
+    types: list[AlertType] = Field(default_factory=list)  # empty: every type
+    api_url: str | None = None  # another API base: a self-hosted Telegram Bot API server, a proxy
+
+    def secret_url(self) -> str:
+        """The URL, read now (ValueError naming the channel, never the URL, when it cannot be). Checked here, not
+        by a validator: pydantic would quote the URL in its error."""
+        if sum(v is not None for v in (self.url, self.url_env, self.url_file)) != 1:
+            raise ValueError(f"alert channel {self.name!r}: give exactly one of url, url_env, url_file")
+        if self.url is not None:
+            return self.url
+        if self.url_env is not None:
+            if not (value := os.environ.get(self.url_env, "").strip()):
+                raise ValueError(f"alert channel {self.name!r}: environment variable {self.url_env} is not set")
+            return value
+        assert self.url_file is not None
+        try:
+            return self.url_file.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"alert channel {self.name!r}: cannot read {self.url_file}: {exc.strerror}") from None
 
 
 class AlertsSettings(BaseModel):
@@ -104,6 +130,29 @@ class AlertsSettings(BaseModel):
 
     channels: list[ChannelSettings] = Field(default_factory=list)
     rules: list[PriceRule] = Field(default_factory=list)
+    # a system alert when the recorder is this many messages behind the recorded topics (and one when back under)
+    recorder_lag: int = Field(default=100_000, ge=1)
+    # embedded: the run's own relay delivers to the channels; external: `papertape relay` does (the run only prints)
+    relay: Literal["embedded", "external"] = "embedded"
+    aggregate_s: float = Field(default=2.0, ge=0)  # alerts of one (type, title) this close go out as one message
+    repeat_s: float = Field(default=60.0, ge=0)  # the same alert (type, source, title, session) again is held back
+    retry_for_s: float = Field(default=60.0, gt=0)  # a channel down this long for a message: outcome "failed"
+
+    @field_validator("channels")
+    @classmethod
+    def _unique_names(cls, v: list[ChannelSettings]) -> list[ChannelSettings]:
+        names = [c.name for c in v]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"alert channels named more than once: {dupes}")
+        return v
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_rule_ids(cls, v: list[PriceRule]) -> list[PriceRule]:  # an alert's id and its state are the rule's
+        ids = [r.id for r in v]
+        if dupes := sorted({i for i in ids if ids.count(i) > 1}):
+            raise ValueError(f"price rules with the same id: {dupes}")
+        return v
 
 
 class ApiSettings(BaseModel):

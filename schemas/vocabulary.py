@@ -27,8 +27,8 @@ Severity = Literal["info", "warning", "error", "critical"]
 # (fills, liquidations, rejections); errors (dead letters, crashes); the system (stale feeds, lag, components down).
 AlertType = Literal["price", "performance", "trading", "error", "system"]
 # What a channel made of an alert: it took it; it refused it for good (a 4xx: retrying cannot help); or every
-# attempt failed (down, timed out) until the relay gave up.
-DeliveryOutcome = Literal["sent", "refused", "failed"]
+# attempt failed (down, timed out) until the relay gave up; or the relay held it back, a repeat of one just sent.
+DeliveryOutcome = Literal["sent", "refused", "failed", "suppressed"]
 Command = Literal["start", "stop", "pause", "resume", "config"]  # of a session, on the control topic
 SessionState = Literal["running", "paused", "stopped"]
 

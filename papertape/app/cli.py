@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import gc
 import json
 import shutil
@@ -57,10 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--settings-json", type=Path)
     worker.add_argument("--config", type=Path)
     worker.add_argument("--tansu", action="store_true", help="the broker is Tansu: apply its fixes")
+    worker.add_argument("--index", type=int, help="set by `papertape run` for its I-th worker: metrics at "
+                                                  "prometheus/worker-I.json, on the Prometheus port + I + 1")
 
     recorder = sub.add_parser("recorder", help="record every topic into ClickHouse and relay alerts")
     recorder.add_argument("--config", type=Path)
     recorder.add_argument("--data-dir", type=Path)
+
+    relay = sub.add_parser("relay", help="deliver alerts (and fills, as trading alerts) to the configured channels: "
+                                         "the relay alone, restartable (with [alerts] relay = \"external\")")
+    relay.add_argument("--config", type=Path, help="TOML settings with [alerts] (default: the running run's)")
+    relay.add_argument("--data-dir", type=Path, help="the run whose broker to use (its run.json), else KAFKA_BOOTSTRAP")
 
     sql = sub.add_parser("sql", help="query the history in ClickHouse")
     sql.add_argument("query")
@@ -117,14 +125,37 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("--config", type=Path)
     compare.add_argument("--json", action="store_true")
 
+    api = sub.add_parser("api", help="the HTTP API and the dashboard (on 127.0.0.1:8000 by default)")
+    api.add_argument("--config", type=Path)
+    api.add_argument("--data-dir", type=Path)
+    api.add_argument("--host", help="address to listen on (beyond loopback only with a token)")
+    api.add_argument("--port", type=int)
+    api.add_argument("--token-file", type=Path, help="the bearer token in a file (or PAPERTAPE_API_TOKEN)")
+
+    alerts = sub.add_parser("alerts", help="list and acknowledge alerts")
+    alerts_sub = alerts.add_subparsers(dest="alerts_command", required=True)
+    alerts_list = alerts_sub.add_parser("list", help="alerts newest first, with their acknowledgement and deliveries")
+    alerts_list.add_argument("--severity", action="append", choices=["info", "warning", "error", "critical"])
+    alerts_list.add_argument("--type", action="append", choices=["price", "performance", "trading", "error", "system"])
+    alerts_list.add_argument("--session")
+    alerts_list.add_argument("--unacknowledged", action="store_true")
+    alerts_list.add_argument("--limit", type=int, default=50)
+    alerts_list.add_argument("--json", action="store_true")
+    alerts_list.add_argument("--data-dir", type=Path)
+    alerts_ack = alerts_sub.add_parser("ack", help="acknowledge alerts by id")
+    alerts_ack.add_argument("ids", nargs="+", metavar="ID")
+    alerts_ack.add_argument("--by", default="cli", help="who acknowledges (default: cli)")
+    alerts_ack.add_argument("--data-dir", type=Path)
+
     _session_args(sub)
 
     args = parser.parse_args(argv)
     try:
-        return {"run": cmd_run, "worker": cmd_worker, "recorder": cmd_recorder, "sql": cmd_sql,
+        return {"run": cmd_run, "worker": cmd_worker, "recorder": cmd_recorder, "relay": cmd_relay, "sql": cmd_sql,
                 "status": cmd_status, "record": cmd_record, "instruments": cmd_instruments,
                 "audit": cmd_audit, "session": cmd_session, "metrics": cmd_metrics,
-                "export": cmd_export, "report": cmd_report, "compare": cmd_compare}[args.command](args)
+                "export": cmd_export, "report": cmd_report, "compare": cmd_compare, "api": cmd_api,
+                "alerts": cmd_alerts}[args.command](args)
     except KeyboardInterrupt:
         return 130
 
@@ -289,6 +320,7 @@ def cmd_worker(args) -> int:
 
     from agents.app import create_app
     from infra.broker import ensure_topics
+    from infra.prometheus import serve
     from schemas import partition_counts
 
     if args.settings_json:
@@ -306,6 +338,11 @@ def cmd_worker(args) -> int:
     # and let it run less often (ticks are short-lived tuples, freed by reference counting anyway).
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+    if args.index is None:
+        metrics = serve(settings, "worker", settings.data_dir)
+    else:
+        metrics = serve(settings, f"worker-{args.index}", settings.data_dir, offset=args.index + 1)
+    atexit.register(metrics.close)
     Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
     return 0
 
@@ -328,6 +365,53 @@ def cmd_recorder(args) -> int:
             await stop.wait()
         finally:
             await pipe.stop()
+
+    asyncio.run(go())
+    return 0
+
+
+def cmd_relay(args) -> int:
+    """The alert relay alone (`[alerts] relay = "external"`), until SIGTERM or Ctrl-C. Killed and started again, it
+    sends what it had not, and nothing twice (but a message a channel took just before the kill)."""
+    from papertape.app.live import stop_on_signals
+    from schemas import Namespace
+    from streams.sinks.alert_channels import delivery_channels
+    from streams.sinks.alerts import AlertRelay
+
+    settings = _settings(args)
+    ran = settings.data_dir / RUN_SETTINGS
+    if args.config is None and ran.exists():  # the channels of the run in that directory
+        try:
+            run = Settings.model_validate_json(ran.read_text())
+            settings = settings.model_copy(update={"alerts": run.alerts,
+                                                   "webhook_url": settings.webhook_url or run.webhook_url})
+        except ValueError:  # a run of an older papertape: this one's settings
+            pass
+    info = running(settings.data_dir)
+    bootstrap = info["bootstrap"] if info else settings.kafka_bootstrap
+    names = Namespace(info.get("namespace", "")) if info else settings.names
+    if not bootstrap:
+        print(f"papertape relay needs a run in progress in {settings.data_dir} or KAFKA_BOOTSTRAP", file=sys.stderr)
+        return 2
+    try:
+        channels = delivery_channels(settings.alerts, settings.webhook_url)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not channels:
+        print("no alert channel: add [[alerts.channels]] to the settings, or set PAPERTAPE_WEBHOOK_URL",
+              file=sys.stderr)
+        return 2
+
+    async def go() -> None:
+        relay = AlertRelay(bootstrap, channels, settings.alerts, names=names)
+        stop = stop_on_signals(asyncio.Event())
+        await relay.start()
+        print(f"alert relay on {bootstrap}: {', '.join(c.name for c in channels)}", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await relay.stop()
 
     asyncio.run(go())
     return 0
@@ -414,6 +498,34 @@ def cmd_compare(args) -> int:
     from papertape.app.compare import main as compare
 
     return compare(args, _metrics_settings(args))
+
+
+def cmd_api(args) -> int:
+    import uvicorn
+
+    from papertape.app.api.server import OpenToNetwork, api_token, check_exposure, create_app
+
+    settings = load_settings(args.config, data_dir=args.data_dir)
+    if args.token_file:
+        settings = settings.model_copy(update={"api": settings.api.model_copy(update={"token_file": args.token_file})})
+    host, port = args.host or settings.api.host, settings.api.port if args.port is None else args.port
+    try:
+        token = api_token(settings)
+        check_exposure(host, token)
+    except (OSError, OpenToNetwork) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"papertape api on http://{host}:{port}/ (dashboard), /api/v1 (OpenAPI: /docs), data in "
+          f"{settings.data_dir}" + (", bearer token required" if token else ""), flush=True)
+    uvicorn.run(create_app(settings, token), host=host, port=port, log_level=settings.log_level,
+                access_log=False)
+    return 0
+
+
+def cmd_alerts(args) -> int:
+    from papertape.app.alerts import main as alerts_main
+
+    return alerts_main(args)
 
 
 def cmd_audit(args) -> int:

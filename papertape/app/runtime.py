@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 
 import schemas as s
 import streams.sources.coingecko_tape as coingecko_tape
-from infra import tansu
+from infra import prometheus, tansu
 from infra.archive import records
 from infra.broker import die_with_parent, ensure_topics, wait_group_coordinator
 from infra.clickhouse import connect, migrate
@@ -29,12 +30,15 @@ from infra.sql_endpoint import RUN_FILE, query_local, serve
 from papertape.app.live import feed_for, tape_header, token_prices
 from papertape.config import RUN_SETTINGS, Settings
 from schemas.topics import kafka_partition
+from schemas.vocabulary import Severity
 from streams.bybit.instruments import INSTRUMENT_LIST
 from streams.bybit.tape import TapeWriter
 from streams.frames.wire import WireFrame
-from streams.sinks.alerts import AlertFanout, AlertRelay, Channel, ConsoleChannel, WebhookChannel
+from streams.sinks.alert_channels import ConsoleChannel
+from streams.sinks.alerts import alert_edges
 from streams.sinks.metrics import MetricsWriter
 from streams.sinks.recorder import Recorder
+from streams.sinks.system_alerts import AlertSender, Episode
 from streams.sources.replay import BatchSender, ReplaySource
 
 STOP_TIMEOUT_S = 30.0
@@ -43,7 +47,7 @@ STOP_TIMEOUT_S = 30.0
 class FinishWatch:
     """An alert channel that notes which engine partitions reported the end of the tape."""
 
-    min_severity = "info"
+    min_severity: Severity = "info"
 
     def __init__(self) -> None:
         self.partitions: set[str] = set()
@@ -54,7 +58,7 @@ class FinishWatch:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, out=None, console_alerts: str = "warning") -> None:
+    def __init__(self, settings: Settings, out=None, console_alerts: Severity = "warning") -> None:
         self.settings = settings
         self.out = out or sys.stdout  # looked up now: a caller may have redirected it
         self.console_alerts = console_alerts
@@ -75,6 +79,9 @@ class Pipeline:
 
     async def start(self, worker: bool = True) -> "Pipeline":
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # one endpoint for the supervisor, with its recorder's and relay's metrics (`papertape recorder`: the same)
+        self.prometheus = prometheus.serve(self.settings, "supervisor" if worker else "recorder", self.data_dir)
+        self.say(f"metrics: {self.prometheus.url}")
         bootstrap = self.settings.kafka_bootstrap
         if bootstrap is None:
             self.broker = self._start_embedded_broker()
@@ -98,13 +105,18 @@ class Pipeline:
                                                           "namespace": self.settings.namespace}))
         consumer: tansu.ConsumerSettings = tansu.CONSUMER_SETTINGS if self.tansu else {}
         self.metrics = MetricsWriter(self.ch, self.settings.metrics)
-        self.recorder = Recorder(bootstrap, self.ch, names=names, on_written=self.metrics.written, **consumer)
+        self.alert_sender = AlertSender(bootstrap, names, **tansu.producer_settings(self.tansu))
+        await self.alert_sender.start()
+        self.inserts_failing = Episode(self.alert_sender, "clickhouse", "error", "ClickHouse inserts failing",
+                                       "ClickHouse inserts succeed again")
+        self.recorder_behind = Episode(self.alert_sender, "recorder-lag", "warning", "recorder behind",
+                                       "recorder caught up")
+        self.recorder = Recorder(bootstrap, self.ch, names=names, on_written=self.metrics.written,
+                                 on_insert_failing=self.inserts_failing.report, **consumer)
         await self.recorder.start()
         self.metrics.start()
-        channels: list[Channel] = [ConsoleChannel(self.console_alerts, self.out), self.finish]
-        if self.settings.webhook_url:
-            channels.append(WebhookChannel(self.settings.webhook_url))
-        self.alerts = AlertRelay(bootstrap, AlertFanout(channels), names=names, **consumer)
+        self.alerts = alert_edges(bootstrap, self.settings, [ConsoleChannel(self.console_alerts, self.out),
+                                                             self.finish], names=names, **consumer)
         await self.alerts.start()
         if worker:
             for i in range(len(self.workers)):
@@ -133,7 +145,7 @@ class Pipeline:
 
     async def _watch(self) -> None:
         """Replace a worker that died; restart an embedded Kafka broker that died, on its log directory."""
-        while True:
+        for n in itertools.count():
             await asyncio.sleep(0.2)
             for i, worker in enumerate(self.workers):
                 if worker is not None and worker.poll() is not None:
@@ -143,6 +155,17 @@ class Pipeline:
                     if not self.broker.node_running(node):
                         self.say(f"broker node {node} died; restarting it on its log directory")
                         self.broker.start_node(node)  # from this (the main) thread: it must die with this process
+                        self.alert_sender.post(f"broker-node-{node}", "error", "broker node restarted",
+                                               f"embedded Kafka node {node} died; restarted on its log directory")
+            if n % 25 == 0:  # every 5 s
+                await self._check_recorder_lag()
+
+    async def _check_recorder_lag(self) -> None:
+        try:
+            lag = sum(v or 0 for v in (await self.recorder.lag()).values())
+        except Exception:  # partitions moving in a rebalance: the next check
+            return
+        self.recorder_behind.report(lag > self.settings.alerts.recorder_lag, f"{lag} messages not yet in ClickHouse")
 
     # --- the worker processes -------------------------------------------------------------------------------
     @property
@@ -154,7 +177,7 @@ class Pipeline:
         cfg = self.data_dir / RUN_SETTINGS
         cfg.write_text(self.settings.model_dump_json())
         log = open(self.data_dir / f"worker-{self.workers_started}.log", "wb")
-        cmd = [sys.executable, "-m", "papertape.app.cli", "worker", "--settings-json", str(cfg)]
+        cmd = [sys.executable, "-m", "papertape.app.cli", "worker", "--settings-json", str(cfg), "--index", str(i)]
         if self.tansu:
             cmd.append("--tansu")
         # the worker dies with the supervisor (as the embedded broker does), however the supervisor ends
@@ -172,6 +195,10 @@ class Pipeline:
             raise RuntimeError(f"a worker exited with code {code}, after {self.workers_started} worker starts; "
                                f"see {self.data_dir}/worker-{self.workers_started}.log")
         self.say(f"worker exited with code {code}; starting a new one (it resumes from its checkpoints)")
+        prometheus.WORKER_RESTARTS.inc()
+        self.alert_sender.post(f"worker-{i}-exit-{dead.pid}", "error", "worker restarted",
+                               f"worker {i} (pid {dead.pid}) exited with code {code}; a new one resumes from its "
+                               "checkpoints")
         self.start_worker(i)
 
     def kill_worker(self, sig: int = signal.SIGKILL, i: int = 0) -> None:
@@ -321,6 +348,8 @@ class Pipeline:
         await self._stop_edges()
         if hasattr(self, "sql_runner"):
             await self.sql_runner.cleanup()
+        if hasattr(self, "prometheus"):
+            self.prometheus.close()
         (self.data_dir / RUN_FILE).unlink(missing_ok=True)
         if hasattr(self, "ch"):
             self.ch.close()
@@ -343,7 +372,7 @@ class Pipeline:
         if not hasattr(self, "metrics"):
             return
         await self.metrics.stop()
-        for part in ("alerts", "recorder"):
+        for part in ("alerts", "recorder", "alert_sender"):
             if hasattr(self, part):
                 try:  # a consumer whose group session was lost can retry its last commit for ever
                     await asyncio.wait_for(getattr(self, part).stop(), STOP_TIMEOUT_S)

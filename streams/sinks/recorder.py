@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from infra import prometheus
 from infra.broker import GROUP_SESSION
 from infra.clickhouse import call
 from schemas import InvalidMessage, Namespace
@@ -50,6 +51,7 @@ class Recorder:
         poll_ms: int = 200,
         backoff: tuple[float, float] = (0.2, 5.0),
         on_written: Callable[[dict[str, list[Row]]], None] | None = None,
+        on_insert_failing: Callable[[bool, str], None] | None = None,
         **consumer_options: Any,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
@@ -68,6 +70,7 @@ class Recorder:
         self.backoff = backoff
         self.consumer_options = consumer_options
         self.on_written = on_written  # told of every batch once it is in ClickHouse (the metrics writer)
+        self.on_insert_failing = on_insert_failing  # (True, why) at each failed insert, then (False, ...)
         self.rows_written: Counter[str] = Counter()
         self.invalid = 0
         self.invalid_frames = 0
@@ -88,6 +91,7 @@ class Recorder:
             **(GROUP_SESSION | self.consumer_options),
         )
         await self._consumer.start()
+        prometheus.RECORDER_LAG.track(self.names.name_of)
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="recorder")
         self._task.add_done_callback(_log_crash)
@@ -146,6 +150,7 @@ class Recorder:
                     await asyncio.sleep(self.backoff[0])
                     continue
                 self._decode(batch, rows, offsets)
+                prometheus.RECORDER_LAG.fetched(consumer, batch)
         finally:
             if writing is not None:
                 writing.cancel()  # stop() timed out: the batch stays uncommitted and is read again
@@ -181,6 +186,7 @@ class Recorder:
     async def _write(self, consumer: AIOKafkaConsumer, rows: dict[str, list[Row]],
                      offsets: dict[TopicPartition, int]) -> None:
         await self._insert(rows)
+        prometheus.RECORDER_LAG.committed(offsets)
         if self.on_written is not None:
             self.on_written(rows)
         try:
@@ -193,19 +199,28 @@ class Recorder:
         """One insert per table; a failed table is retried with exponential backoff until it succeeds."""
         pending = {table: (len(table_rows), encode_rows(table, table_rows)) for table, table_rows in rows.items()}
         delay = self.backoff[0]
+        failing = False
         while pending:
             table, (n, data) = next(iter(pending.items()))
             try:
                 await call(self.client, self.client.raw_insert, table, COLUMNS[table], data, fmt=INSERT_FORMAT)
             except Exception as exc:
                 self.insert_failures += 1
+                why = str(exc).splitlines()[0] if str(exc) else repr(exc)
                 log.warning("recorder: ClickHouse insert of %d rows into %s failed, retry in %.1fs: %s",
-                            n, table, delay, str(exc).splitlines()[0] if str(exc) else repr(exc))
+                            n, table, delay, why)
+                failing = True
+                if self.on_insert_failing is not None:
+                    self.on_insert_failing(True, f"insert of {n} rows into {table} failed, retrying: {why}")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.backoff[1])
                 continue
             del pending[table]
+            if failing and self.on_insert_failing is not None:
+                failing = False
+                self.on_insert_failing(False, f"insert of {n} rows into {table} succeeded")
             self.rows_written[table] += n
+            prometheus.RECORDER_ROWS.labels(table).inc(n)
             delay = self.backoff[0]
 
     # --- caught up ----------------------------------------------------------------------------------------------

@@ -1,16 +1,12 @@
-"""Edges without a broker: the Faust codec and the alert fan-out (console, webhook, severity, de-duplication)."""
-import io
-import json
+"""Edges without a broker: the Faust codec and checkpoint chunks (the alert relay: tests/unit/test_alert_relay.py)."""
 from decimal import Decimal
 
-import httpx
 import pytest
 from faust.serializers import codecs
 
 import schemas as s
 from agents import codec  # noqa: F401
 from agents.checkpoint import join_snapshot, split_snapshot
-from streams.sinks.alerts import AlertFanout, ConsoleChannel, WebhookChannel
 
 
 def test_faust_codec_round_trips_every_kind_exactly():
@@ -24,34 +20,6 @@ def test_faust_codec_round_trips_every_kind_exactly():
     assert c.loads(c.dumps(fill)).fee == Decimal("0.10103693")
     with pytest.raises(TypeError):
         c.dumps({"not": "a model"})
-
-
-async def test_alert_fanout_filters_by_severity_dedupes_and_survives_a_broken_channel():
-    posted = []
-
-    def handler(request):
-        posted.append(json.loads(request.content))
-        return httpx.Response(500 if len(posted) == 1 else 200)  # the first POST fails: retried
-
-    console = io.StringIO()
-
-    class Broken:
-        min_severity = "info"
-
-        async def send(self, alert):
-            raise RuntimeError("down")
-
-    fanout = AlertFanout([Broken(), ConsoleChannel("info", console),
-                          WebhookChannel("http://hooks.invalid/x", "warning",
-                                         httpx.AsyncClient(transport=httpx.MockTransport(handler)))])
-    info = s.Alert(id="1", ts=1, severity="info", source="engine", title="tape finished")
-    warn = s.Alert(id="2", ts=2, severity="warning", source="market", title="rejected a message", text="bad",
-                   session="s1")
-    assert await fanout.publish(info) and await fanout.publish(warn)
-    assert not await fanout.publish(warn)  # delivered twice by Kafka: relayed once
-    lines = console.getvalue().splitlines()
-    assert lines == ["ALERT INFO engine: tape finished", "ALERT WARNING market [s1]: rejected a message bad"]
-    assert [p["id"] for p in posted] == ["2", "2"]  # only the warning, once retried after the 500
 
 
 def test_checkpoint_snapshots_of_any_size_go_out_in_chunks_and_survive_a_torn_save():

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import schemas as s
+from papertape.core.alert_rules import PriceRule, PriceWatch
 from papertape.core.instruments import Instrument
 from papertape.core.market.book import Book
 from schemas.market import Tick, TickTrade
@@ -19,7 +20,8 @@ class MarketPartition:
     """State of one md.events partition. Frames arrive in event-time order from one source; the
     watermark is the highest event time seen (or the source's promise), passed on with the ticks."""
 
-    def __init__(self, partition: int, instruments: dict[str, Instrument], partitions: int) -> None:
+    def __init__(self, partition: int, instruments: dict[str, Instrument], partitions: int,
+                 rules: list[PriceRule] | None = None) -> None:
         self.partition = partition
         self.partitions = partitions
         self._mine: dict[str, bool] = {}
@@ -32,6 +34,10 @@ class MarketPartition:
         self._ticks: list[s.Tick] = []
         self._touched: dict[str, int] = {}
         self._sent_wm = -1
+        self.stale: set[str] = set()  # symbols whose last frame said stale: one alert each time one goes stale
+        self._alerts: list[s.Alert] = []
+        # the users' price rules, over every frame's mark of their symbols (md.marks is conflated by wall time)
+        self.price_watch = PriceWatch(rules) if rules else None
 
     def check(self, frame: s.MarketFrame) -> str:
         """Why a frame cannot be accepted, or ''."""
@@ -69,7 +75,7 @@ class MarketPartition:
     def _frames(self, frames: list[s.MarketFrame], offset: int) -> list[tuple[int, s.MarketFrame, str]]:
         refused: list[tuple[int, s.MarketFrame, str]] = []
         pos = offset * FRAMES_PER_OFFSET
-        books, ticks, touched = self.books, self._ticks, self._touched
+        books, ticks, touched, watch = self.books, self._ticks, self._touched, self.price_watch
         for i, frame in enumerate(frames):
             reason = self.check(frame)
             if reason:
@@ -91,15 +97,30 @@ class MarketPartition:
             ticks.append(Tick(frame.symbol, frame.ts, book.bid, book.ask, book.bid_qty, book.ask_qty, trades, pos + i,
                               book.mark_price, frame.status, last, depth, funding))
             touched[frame.symbol] = frame.ts
+            if watch is not None and frame.symbol in watch.by_symbol and (m := book.mark()) is not None:
+                self._alerts += watch.on_mark(frame.symbol, frame.ts, m)
+            if frame.status == "stale":
+                if frame.symbol not in self.stale:
+                    self._went_stale(frame)
+            elif self.stale:
+                self.stale.discard(frame.symbol)
         return refused
+
+    def _went_stale(self, frame: s.MarketFrame) -> None:
+        # One title for every symbol: the relay aggregates a storm of stale feeds into one message
+        self.stale.add(frame.symbol)
+        self._alerts.append(s.Alert(id=f"stale:{frame.symbol}:{frame.ts}", ts=frame.ts, severity="warning",
+                                    type="system", source="market", title="stale feed",
+                                    text=f"{frame.symbol}: no fresh data; orders on it are held"))
 
     def _promise(self, ts: int, end: bool) -> None:
         self.wm = max(self.wm, ts)
         self.ended = self.ended or end
 
-    def flush(self, max_ticks: int = 1000) -> tuple[list[s.TickBatch], list[s.Mark]]:
-        """Batches to broadcast (none when nothing moved) and one mark per symbol that changed. A batch holds
-        at most `max_ticks`; all but the last promise only their own last tick's time."""
+    def flush(self, max_ticks: int = 1000) -> tuple[list[s.TickBatch], list[s.Mark | s.Alert]]:
+        """Batches to broadcast (none when nothing moved), and one mark per symbol that changed with the alerts of
+        symbols that went stale. A batch holds at most `max_ticks`; all but the last promise only their own last
+        tick's time."""
         if not self._ticks and not self.ended and self.wm <= self._sent_wm:
             return [], []
         chunks = [self._ticks[i:i + max_ticks] for i in range(0, len(self._ticks), max_ticks)] or [[]]
@@ -112,7 +133,8 @@ class MarketPartition:
             batches.append(s.TickBatch.model_construct(
                 id=f"ticks:{self.partition}:{pos}", ts=wm, origin=self.partition, seq=self.seq, wm=wm,
                 end=self.ended and last, ticks=ticks))
-        marks = []
+        marks: list[s.Mark | s.Alert] = [*self._alerts]
+        self._alerts.clear()
         for sym, ts in self._touched.items():
             b = self.books[sym]
             m = b.mark()
@@ -131,10 +153,14 @@ class MarketPartition:
 
     def to_dict(self) -> dict[str, Any]:
         return {"wm": self.wm, "seq": self.seq, "ended": self.ended, "last_offset": self.last_offset,
-                "books": {sym: b.to_dict() for sym, b in self.books.items()}}
+                "books": {sym: b.to_dict() for sym, b in self.books.items()}, "stale": sorted(self.stale),
+                "price_rules": None if self.price_watch is None else self.price_watch.to_json()}
 
     def load(self, d: dict[str, Any]) -> None:
         self.wm, self.seq, self.ended, self.last_offset = d["wm"], d["seq"], d["ended"], d["last_offset"]
         self._sent_wm = self.wm
+        self.stale = set(d.get("stale", ()))  # absent from checkpoints taken before stale alerts
+        if self.price_watch is not None:
+            self.price_watch.load(d.get("price_rules") or {})
         self.books = {sym: Book.from_dict(v) for sym, v in d["books"].items()}
 
