@@ -1,11 +1,10 @@
 """SQL over HTTP for the process that owns the embedded ClickHouse (chdb opens a data dir in one process only).
 
 POST /sql with the query as the body -> {"columns": [...], "types": [...], "rows": [[...]]}; Decimal, datetime
-and other non-JSON values are rendered as strings. Query parameters `param_<name>=<value>` bind the query's
-`{name:Type}` placeholders (ClickHouse's own syntax, as its HTTP interface takes them).
-POST /sql?format=F (a ClickHouse output format: Parquet,
-CSVWithNames...) -> the result in that format, as ClickHouse writes it. A failing query -> HTTP 400 with
-ClickHouse's message.
+and other non-JSON values are rendered as strings. POST /sql?params=<a JSON object> binds the query's
+`{name:Type}` placeholders (ClickHouse's own syntax) to its values, typed as JSON types them (arrays as lists).
+POST /sql?format=F (a ClickHouse output format: Parquet, CSVWithNames...) -> the result in that format, as
+ClickHouse writes it. A failing query -> HTTP 400 with ClickHouse's message.
 """
 from __future__ import annotations
 
@@ -77,7 +76,10 @@ async def serve(client: Any, host: str = "127.0.0.1", port: int = 0) -> tuple[we
         if not text:
             return web.Response(status=400, text="empty query")
         fmt = request.query.get("format")
-        params = {k[len("param_"):]: v for k, v in request.query.items() if k.startswith("param_")} or None
+        try:
+            params = json.loads(request.query["params"]) if "params" in request.query else None
+        except ValueError as exc:
+            return web.Response(status=400, text=f"params is not a JSON object: {exc}")
         try:
             if fmt:
                 return web.Response(body=await call(client, client.raw_query, text, parameters=params, fmt=fmt),
@@ -111,7 +113,7 @@ def query_remote_raw(port: int, sql: str, fmt: str, host: str = "127.0.0.1", tim
 
 
 def _url_params(params: Params) -> dict[str, str]:
-    return {f"param_{k}": str(v) for k, v in (params or {}).items()}
+    return {"params": json.dumps(params)} if params else {}
 
 
 def _post(port: int, sql: str, host: str, timeout: float, params: dict[str, str] | None = None) -> httpx.Response:
