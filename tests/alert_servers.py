@@ -10,13 +10,19 @@ Point apprise at them with a channel's `api_url` (Telegram's and Discord's plugi
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from aiokafka import AIOKafkaConsumer
+
+import schemas as s
 
 TELEGRAM_TOKEN = "123456789:AAHstandInTokenForTheAlertRelayTests"  # Telegram's <bot id>:<secret> form
 DISCORD_WEBHOOK_ID, DISCORD_WEBHOOK_TOKEN = "1187654321098765432", "standInWebhookTokenForTheRelay_Tests-1"
@@ -164,3 +170,36 @@ def discord() -> StandIn:
 def webhook() -> StandIn:
     """A plain JSON webhook (papertape's own shape, streams/sinks/alert_channels.py): 200 to any JSON POST."""
     return StandIn(lambda path, query, body: (200, b"{}") if isinstance(body, dict) else (400, b"{}"))
+
+
+# --- what reached them, and what the relay recorded -----------------------------------------------------------
+
+ID_LINE = re.compile(r"id (\S+)$", re.M)  # the last line of a lone alert's message: "... id <alert id>"
+
+
+def ids_in(stand_in: StandIn) -> Counter[str]:
+    """Alert ids per request: the JSON webhook lists them, Telegram and Discord carry them in the message."""
+    out: Counter[str] = Counter()
+    for r in stand_in.received():
+        if "alert_ids" in r.body:
+            out.update(r.body["alert_ids"])
+        else:
+            out.update(ID_LINE.findall(r.body.get("text") or r.body.get("content")))
+    return out
+
+
+async def deliveries(bootstrap: str, names: s.Namespace, n: int, timeout: float = 60.0) -> list[s.AlertDelivery]:
+    """The first `n` AlertDelivery messages of alerts.status, once there are that many."""
+    consumer = AIOKafkaConsumer(names.topic("alerts.status"), bootstrap_servers=bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    got: list[s.AlertDelivery] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(got) < n:
+            assert time.monotonic() < deadline, f"{len(got)} deliveries recorded, waited for {n}: {got}"
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                got += [m for r in records if (m := s.decode("alerts.status", r.value)).kind == "alert_delivery"]
+    finally:
+        await consumer.stop()
+    return got

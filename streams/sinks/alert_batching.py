@@ -84,8 +84,8 @@ class AlertBatcher:
     """One channel's storm aggregation and repeat limit, on a clock the caller passes (seconds).
 
     An alert opens a group for its (type, title), or joins the open one; a group goes out `aggregate_s` after it
-    opened, as one Digest. An alert whose key went out less than `repeat_s` ago is suppressed (add() says False)
-    and counted in the next Digest."""
+    opened, as one Digest (with `aggregate_s` 0, each alert alone). An alert whose key went out less than
+    `repeat_s` ago is suppressed (add() says False) and counted in the next Digest."""
 
     def __init__(self, aggregate_s: float, repeat_s: float) -> None:
         self.aggregate_s = aggregate_s
@@ -99,9 +99,10 @@ class AlertBatcher:
         if sent is not None and now - sent < self.repeat_s:
             self.suppressed += 1
             return False
-        group = self.groups.get((alert.type, alert.title))
+        key = (alert.type, alert.title) if self.aggregate_s > 0 else ("", alert.id)  # 0: every alert on its own
+        group = self.groups.get(key)
         if group is None:
-            group = self.groups[(alert.type, alert.title)] = _Group(now + self.aggregate_s)
+            group = self.groups[key] = _Group(now + self.aggregate_s)
         group.alerts.append(alert)
         return True
 

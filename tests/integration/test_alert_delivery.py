@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import subprocess
 import time
@@ -14,7 +13,7 @@ from collections import Counter
 from decimal import Decimal
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 import alert_servers as srv
 import schemas as s
@@ -26,22 +25,10 @@ from streams.sinks.alerts import AlertRelay
 from streams.sinks.recorder import Recorder
 
 TS = 1_723_161_600_000
-ID_LINE = re.compile(r"id (\S+)$", re.M)  # the last line of a lone alert's message: "... id <alert id>"
 
 
 def alert(aid: str, severity: str, type_: str, title: str) -> s.Alert:
     return s.Alert(id=aid, ts=TS, severity=severity, type=type_, source="test", title=title, text=f"{aid}: {title}")
-
-
-def ids_in(stand_in: srv.StandIn) -> Counter[str]:
-    """Alert ids per request: the JSON webhook lists them, Telegram and Discord carry them in the message."""
-    out: Counter[str] = Counter()
-    for r in stand_in.received():
-        if "alert_ids" in r.body:
-            out.update(r.body["alert_ids"])
-        else:
-            out.update(ID_LINE.findall(r.body.get("text") or r.body.get("content")))
-    return out
 
 
 async def produce(bootstrap: str, names: s.Namespace, messages: list[tuple[str, s.Message]]) -> None:
@@ -52,23 +39,6 @@ async def produce(bootstrap: str, names: s.Namespace, messages: list[tuple[str, 
             await producer.send_and_wait(names.topic(topic), s.encode(m), key=m.id.encode())
     finally:
         await producer.stop()
-
-
-async def deliveries(bootstrap: str, names: s.Namespace, n: int, timeout: float = 60.0) -> list[s.AlertDelivery]:
-    """The first `n` AlertDelivery messages of alerts.status, once there are that many."""
-    consumer = AIOKafkaConsumer(names.topic("alerts.status"), bootstrap_servers=bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    got: list[s.AlertDelivery] = []
-    try:
-        deadline = time.monotonic() + timeout
-        while len(got) < n:
-            assert time.monotonic() < deadline, f"{len(got)} deliveries recorded, waited for {n}: {got}"
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                got += [m for r in records if (m := s.decode("alerts.status", r.value)).kind == "alert_delivery"]
-    finally:
-        await consumer.stop()
-    return got
 
 
 async def record_deliveries(bootstrap: str, names: s.Namespace, ch, n: int) -> list[tuple]:
@@ -124,13 +94,13 @@ async def test_each_channel_gets_what_its_filters_ask_for_once_and_every_outcome
         # dc error and above; hook warning and above; gone critical only
         expected = {("tg", "p1", "sent"), ("tg", "fill:f1", "sent"), ("tg-nochat", "p1", "refused"),
                     ("dc", "e1", "sent"), ("hook", "p1", "sent"), ("hook", "e1", "sent"), ("gone", "e1", "failed")}
-        got = await deliveries(broker.bootstrap, broker.names, len(expected))
+        got = await srv.deliveries(broker.bootstrap, broker.names, len(expected))
         assert {(d.channel, d.alert_id, d.outcome) for d in got} == expected
         assert {d.channel: d.attempts for d in got if d.outcome != "sent"}["tg-nochat"] == 1  # a 400: not retried
         assert [d.detail for d in got if d.channel == "gone"] == ["ConnectError"]
-        assert ids_in(telegram) == Counter({"p1": 2, "fill:f1": 1})  # p1: once to each of the two chats
+        assert srv.ids_in(telegram) == Counter({"p1": 2, "fill:f1": 1})  # p1: once to each of the two chats
         assert sorted(r.body["chat_id"] for r in telegram.received() if "p1" in r.body["text"]) == [666, 4242]
-        assert ids_in(discord) == Counter({"e1": 1}) and ids_in(hook) == Counter({"p1": 1, "e1": 1})
+        assert srv.ids_in(discord) == Counter({"e1": 1}) and srv.ids_in(hook) == Counter({"p1": 1, "e1": 1})
     finally:
         await relay.stop()
     rows = await record_deliveries(broker.bootstrap, broker.names, ch, len(expected))
@@ -179,22 +149,22 @@ min_severity = "info"
         await produce(broker.bootstrap, broker.names, [("alerts", a) for a in first])
         # Telegram and the webhook took every alert and their outcomes are on the broker: a kill now finds no
         # message between a channel and its record (the window that would send one twice)
-        await deliveries(broker.bootstrap, broker.names, 2 * len(first))
+        await srv.deliveries(broker.bootstrap, broker.names, 2 * len(first))
     finally:
         proc.send_signal(signal.SIGKILL)
         out = proc.communicate()[0]
-    assert ids_in(discord) == Counter() and len(ids_in(telegram)) == len(first), out
+    assert srv.ids_in(discord) == Counter() and len(srv.ids_in(telegram)) == len(first), out
     await produce(broker.bootstrap, broker.names, [("alerts", a) for a in rest])  # while no relay runs
     discord.up()
     proc = relay()
     try:
-        got = await deliveries(broker.bootstrap, broker.names, 3 * (len(first) + len(rest)))
+        got = await srv.deliveries(broker.bootstrap, broker.names, 3 * (len(first) + len(rest)))
     finally:
         proc.send_signal(signal.SIGTERM)
         out += proc.communicate(timeout=30)[0]
     every = Counter({a.id: 1 for a in first + rest})
     for stand_in in (telegram, discord, hook):
-        assert ids_in(stand_in) == every, out
+        assert srv.ids_in(stand_in) == every, out
     assert Counter((d.alert_id, d.channel) for d in got) == Counter(
         {(a.id, c): 1 for a in first + rest for c in ("tg", "dc", "hook")})
     assert {d.outcome for d in got} == {"sent"}

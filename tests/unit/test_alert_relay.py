@@ -62,6 +62,13 @@ def test_a_storm_of_one_title_goes_out_as_one_message_when_its_window_ends():
     assert [[a.id for a in x.alerts] for x in rest] == [["a900"]] and b.next_due() is None
 
 
+def test_without_an_aggregation_window_every_alert_goes_out_alone():
+    b = AlertBatcher(0.0, 0.0)
+    for n in range(3):
+        assert b.add(alert(n, type="price", title="BTCUSDT crossed above 61805"), now=5.0)
+    assert [[a.id for a in d.alerts] for d in b.due(5.0)] == [["a0"], ["a1"], ["a2"]]
+
+
 def test_a_lone_alert_is_sent_as_itself():
     d = Digest((alert(1, severity="error", text="BTCUSDT: 60001 > 60000", type="price", title="BTCUSDT above"),))
     assert d.title == "BTCUSDT above" and d.severity == "error" and d.type == "price"
