@@ -373,6 +373,7 @@ def cmd_recorder(args) -> int:
 def cmd_relay(args) -> int:
     """The alert relay alone (`[alerts] relay = "external"`), until SIGTERM or Ctrl-C. Killed and started again, it
     sends what it had not, and nothing twice (but a message a channel took just before the kill)."""
+    from infra import prometheus
     from papertape.app.live import stop_on_signals
     from schemas import Namespace
     from streams.sinks.alert_channels import delivery_channels
@@ -407,13 +408,18 @@ def cmd_relay(args) -> int:
         relay = AlertRelay(bootstrap, channels, settings.alerts, names=names)
         stop = stop_on_signals(asyncio.Event())
         await relay.start()
-        print(f"alert relay on {bootstrap}: {', '.join(c.name for c in channels)}", flush=True)
+        print(f"alert relay on {bootstrap}: {', '.join(c.name for c in channels)}; metrics: {metrics.url}",
+              flush=True)
         try:
             await stop.wait()
         finally:
             await relay.stop()
 
-    asyncio.run(go())
+    metrics = prometheus.serve(settings, "relay", settings.data_dir)
+    try:
+        asyncio.run(go())
+    finally:
+        metrics.close()
     return 0
 
 

@@ -9,10 +9,13 @@ import signal
 import subprocess
 from collections import Counter
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 import alert_servers as srv
 from builders import papertape_cmd, query_rows, run_env
+from infra.prometheus import endpoint_of
 from schemas import Namespace
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
@@ -87,6 +90,7 @@ async def test_a_price_alert_reaches_every_channel_once_across_a_killed_relay(tm
         second = relay()
         try:
             got = await srv.deliveries(env["KAFKA_BOOTSTRAP"], names, 3 * len(price_ids))
+            scraped = httpx.get(endpoint_of(tmp_path / "data", "relay"), timeout=10).text  # its /metrics
         finally:
             second.send_signal(signal.SIGTERM)
             out += second.communicate(timeout=30)[0]
@@ -95,6 +99,10 @@ async def test_a_price_alert_reaches_every_channel_once_across_a_killed_relay(tm
             assert srv.ids_in(stand_in) == once, out
         assert Counter((d.alert_id, d.channel, d.outcome) for d in got) == Counter(
             {(i, c, "sent"): 1 for i in price_ids for c in ("tg", "dc", "hook")})
+        delivered = {(s.labels["channel"], s.labels["outcome"]): s.value
+                     for f in text_string_to_metric_families(scraped) for s in f.samples
+                     if s.name == "papertape_alerts_delivered_total"}
+        assert delivered == {("dc", "sent"): len(price_ids)}  # this relay's: Discord's, what the first could not
         assert srv.TELEGRAM_TOKEN not in out + run.stdout and srv.DISCORD_WEBHOOK_TOKEN not in out + run.stdout
     finally:
         for stand_in in (telegram, discord, hook):
