@@ -136,7 +136,9 @@ class AlertsSettings(BaseModel):
     relay: Literal["embedded", "external"] = "embedded"
     aggregate_s: float = Field(default=2.0, ge=0)  # alerts of one (type, title) this close go out as one message
     repeat_s: float = Field(default=60.0, ge=0)  # the same alert (type, source, title, session) again is held back
-    retry_for_s: float = Field(default=60.0, gt=0)  # a channel down this long for a message: outcome "failed"
+    # a channel down: retried until it takes the message (its offset waits: at least once), or with a limit, for
+    # that long, then outcome "failed" (the message is then lost to that channel)
+    retry_for_s: float | None = Field(default=None, gt=0)
 
     @field_validator("channels")
     @classmethod
@@ -221,6 +223,29 @@ class Settings(BaseModel):
 
     def session_partition(self, session_id: str) -> int:
         return kafka_partition(session_id.encode(), self.session_partitions)
+
+
+def write_run_settings(settings: Settings, data_dir: Path) -> Path:
+    """The run's settings where its workers and later commands read them, without its secrets (the API's token,
+    the webhook's and channels' inline URLs: processes that need them take them from the environment, a file or
+    their own --config), readable by the owner only."""
+    channels = [c.model_copy(update={"url": None}) for c in settings.alerts.channels]
+    public = settings.model_copy(update={"webhook_url": None,
+                                         "api": settings.api.model_copy(update={"token": None}),
+                                         "alerts": settings.alerts.model_copy(update={"channels": channels})})
+    path = Path(data_dir) / RUN_SETTINGS
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(public.model_dump_json())
+    return path
+
+
+def run_settings(data_dir: Path) -> Settings | None:
+    """The settings of the run that wrote `data_dir` (None: none did, or a papertape that wrote another shape)."""
+    try:
+        return Settings.model_validate_json((Path(data_dir) / RUN_SETTINGS).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def load_settings(path: Path | None = None, **overrides) -> Settings:

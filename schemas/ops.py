@@ -65,6 +65,7 @@ class SessionStatus(Message):
     intel: int = Field(ge=1, le=10)
     breakers: dict[str, str] = Field(default_factory=dict)
     config: dict[str, Any] = Field(default_factory=dict)
+    control: str | None = Field(default=None, max_length=160)  # the id of the control this answers, if one did
 
 
 class DeadLetter(Message):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -32,6 +33,13 @@ def run_env(own_broker: bool = False, **extra: str) -> dict[str, str]:
     if own_broker:
         env.pop("KAFKA_BOOTSTRAP", None)
     return env
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def papertape_cmd(*args: str) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from infra.archive import Archive, NoHistory
 from infra.sql_endpoint import running
 from papertape.app.formatting import for_display, format_table, money
-from papertape.config import RUN_SETTINGS, Settings, load_settings
+from papertape.config import Settings, load_settings, run_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -380,14 +380,8 @@ def cmd_relay(args) -> int:
     from streams.sinks.alerts import AlertRelay
 
     settings = _settings(args)
-    ran = settings.data_dir / RUN_SETTINGS
-    if args.config is None and ran.exists():  # the channels of the run in that directory
-        try:
-            run = Settings.model_validate_json(ran.read_text())
-            settings = settings.model_copy(update={"alerts": run.alerts,
-                                                   "webhook_url": settings.webhook_url or run.webhook_url})
-        except ValueError:  # a run of an older papertape: this one's settings
-            pass
+    if args.config is None and (run := run_settings(settings.data_dir)) is not None:
+        settings = settings.model_copy(update={"alerts": run.alerts})  # the channels of the run in that directory
     info = running(settings.data_dir)
     bootstrap = info["bootstrap"] if info else settings.kafka_bootstrap
     names = Namespace(info.get("namespace", "")) if info else settings.names
@@ -473,12 +467,8 @@ def _metrics_settings(args) -> Settings:
     """Settings whose `[metrics]` are the config file's, else those of the run that wrote the data directory (its
     metrics table used them), else the defaults."""
     settings = _settings(args)
-    ran = settings.data_dir / RUN_SETTINGS
-    if args.config is None and ran.exists():
-        try:
-            settings = settings.model_copy(update={"metrics": Settings.model_validate_json(ran.read_text()).metrics})
-        except ValueError:  # a run of an older papertape: the defaults
-            pass
+    if args.config is None and (run := run_settings(settings.data_dir)) is not None:
+        settings = settings.model_copy(update={"metrics": run.metrics})
     return settings
 
 
@@ -509,7 +499,14 @@ def cmd_compare(args) -> int:
 def cmd_api(args) -> int:
     import uvicorn
 
-    from papertape.app.api.server import OpenToNetwork, api_token, check_exposure, create_app
+    from papertape.app.api.server import (
+        LOOPBACK_NAMES,
+        OpenToNetwork,
+        api_token,
+        check_exposure,
+        create_app,
+        is_loopback,
+    )
 
     settings = load_settings(args.config, data_dir=args.data_dir)
     if args.token_file:
@@ -523,8 +520,8 @@ def cmd_api(args) -> int:
         return 2
     print(f"papertape api on http://{host}:{port}/ (dashboard), /api/v1 (OpenAPI: /docs), data in "
           f"{settings.data_dir}" + (", bearer token required" if token else ""), flush=True)
-    uvicorn.run(create_app(settings, token), host=host, port=port, log_level=settings.log_level,
-                access_log=False)
+    uvicorn.run(create_app(settings, token, LOOPBACK_NAMES if is_loopback(host) else None), host=host, port=port,
+                log_level=settings.log_level, access_log=False)
     return 0
 
 

@@ -28,7 +28,7 @@ from infra.kafka import EmbeddedKafka, kafka_jars_cached, kafka_version
 from infra.kafka import unavailable_reason as kafka_unavailable_reason
 from infra.sql_endpoint import RUN_FILE, query_local, serve
 from papertape.app.live import feed_for, tape_header, token_prices
-from papertape.config import RUN_SETTINGS, Settings
+from papertape.config import Settings, write_run_settings
 from schemas.topics import kafka_partition
 from schemas.vocabulary import Severity
 from streams.bybit.instruments import INSTRUMENT_LIST
@@ -174,8 +174,7 @@ class Pipeline:
 
     def start_worker(self, i: int = 0) -> subprocess.Popen:
         self.workers_started += 1
-        cfg = self.data_dir / RUN_SETTINGS
-        cfg.write_text(self.settings.model_dump_json())
+        cfg = write_run_settings(self.settings, self.data_dir)
         log = open(self.data_dir / f"worker-{self.workers_started}.log", "wb")
         cmd = [sys.executable, "-m", "papertape.app.cli", "worker", "--settings-json", str(cfg), "--index", str(i)]
         if self.tansu:

@@ -28,7 +28,7 @@ import schemas as s
 from infra.archive import Archive, NoHistory, columns, records, sql_string, tables
 from infra.sql_endpoint import running
 from papertape.app.formatting import for_display, format_table
-from papertape.config import RUN_SETTINGS, Settings, load_settings
+from papertape.config import load_settings, run_settings
 from papertape.core.session.config import RECONFIGURABLE, SessionConfig
 from papertape.core.strategies import make_strategy
 
@@ -178,13 +178,8 @@ def validate_changes(session: str, changes: dict[str, Any]) -> None:
 
 def _known_symbols(data_dir: Path) -> set[str] | None:
     """The instruments of the pipeline running in `data_dir`, if one is (None: unknown, not checked)."""
-    path = data_dir / RUN_SETTINGS
-    if not running(data_dir) or not path.exists():
-        return None
-    try:
-        return set(Settings.model_validate_json(path.read_text()).instrument_map())
-    except (OSError, ValueError):
-        return None
+    run = run_settings(data_dir) if running(data_dir) else None
+    return set(run.instrument_map()) if run is not None else None
 
 
 # --- sending ----------------------------------------------------------------------------------------------

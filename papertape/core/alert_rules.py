@@ -146,11 +146,13 @@ class PriceWatch:
         return [a for st in states if (a := st.on_mark(ts, price)) is not None]
 
     def to_json(self) -> dict[str, Any]:
-        return {st.rule.id: st.to_json() for states in self.by_symbol.values() for st in states}
+        return {st.rule.id: {"rule": st.rule.model_dump(mode="json"), "state": st.to_json()}
+                for states in self.by_symbol.values() for st in states}
 
     def load(self, d: dict[str, Any]) -> None:
-        """The state of `to_json`; a rule it does not name (added since) starts afresh."""
+        """The state of `to_json`; a rule it does not name as it is now (added or changed since) starts afresh."""
         for states in self.by_symbol.values():
             for st in states:
-                if st.rule.id in d:
-                    st.load(d[st.rule.id])
+                saved = d.get(st.rule.id)
+                if isinstance(saved, dict) and saved.get("rule") == st.rule.model_dump(mode="json"):
+                    st.load(saved["state"])

@@ -181,8 +181,13 @@ class Engine:
         return sess.decide(intent, max(sig.ts, self.now))
 
     def on_control(self, ctrl: s.Control) -> list[s.Message]:
-        """Start, pause, resume, stop or reconfigure a session at the engine's event time. Raises
-        s.InvalidMessage, changing nothing, when the command cannot apply."""
+        """Start, pause, resume, stop or reconfigure a session at the engine's event time; its status messages
+        name the control (the sender's answer). Raises s.InvalidMessage, changing nothing, when the command cannot
+        apply."""
+        return [m.model_copy(update={"control": ctrl.id}) if isinstance(m, s.SessionStatus) else m
+                for m in self._apply_control(ctrl)]
+
+    def _apply_control(self, ctrl: s.Control) -> list[s.Message]:
         sess = self.sessions.get(ctrl.session)
         now = self.now
         if ctrl.command == "start" and sess is None:

@@ -22,9 +22,10 @@ class AlertFilter:
         return LEVELS[alert.severity] >= LEVELS[self.min_severity] and (not self.types or alert.type in self.types)
 
 
-def repeat_key(alert: s.Alert) -> tuple[str, str, str, str | None]:
-    """Alerts with one key are the same condition again (a rule firing anew, the same feed stale again)."""
-    return alert.type, alert.source, alert.title, alert.session
+def repeat_key(alert: s.Alert) -> tuple[str, str, str, str | None, str]:
+    """Alerts with one key are the same condition again (a rule firing anew, the same feed stale again); another
+    symbol going stale, or another order refused, is another condition (its subject)."""
+    return alert.type, alert.source, alert.title, alert.session, subject(alert)
 
 
 def subject(alert: s.Alert) -> str:
@@ -91,7 +92,7 @@ class AlertBatcher:
         self.aggregate_s = aggregate_s
         self.repeat_s = repeat_s
         self.groups: dict[tuple[str, str], _Group] = {}
-        self.sent_at: dict[tuple[str, str, str, str | None], float] = {}
+        self.sent_at: dict[tuple[str, str, str, str | None, str], float] = {}
         self.suppressed = 0
 
     def add(self, alert: s.Alert, now: float) -> bool:

@@ -273,7 +273,8 @@ class AlertRelay:
                 lane.queue.task_done()
 
     async def _deliver(self, channel: DeliveryChannel, digest: Digest) -> tuple[DeliveryOutcome, int, str]:
-        deadline = self.clock() + self.settings.retry_for_s
+        give_up = self.settings.retry_for_s  # None: until the channel takes or refuses it (at least once)
+        deadline = None if give_up is None else self.clock() + give_up
         delay, attempts = self.backoff[0], 0
         while True:
             attempts += 1
@@ -284,10 +285,13 @@ class AlertRelay:
                 verdict, detail = "retry", type(exc).__name__
             if verdict != "retry":
                 return verdict, attempts, detail
-            left = deadline - self.clock()
+            left = self.backoff[1] if deadline is None else deadline - self.clock()
             if left <= 0:
                 log.warning("alert channel %s: gave up after %d attempts (%s)", channel.name, attempts, detail)
                 return "failed", attempts, detail
+            if attempts % 10 == 0:
+                log.warning("alert channel %s: %d attempts failed so far (%s); retrying", channel.name, attempts,
+                            detail)
             await asyncio.sleep(min(delay, left))
             delay = min(delay * 2, self.backoff[1])
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import socket
 import subprocess
 import time
 from datetime import datetime, timezone
@@ -16,10 +15,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from builders import papertape_cmd, query_rows
+from builders import free_port, papertape_cmd, query_rows
 from infra.clickhouse import connect, migrate
 from papertape.app.api.reads import OPEN_STATUSES
-from papertape.app.api.server import create_app
+from papertape.app.api.server import LOOPBACK_NAMES, create_app
 from papertape.config import Settings
 from papertape.core.instruments import DEFAULT_INSTRUMENTS
 
@@ -171,10 +170,18 @@ def test_a_token_is_required_when_set(archived_run):
         assert "s3cret-token" not in c.get("/openapi.json").text
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
+def test_a_token_less_api_on_loopback_answers_only_to_itself(archived_run):
+    """No token (loopback): another site's page may make the user's browser send a request, but a write with a
+    foreign Origin is refused, and a name of that site rebound to 127.0.0.1 gets nothing (the Host is checked)."""
+    app = create_app(Settings(data_dir=archived_run.data_dir), allowed_hosts=LOOPBACK_NAMES)
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:
+        assert c.get("/api/v1/sessions").status_code == 200
+        assert c.get("/api/v1/sessions", headers={"host": "attacker.example"}).status_code == 400
+        cross = c.post("/api/v1/sessions/fast/stop", headers={"origin": "http://attacker.example"})
+        assert cross.status_code == 403 and "another origin" in cross.json()["detail"]
+        # the dashboard's own writes carry its origin: they pass the check (and meet no broker here: 503)
+        assert c.post("/api/v1/sessions/fast/stop", headers={"origin": "http://127.0.0.1:8000"}).status_code == 503
 
 
 def test_it_refuses_to_listen_beyond_loopback_without_a_token(archived_run, tmp_path):
@@ -184,7 +191,7 @@ def test_it_refuses_to_listen_beyond_loopback_without_a_token(archived_run, tmp_
     assert r.returncode == 2 and "without a token" in r.stderr
     token = tmp_path / "token"
     token.write_text("file-token-123\n")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(papertape_cmd("api", "--host", "0.0.0.0", "--port", str(port), "--token-file",
                                           str(token), "--data-dir", str(archived_run.data_dir)), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

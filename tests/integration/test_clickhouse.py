@@ -40,7 +40,7 @@ def count(client, table: str) -> int:
 def test_migrate_is_idempotent(ch):
     assert migrate(ch) == []
     assert ch.query("SELECT version, name FROM schema_migrations ORDER BY version").result_rows == [
-        (1, "001_init"), (2, "002_venue"), (3, "003_sessions"), (4, "004_metrics")]
+        (1, "001_init"), (2, "002_venue"), (3, "003_sessions"), (4, "004_metrics"), (5, "005_alerts")]
     tables = {r[0] for r in ch.query("SHOW TABLES").result_rows}
     for log_table in COLUMNS:
         assert {log_table, log_table.removesuffix("_log")} <= tables
@@ -118,13 +118,15 @@ def test_migration_from_001_keeps_rows_and_adds_columns(tmp_path):
         assert migrate(client, only_001) == [1]
         for table, row in ROWS_001.items():
             client.insert(table, [row], column_names=list(COLUMNS_001[table]))
+        client.command("INSERT INTO alerts_log VALUES ('a1', '2024-08-09 00:00:00', 'warning', 'market', 'stale', '', "
+                       "NULL)")  # an alert of 001's columns, before alerts had a type
         assert [r[0] for r in client.query("DESCRIBE TABLE orders").result_rows] == list(COLUMNS_001["orders_log"])
     finally:
         client.close()
 
     client = connect(None, tmp_path)  # the existing data directory
     try:
-        assert migrate(client) == [2, 3, 4]
+        assert migrate(client) == [2, 3, 4, 5]
         for table, columns in COLUMNS.items():
             for name in (table, table.removesuffix("_log")):
                 assert tuple(r[0] for r in client.query(f"DESCRIBE TABLE {name}").result_rows) == columns, name
@@ -136,6 +138,7 @@ def test_migration_from_001_keeps_rows_and_adds_columns(tmp_path):
         assert old["fills_log"][0][-2:] == ("USDT", "trade")  # settle_coin, exec_type
         assert old["equity_log"][0][-3:] == (D("3.6"), D("0"), 1)  # fees, funding, open_positions
         assert count(client, "funding") == count(client, "order_changes") == 0
+        assert client.query("SELECT type FROM alerts").result_rows == [("system",)]  # 005's default for old alerts
         for statement in split_statements((MIGRATIONS_DIR / "002_venue.sql").read_text()):
             client.command(statement)  # a partly applied 002 runs again from its top
         assert migrate(client) == []

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from browser import CHROMIUM
-from builders import HERE, papertape_cmd, query_rows, run_env
+from builders import HERE, free_port, papertape_cmd, query_rows, run_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -45,11 +44,6 @@ params = { fast = 3, slow = 8, bar_ms = 5000, full_confidence_bps = 1.0 }
 TOKEN = "dashboard-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(what: str, check, timeout: float = 120.0, procs=()):
@@ -75,7 +69,7 @@ def live(tmp_path_factory):
     data_dir = root / "data"
     run = subprocess.Popen(papertape_cmd("run", "--config", str(config), "--data-dir", str(data_dir)),
                            env=run_env(), stdout=open(root / "run.log", "wb"), stderr=subprocess.STDOUT)
-    port = _free_port()
+    port = free_port()
     (root / "token").write_text(TOKEN)
     api = subprocess.Popen(papertape_cmd("api", "--data-dir", str(data_dir), "--port", str(port), "--token-file",
                                          str(root / "token")),
@@ -149,9 +143,56 @@ def test_controls_answer_with_the_engine_s_status_or_its_refusal(live):
     started = post("/sessions/late/start",
                    json={"strategy": "mean_reversion", "params": {"window": 10, "bar_ms": 2000}})
     assert started.status_code == 200 and started.json()["status"]["event"] == "started", started.text
+    changed = post("/sessions/late/config", json={"intel": 7, "risk": {"max_daily_trades": 3}})
+    assert changed.status_code == 200 and changed.json()["status"]["intel"] == 7, changed.text
+    assert changed.json()["status"]["config"]["risk"]["max_daily_trades"] == 3
+    stopped = post("/sessions/late/stop")
+    assert stopped.status_code == 200 and stopped.json()["status"]["status"] == "stopped", stopped.text
+    assert post("/sessions/late/config", json={"id": "other"}).status_code == 422  # not a key that may change
     orders = httpx.get(f"{live.url}/api/v1/sessions/desk/orders", params={"state": "closed"}, headers=AUTH,
                        timeout=60)  # through the run's SQL endpoint: an array parameter crosses it
     assert orders.status_code == 200 and "desk-x-ui-order-1" in {o["order_id"] for o in orders.json()}
+    version = httpx.get(f"{live.url}/api/v1/version", timeout=30).json()
+    assert version["api"] == "v1" and version["version"]
+
+
+def test_a_signal_is_decided_on(live):
+    get = httpx.Client(base_url=f"{live.url}/api/v1", timeout=60, headers=AUTH).get
+    before = {d["id"] for d in get("/sessions/desk/decisions", params={"limit": 10_000}).json()}
+    sent = httpx.post(f"{live.url}/api/v1/sessions/desk/signals", headers=AUTH, timeout=60,
+                      json={"id": "api-view-1", "ts": 0, "symbol": "BTCUSDT", "target": "long", "confidence": 0.9,
+                            "reasoning": "a test's view"})
+    assert sent.status_code == 202 and sent.json()["topic"] == "signals", sent.text
+    new = _wait("the signal's decision", lambda: [d for d in get("/sessions/desk/decisions", params={
+        "limit": 10_000}).json() if d["id"] not in before])
+    assert new[0]["symbol"] == "BTCUSDT" and new[0]["action"] in ("buy", "blocked", "hold", "reject")
+
+
+def test_alerts_are_acknowledged_through_the_api_and_the_command_line(live):
+    client = httpx.Client(base_url=f"{live.url}/api/v1", timeout=60, headers=AUTH)
+    for who in ("nobody-a", "nobody-b"):  # each refusal is a dead letter, and an alert of type error
+        assert client.post(f"/sessions/{who}/resume").status_code == 409
+    def refusals() -> list[str] | None:
+        found = {a["text"].split("no session ")[-1]: a["id"] for a in client.get("/alerts", params={
+            "type": "error", "acknowledged": False, "limit": 1000}).json() if "resume: no session" in a["text"]}
+        return [found["'nobody-a' on this engine"], found["'nobody-b' on this engine"]] if len(found) == 2 else None
+
+    ids = _wait("the two alerts", refusals)
+    assert client.post(f"/alerts/{ids[0]}/ack", json={"by": "api-test"}).status_code == 200
+    r = subprocess.run(papertape_cmd("alerts", "ack", ids[1], "--by", "cli-test", "--data-dir", str(live.data_dir)),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    def acknowledged() -> dict[str, str] | None:
+        found = {a["id"]: a["acknowledged_by"] for a in client.get("/alerts", params={
+            "acknowledged": True, "limit": 1000}).json()}
+        return found if len(found) >= 2 else None
+
+    acked = _wait("both acknowledged", acknowledged)
+    assert acked == {ids[0]: "api-test", ids[1]: "cli-test"}
+    assert client.post("/alerts/no-such-alert/ack").status_code == 404
+    listed = subprocess.run(papertape_cmd("alerts", "list", "--json", "--type", "error", "--data-dir",
+                                          str(live.data_dir)), capture_output=True, text=True, timeout=120)
+    assert {a["id"] for a in json.loads(listed.stdout) if a["acknowledged_by"]} >= set(ids)
 
 
 def test_the_stream_carries_a_session_s_events(live):
@@ -168,12 +209,12 @@ def test_the_stream_carries_a_session_s_events(live):
                     assert sent.status_code == 202
             elif line.startswith("data:") and event not in (None, "ready"):
                 seen.append((event, json.loads(line.split(":", 1)[1])))
-                if event == "fill":
+                if {"fill", "order"} <= {e for e, _ in seen}:  # topics interleave as the consumer fetches them
                     break
     assert {m["session"] for _, m in seen} == {"desk"}
-    fill = seen[-1][1]
+    fill = next(m for e, m in seen if e == "fill")
     assert fill["order_id"] == "desk-x-stream-order" and Decimal(fill["qty"]) == Decimal("0.01")
-    assert "order" in {e for e, _ in seen}
+    assert {m["order_id"] for e, m in seen if e == "order"} == {"desk-x-stream-order"}
 
 
 def test_the_api_keeps_its_openapi(live):

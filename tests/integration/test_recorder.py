@@ -13,6 +13,8 @@ from infra.clickhouse import connect, migrate
 from schemas import (
     TOPICS,
     Alert,
+    AlertAck,
+    AlertDelivery,
     AmendOrder,
     CancelOrder,
     Control,
@@ -97,7 +99,11 @@ def sample_messages(n: int = 0) -> list[tuple[str, object]]:
                           **common)),
         ("decisions", Decision(id=f"d{n}", symbol="BTCUSDT", action="hold", reasoning="flat market",
                                features={"rsi": 51.5}, **common)),
-        ("alerts", Alert(id=f"a{n}", ts=TS + n, severity="warning", source="risk", title="drawdown")),
+        ("alerts", Alert(id=f"a{n}", ts=TS + n, severity="warning", type="performance", source="risk",
+                         title="drawdown")),
+        ("alerts.status", AlertAck(id=f"ack{n}", ts=TS + n, alert_id=f"a{n}", by="api")),
+        ("alerts.status", AlertDelivery(id=f"dv{n}", ts=TS + n, alert_id=f"a{n}", channel="telegram",
+                                        outcome="sent", attempts=2, detail="")),
         ("errors.dlq", DeadLetter(id=f"dl{n}", ts=TS + n, topic="orders", partition=1, offset=42, key="s1",
                                   error="bad json", payload="{oops")),
     ]

@@ -80,22 +80,24 @@ def test_repeats_are_held_back_for_repeat_s_and_counted_in_the_next_message():
     b = AlertBatcher(0.0, REPEAT)
     assert b.add(alert(1, text="BTCUSDT: stale"), now=0.0)
     assert len(b.due(0.0)) == 1
-    # the same key (type, source, title, session) again: held back, whatever its text or id
-    assert not b.add(alert(2, text="ETHUSDT: stale"), now=10.0)
-    assert not b.add(alert(3), now=59.9)
-    assert b.add(alert(4, session="s1"), now=20.0)  # another session: another key
-    [other] = b.due(20.0)
-    assert other.suppressed == 2 and "2 repeated alerts held back" in other.text
-    assert b.add(alert(5), now=60.0)  # repeat_s after the first went out
+    # the same key (type, source, title, session, subject) again: held back, whatever the rest of its text or id
+    assert not b.add(alert(2, text="BTCUSDT: stale again"), now=10.0)
+    assert not b.add(alert(3, text="BTCUSDT: still stale"), now=59.9)
+    assert b.add(alert(4, text="ETHUSDT: stale"), now=20.0)  # another subject (symbol): another condition
+    assert b.add(alert(5, text="BTCUSDT: stale", session="s1"), now=20.0)  # another session: another key
+    [other, fifth] = b.due(20.0)
+    assert other.suppressed == 2 and "2 repeated alerts held back" in other.text and fifth.suppressed == 0
+    assert b.add(alert(6, text="BTCUSDT: stale"), now=60.0)  # repeat_s after the first went out
     [again] = b.due(60.0)
-    assert again.suppressed == 0 and [a.id for a in again.alerts] == ["a5"]
+    assert again.suppressed == 0 and [a.id for a in again.alerts] == ["a6"]
 
 
 def test_everything_flushes_open_groups_and_repeats_are_keyed_from_when_they_went_out():
     b = AlertBatcher(AGG, REPEAT)
-    b.add(alert(1), now=0.0)
+    b.add(alert(1, text="BTCUSDT: stale"), now=0.0)
     assert [len(d.alerts) for d in b.due(0.5, everything=True)] == [1]
-    assert not b.add(alert(2), now=0.5 + REPEAT - 0.01) and b.add(alert(3), now=0.5 + REPEAT)
+    assert not b.add(alert(2, text="BTCUSDT: stale"), now=0.5 + REPEAT - 0.01)
+    assert b.add(alert(3, text="BTCUSDT: stale"), now=0.5 + REPEAT)
 
 
 def test_subject_is_the_texts_prefix_else_the_session():

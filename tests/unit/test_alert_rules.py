@@ -72,6 +72,18 @@ def test_a_move_older_than_the_window_does_not_count():
     assert fired(watch, [(2_000, "100.9")]) == ["price:mv:2000"]  # -2.51% from 103.5, 500 ms before
 
 
+def test_a_rule_changed_since_the_checkpoint_starts_afresh():
+    """Same id, another kind or level: the saved state is not its own (a crossing rule's last mark is no window)."""
+    old = PriceWatch([PriceRule(id="r", symbol="BTCUSDT", above=D("100"))])
+    old.on_mark("BTCUSDT", 1, D("99"))
+    changed = PriceWatch([PriceRule(id="r", symbol="BTCUSDT", move_pct=D("1"), window_s=10)])
+    changed.load(json.loads(json.dumps(old.to_json())))  # a market actor restored with the new settings
+    assert changed.on_mark("BTCUSDT", 2, D("99")) == []
+    moved = PriceWatch([PriceRule(id="r", symbol="BTCUSDT", above=D("99.5"))])
+    moved.load(old.to_json())
+    assert moved.on_mark("BTCUSDT", 3, D("100")) == []  # no last mark carried over from the old level's rule
+
+
 def test_a_watch_restored_from_its_json_goes_on_as_if_never_stopped():
     rules = [PriceRule(id="up", symbol="BTCUSDT", above=D("100")),
              PriceRule(id="mv", symbol="BTCUSDT", move_pct=D("1"), window_s=5)]

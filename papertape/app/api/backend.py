@@ -13,7 +13,7 @@ from infra.sql_endpoint import running
 from papertape.app.api import reads
 from papertape.app.api.events import EventHub
 from papertape.app.api.writes import Writer
-from papertape.config import RUN_SETTINGS, Settings
+from papertape.config import Settings, run_settings
 
 T = TypeVar("T")
 
@@ -61,14 +61,7 @@ class Backend:
 
     def known_symbols(self) -> set[str]:
         """The instruments of the run in the data directory (its settings), else of the API's settings."""
-        settings = self.settings
-        path = self.data_dir / RUN_SETTINGS
-        if path.exists():
-            try:
-                settings = Settings.model_validate_json(path.read_text())
-            except (OSError, ValueError):
-                pass
-        return set(settings.instrument_map())
+        return set((run_settings(self.data_dir) or self.settings).instrument_map())
 
     def run_in_progress(self) -> bool:
         return running(self.data_dir) is not None

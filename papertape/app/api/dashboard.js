@@ -211,7 +211,7 @@ const handlers = {
     if (f.session === state.selected) fillRow(f);
   },
   position(p) { if (p.session === state.selected) positionRow(p); },
-  decision(d) { if (d.session === state.selected && d.action !== "hold") decisionRow(d); },
+  decision(d) { if (d.session === state.selected) decisionRow(d); },
   equity(e) {
     const s = state.sessions.get(e.session);
     if (s) { Object.assign(s, { equity: e.equity, cash: e.cash, open_positions: e.open_positions }); sessionRow(s); }
@@ -226,7 +226,7 @@ async function follow() {
   for (;;) {
     try {
       const headers = token() ? { authorization: "Bearer " + token() } : {};
-      const response = await fetch(API + "/stream", { headers });
+      const response = await fetch(API + "/stream?holds=false", { headers });
       if (!response.ok) throw new Error(response.statusText);
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = "";

@@ -30,9 +30,12 @@ class Subscriber:
     queue: asyncio.Queue[tuple[str, s.Message] | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
 
 
-def of_session(session: str | None) -> Filter:
-    """One session's messages (None: every message)."""
-    return (lambda _, m: True) if session is None else (lambda _, m: getattr(m, "session", None) == session)
+def of_session(session: str | None, holds: bool = True) -> Filter:
+    """One session's messages (None: every session's), with or without the decisions to hold."""
+    def wants(_: str, m: s.Message) -> bool:
+        return ((session is None or getattr(m, "session", None) == session)
+                and (holds or getattr(m, "action", None) != "hold"))
+    return wants
 
 
 class EventHub:
@@ -75,9 +78,9 @@ class EventHub:
             if sub.wants(topic, message):
                 try:
                     sub.queue.put_nowait((STREAMED[topic], message))
-                except asyncio.QueueFull:
+                except asyncio.QueueFull:  # too far behind: ended (its client reconnects and reads the archive)
                     self.unsubscribe(sub)
-                    sub.queue.put_nowait(None) if not sub.queue.full() else None
+                    _end(sub)
 
     def subscribe(self, wants: Filter) -> Subscriber:
         """From now on, the messages `wants` accepts go to the subscriber's queue (None: it fell behind)."""
@@ -93,8 +96,15 @@ class EventHub:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         for sub in list(self.subscribers):
-            sub.queue.put_nowait(None) if not sub.queue.full() else None
+            _end(sub)
         await self.consumer.stop()
+
+
+def _end(sub: Subscriber) -> None:
+    """Its stream ends after what it has not yet read is dropped (the None must fit)."""
+    while not sub.queue.empty():
+        sub.queue.get_nowait()
+    sub.queue.put_nowait(None)
 
 
 def event_data(message: s.Message) -> dict[str, Any]:

@@ -8,12 +8,10 @@ from typing import Any, Callable
 
 from infra.archive import ms, tables
 from papertape.app.formatting import exact
+from papertape.app.sessions import SEQ  # orders the engine's messages of one event time
 
 Query = Callable[..., dict]  # Archive.query(sql, params)
 
-# the latest row per key of a table whose rows repeat the key (positions per symbol, order events per order):
-# the engine numbers its messages, and the last number of an id orders messages of one event time
-SEQ = r"toUInt64OrZero(extract(id, '(\\d+)\\D*$'))"
 
 
 def rows(result: dict) -> list[dict[str, Any]]:
@@ -27,9 +25,11 @@ def has_tables(query: Query) -> bool:
     return "equity" in tables(query)
 
 
-def session_ids(query: Query) -> set[str]:
-    return {r[0] for r in query("SELECT DISTINCT session FROM equity UNION DISTINCT "
-                                "SELECT DISTINCT session FROM sessions")["rows"]}
+def session_known(query: Query, session: str) -> bool:
+    """Whether the archive has a status or an equity row of the session (the raw tables: existence needs no FINAL)."""
+    return bool(query("SELECT (SELECT count() FROM (SELECT 1 FROM sessions_log WHERE session = {s:String} LIMIT 1))"
+                      " + (SELECT count() FROM (SELECT 1 FROM equity_log WHERE session = {s:String} LIMIT 1))",
+                      {"s": session})["rows"][0][0])
 
 
 def session_status(query: Query, session: str) -> dict[str, Any] | None:

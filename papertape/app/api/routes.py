@@ -65,7 +65,7 @@ def version_info() -> dict[str, str]:
 
 # --- sessions ------------------------------------------------------------------------------------------
 def known_session(backend: Backend, session: str) -> None:
-    if session not in backend.read(reads.session_ids):
+    if not backend.read(lambda q: reads.session_known(q, session)):
         raise HTTPException(404, f"no session {session!r} in the archive")
 
 @router.get("/sessions", response_model=list[m.SessionSummary], tags=["sessions"])
@@ -199,10 +199,11 @@ async def _send(backend: Backend, build: Callable[[int, str], s.Message], ts: in
          responses={200: {"content": {"text/event-stream": {}},
                           "description": "server-sent events: fill, order, equity, decision, alert, session, "
                                          "dead_letter; each `data` is the message as on its topic"}})
-async def stream(backend: BackendDep, session: SESSION_QUERY = None) -> Any:
-    """Live events of one session (or all) from the moment of the request."""
+async def stream(backend: BackendDep, session: SESSION_QUERY = None, holds: bool = True) -> Any:
+    """Live events of one session (or all) from the moment of the request; `holds=false` leaves out the decisions
+    to hold (most of them: a strategy states its view every bar). A client too far behind sees its stream end."""
     hub, _ = await backend.broker()
-    sub = hub.subscribe(of_session(session))
+    sub = hub.subscribe(of_session(session, holds))
 
     async def events() -> AsyncIterator[dict[str, str]]:
         try:
@@ -277,9 +278,9 @@ async def control(backend: Backend, session: str, command: Command, config: dict
     hub, writer = await backend.broker()
     ctrl = s.Control(id=f"api:{uuid.uuid4().hex}", ts=_now_ms(), session=session, command=command,
                      config=config)
-    # the engine's answer: its status message for the session, or the dead letter of this very control (the
+    # the engine's answer: the status message naming this control, or the dead letter of this very control (the
     # answer can come before the broker's ack of the send does: listen first)
-    answers = hub.subscribe(lambda topic, msg: (topic == "sessions" and getattr(msg, "session", None) == session)
+    answers = hub.subscribe(lambda topic, msg: (topic == "sessions" and getattr(msg, "control", None) == ctrl.id)
                             or (topic == "errors.dlq" and getattr(msg, "topic", None) == "control"
                                 and getattr(msg, "key", None) == session))
     try:

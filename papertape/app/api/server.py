@@ -9,6 +9,7 @@ import json
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
+from urllib.parse import urlsplit
 
 import plotly
 import prometheus_client
@@ -16,6 +17,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.routing import APIRoute
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import Match
 
 from infra.sql_endpoint import SqlError
@@ -49,6 +51,9 @@ def api_token(settings: Settings) -> str | None:
     return None
 
 
+LOOPBACK_NAMES = ["localhost", "127.0.0.1"]  # the Host a browser sends to an API on loopback
+
+
 def check_exposure(host: str, token: str | None) -> None:
     if token is None and not is_loopback(host):
         raise OpenToNetwork(f"refusing to listen on {host} without a token: anyone who reaches it could start, stop "
@@ -58,6 +63,16 @@ def check_exposure(host: str, token: str | None) -> None:
 
 def _json_error(status: int, detail: str) -> Response:
     return Response(json.dumps({"detail": detail}), status_code=status, media_type="application/json")
+
+
+async def same_origin_writes(request: Request, call_next: Any) -> Response:
+    """A write sent by a browser from another site is refused: a page the user happens to open could otherwise
+    stop a session of a token-less API on loopback with a plain cross-site POST."""
+    origin = request.headers.get("origin")
+    if (request.method not in ("GET", "HEAD", "OPTIONS") and origin is not None
+            and urlsplit(origin).netloc != request.headers.get("host")):
+        return _json_error(403, f"a write from another origin ({origin[:100]}) is refused")
+    return await call_next(request)
 
 
 async def allow_every_method(request: Request, call_next: Any) -> Response:
@@ -84,7 +99,7 @@ def _without_auth(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
-def create_app(settings: Settings, token: str | None = None) -> FastAPI:
+def create_app(settings: Settings, token: str | None = None, allowed_hosts: list[str] | None = None) -> FastAPI:
     backend = Backend(settings)
 
     @asynccontextmanager
@@ -114,6 +129,9 @@ def create_app(settings: Settings, token: str | None = None) -> FastAPI:
     app.include_router(router)
 
     app.middleware("http")(allow_every_method)
+    app.middleware("http")(same_origin_writes)
+    if allowed_hosts:  # on loopback: a name rebound to 127.0.0.1 by another site's DNS reads nothing
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     if token is None:
         app.openapi = lambda: _without_auth(app)  # type: ignore[method-assign]
 

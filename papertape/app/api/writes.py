@@ -9,8 +9,8 @@ import schemas as s
 
 # the topic each writable message goes to, and what keys it
 TOPIC_OF: dict[type[s.Message], tuple[str, str]] = {
-    s.Control: ("control", "session"), s.Order: ("orders", "session"), s.CancelOrder: ("orders", "session"),
-    s.AmendOrder: ("orders", "session"), s.Signal: ("signals", "session"), s.AlertAck: ("alerts.status", "alert_id")}
+    s.Control: ("control", "session"), s.Order: ("orders", "session"), s.Signal: ("signals", "session"),
+    s.AlertAck: ("alerts.status", "alert_id")}
 
 
 class Writer:

@@ -133,17 +133,17 @@ class MarketPartition:
             batches.append(s.TickBatch.model_construct(
                 id=f"ticks:{self.partition}:{pos}", ts=wm, origin=self.partition, seq=self.seq, wm=wm,
                 end=self.ended and last, ticks=ticks))
-        marks: list[s.Mark | s.Alert] = [*self._alerts]
+        marks_and_alerts: list[s.Mark | s.Alert] = [*self._alerts]
         self._alerts.clear()
         for sym, ts in self._touched.items():
             b = self.books[sym]
             m = b.mark()
             if m is not None:
-                marks.append(s.Mark(id=f"mark:{sym}:{ts}", ts=ts, symbol=sym, bid=b.bid, ask=b.ask, last=b.last,
-                                    mark=format(m, "f")))
+                marks_and_alerts.append(s.Mark(id=f"mark:{sym}:{ts}", ts=ts, symbol=sym, bid=b.bid, ask=b.ask,
+                                               last=b.last, mark=format(m, "f")))
         self._sent_wm = self.wm
         self._ticks, self._touched = [], {}
-        return batches, marks
+        return batches, marks_and_alerts
 
     def next_offset(self, topic: str) -> int:
         return self.last_offset + 1
