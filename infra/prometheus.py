@@ -56,6 +56,11 @@ ALERTS_DELIVERED = Counter("papertape_alerts_delivered_total",
                            ["channel", "outcome"])
 WORKER_RESTARTS = Counter("papertape_worker_restarts_total", "Worker processes the supervisor replaced")
 
+# --- the API ---------------------------------------------------------------------------------------------------
+API_REQUESTS = Counter("papertape_api_requests_total",
+                       "Requests the API answered, by method, route (its path template) and status code",
+                       ["method", "route", "status"])
+
 
 def took_market(item: Any) -> None:
     """A decoded md.events message (a batch, a lone frame or a watermark) the market actor took: its frames."""

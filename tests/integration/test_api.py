@@ -166,6 +166,9 @@ def test_a_token_is_required_when_set(archived_run):
         assert c.get("/api/v1/sessions", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert c.get("/api/v1/sessions", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
         assert c.get("/metrics").status_code == 401
+        scraped = c.get("/metrics", headers={"Authorization": "Bearer s3cret-token"})
+        assert scraped.status_code == 200  # the API's own process: its requests, the 401s above among them
+        assert 'papertape_api_requests_total{method="GET",route="/api/v1/sessions",status="401"} 2.0' in scraped.text
         assert c.get("/api/v1/health").status_code == 200  # liveness needs no secret
         assert "s3cret-token" not in c.get("/openapi.json").text
 

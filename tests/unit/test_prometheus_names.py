@@ -58,9 +58,9 @@ def test_metric_names_follow_the_conventions():
     want = {"papertape_frames_received", "papertape_stale_symbols", "papertape_fills", "papertape_decisions",
             "papertape_dead_letters", "papertape_orders_refused", "papertape_tick_to_fill_seconds",
             "papertape_checkpoint_save_seconds", "papertape_recorder_rows", "papertape_recorder_lag_messages",
-            "papertape_alerts_delivered", "papertape_worker_restarts", "papertape_faust_messages_received",
-            "papertape_faust_messages_sent", "papertape_faust_consumer_lag_messages",
-            "papertape_faust_commit_latency_seconds"}
+            "papertape_alerts_delivered", "papertape_worker_restarts", "papertape_api_requests",
+            "papertape_faust_messages_received", "papertape_faust_messages_sent",
+            "papertape_faust_consumer_lag_messages", "papertape_faust_commit_latency_seconds"}
     assert want <= names, want - names
     assert Counter(f.name for f in found).most_common(1)[0][1] == 1
 

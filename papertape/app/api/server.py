@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import Match
 
+from infra.prometheus import API_REQUESTS
 from infra.sql_endpoint import SqlError
 from papertape.app.api.backend import Backend, NotReady, version
 from papertape.app.api.routes import authorized, open_router, router
@@ -63,6 +64,13 @@ def check_exposure(host: str, token: str | None) -> None:
 
 def _json_error(status: int, detail: str) -> Response:
     return Response(json.dumps({"detail": detail}), status_code=status, media_type="application/json")
+
+
+async def count_requests(request: Request, call_next: Any) -> Response:
+    response: Response = await call_next(request)
+    route = request.scope.get("route")  # the template (/api/v1/sessions/{session}): a bounded label
+    API_REQUESTS.labels(request.method, getattr(route, "path", "unmatched"), str(response.status_code)).inc()
+    return response
 
 
 async def same_origin_writes(request: Request, call_next: Any) -> Response:
@@ -129,6 +137,7 @@ def create_app(settings: Settings, token: str | None = None, allowed_hosts: list
     app.include_router(router)
 
     app.middleware("http")(allow_every_method)
+    app.middleware("http")(count_requests)
     app.middleware("http")(same_origin_writes)
     if allowed_hosts:  # on loopback: a name rebound to 127.0.0.1 by another site's DNS reads nothing
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
