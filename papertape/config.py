@@ -52,6 +52,21 @@ class BybitSettings(BaseModel):
     rest_url: str | None = None  # None: Bybit mainnet's REST API
 
 
+class BybitTradingSettings(BaseModel):
+    """Orders on Bybit itself (issue 18): which environment, where the keys are. Demo by default (real matching,
+    fake money); mainnet only with `allow_mainnet` here and `--mainnet` on the command line."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    environment: Literal["demo", "testnet", "mainnet"] = "demo"
+    allow_mainnet: bool = False
+    api_key_env: str = "BYBIT_API_KEY"  # the environment variables holding the key and the secret
+    api_secret_env: str = "BYBIT_API_SECRET"
+    keys_file: Path | None = None  # or a file: the key on its first line, the secret on its second
+    rest_url: str | None = None  # None: the environment's host (api-demo.bybit.com...); tests: a stand-in
+    recv_window_ms: int = Field(default=5000, gt=0, le=60_000)
+
+
 class CoinGeckoSettings(BaseModel):
     """DEX token prices for live runs (`papertape run --live --tokens`)."""
 
@@ -188,6 +203,7 @@ class Settings(BaseModel):
     checkpoint_every_s: float = Field(default=1.0, gt=0)
     workers: int = Field(default=1, ge=1, le=32)  # worker processes of `papertape run`; they share the partitions
     bybit: BybitSettings = Field(default_factory=BybitSettings)
+    bybit_trading: BybitTradingSettings = Field(default_factory=BybitTradingSettings)
     coingecko: CoinGeckoSettings = Field(default_factory=CoinGeckoSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)

@@ -147,6 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     alerts_ack.add_argument("--by", default="cli", help="who acknowledges (default: cli)")
     alerts_ack.add_argument("--data-dir", type=Path)
 
+    demo = sub.add_parser("demo", help="Bybit demo money: fund the demo account, show its balance (keys from "
+                                       "BYBIT_API_KEY / BYBIT_API_SECRET or [bybit_trading] keys_file)")
+    demo_sub = demo.add_subparsers(dest="demo_command", required=True)
+    demo_fund = demo_sub.add_parser("fund", help="ask Bybit for demo funds (at most 100,000 USDT or USDC, 15 BTC, "
+                                                 "200 ETH a request)")
+    demo_fund.add_argument("--coin", default="USDT", choices=["USDT", "USDC", "BTC", "ETH"])
+    demo_fund.add_argument("--amount", required=True)
+    demo_fund.add_argument("--config", type=Path)
+    demo_balance = demo_sub.add_parser("balance", help="the demo account's wallet balance of a coin")
+    demo_balance.add_argument("--coin", default="USDT")
+    demo_balance.add_argument("--config", type=Path)
+
     _session_args(sub)
 
     args = parser.parse_args(argv)
@@ -155,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 "status": cmd_status, "record": cmd_record, "instruments": cmd_instruments,
                 "audit": cmd_audit, "session": cmd_session, "metrics": cmd_metrics,
                 "export": cmd_export, "report": cmd_report, "compare": cmd_compare, "api": cmd_api,
-                "alerts": cmd_alerts}[args.command](args)
+                "alerts": cmd_alerts, "demo": cmd_demo}[args.command](args)
     except KeyboardInterrupt:
         return 130
 
@@ -523,6 +535,12 @@ def cmd_api(args) -> int:
     uvicorn.run(create_app(settings, token, LOOPBACK_NAMES if is_loopback(host) else None), host=host, port=port,
                 log_level=settings.log_level, access_log=False)
     return 0
+
+
+def cmd_demo(args) -> int:
+    from papertape.app.demo import main as demo_main
+
+    return demo_main(args)
 
 
 def cmd_alerts(args) -> int:
