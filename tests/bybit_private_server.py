@@ -29,7 +29,7 @@ class Signed:
     path: str
     query: str
     body: Any
-    ret_code: int
+    ret_code: int  # of the answer: 0, a key or signature refusal, or what the request itself met
 
 
 class BybitPrivate:
@@ -37,6 +37,8 @@ class BybitPrivate:
         self.key, self.secret = key, secret
         self.balances: dict[str, Decimal] = {"USDT": Decimal("1000.50")}
         self.requests: list[Signed] = []
+        self.orders: dict[str, dict[str, Any]] = {}  # by orderLinkId
+        self.lose_answers = 0  # the next N answers are lost: the request is done, the connection closes unanswered
         self._lock = threading.Lock()
         stand_in = self
 
@@ -69,11 +71,16 @@ class BybitPrivate:
         code = self._check(handler.headers, url.query if method == "GET" else raw)
         body = json.loads(raw) if raw else None
         with self._lock:
-            self.requests.append(Signed(method, url.path, url.query, body, code))
+            self._last_query = url.query
             answer = self._result(url.path, body) if code == 0 else {
                 "retCode": code, "retMsg": {10003: "API key is invalid.", 10004: "error sign!",
                                             10002: "invalid request, please check your server timestamp or "
                                                    "recv_window param"}[code], "result": {}, "retExtInfo": {}}
+            self.requests.append(Signed(method, url.path, url.query, body, answer["retCode"]))
+            if self.lose_answers:
+                self.lose_answers -= 1
+                handler.close_connection = True
+                return
         answer["time"] = int(time.time() * 1000)
         data = json.dumps(answer).encode()
         handler.send_response(200)  # Bybit answers refusals with HTTP 200 and a retCode
@@ -92,6 +99,18 @@ class BybitPrivate:
             for item in body["utaDemoApplyMoney"]:
                 self.balances[item["coin"]] = self.balances.get(item["coin"], Decimal(0)) + Decimal(item["amountStr"])
             return {"retCode": 0, "retMsg": "success", "result": {}, "retExtInfo": {}}
+        if path == "/v5/order/create":
+            link = body["orderLinkId"]
+            if link in self.orders:
+                return {"retCode": 110072, "retMsg": "OrderLinkedID is duplicate", "result": {}, "retExtInfo": {}}
+            self.orders[link] = {**body, "orderId": f"bybit-{len(self.orders) + 1}", "orderStatus": "New"}
+            return {"retCode": 0, "retMsg": "OK", "result": {"orderId": self.orders[link]["orderId"],
+                                                             "orderLinkId": link}, "retExtInfo": {}}
+        if path == "/v5/order/realtime":
+            query = dict(q.split("=", 1) for q in self._last_query.split("&") if q)
+            found = [o for link, o in self.orders.items() if link == query.get("orderLinkId")]
+            return {"retCode": 0, "retMsg": "OK", "result": {"list": found, "category": "linear",
+                                                             "nextPageCursor": ""}, "retExtInfo": {}}
         return {"retCode": 10001, "retMsg": f"unknown path {path}", "result": {}, "retExtInfo": {}}
 
     def close(self) -> None:

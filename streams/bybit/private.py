@@ -69,7 +69,8 @@ def trading_client(settings: BybitTradingSettings, keys: BybitKeys, mainnet_flag
     return session
 
 
-def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+def bybit_call(what: str, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """fn(*args, **kwargs), a pybit call, with its refusals and failures as BybitPrivateError (no key in them)."""
     try:
         return fn(*args, **kwargs)
     except InvalidRequestError as exc:  # Bybit answered with retCode != 0
@@ -83,7 +84,7 @@ def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
 
 def wallet_balance(session: HTTP, coin: str = "USDT") -> Decimal:
     """The unified account's wallet balance of `coin`."""
-    answer = _call("the wallet balance", session.get_wallet_balance, accountType="UNIFIED", coin=coin)
+    answer = bybit_call("the wallet balance", session.get_wallet_balance, accountType="UNIFIED", coin=coin)
     for account in answer["result"]["list"]:
         for c in account.get("coin", []):
             if c.get("coin") == coin:
@@ -101,7 +102,7 @@ def request_demo_funds(session: HTTP, coin: str, amount: Decimal) -> dict[str, A
         raise BybitPrivateError(f"a demo funds request asks for more than 0 and at most {limit} {coin}, not {amount}")
     if not session.demo:
         raise BybitPrivateError("demo funds exist only on Bybit's demo environment")
-    return _call("the demo funds", session._submit_request, method="POST",  # noqa: SLF001 (pybit's one way in)
+    return bybit_call("the demo funds", session._submit_request, method="POST",  # noqa: SLF001 (pybit's one way in)
                  path=f"{session.endpoint}{DEMO_FUNDS_PATH}",
                  query={"adjustType": 0, "utaDemoApplyMoney": [{"coin": coin, "amountStr": format(amount, "f")}]},
                  auth=True)
