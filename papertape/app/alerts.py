@@ -8,35 +8,23 @@ import sys
 import time
 from pathlib import Path
 
-import schemas as s
-from infra.archive import Archive, NoHistory
 from papertape.app.api import reads
-from papertape.app.api.writes import Writer
+from papertape.app.api.writes import Writer, acknowledgement
 from papertape.app.formatting import format_table, utc_time
-from papertape.app.sessions import SEND_TIMEOUT_S, CliError, bootstrap_servers
-from papertape.config import load_settings
+from papertape.app.sessions import SEND_TIMEOUT_S, CliError, bootstrap_servers, data_dir_of, from_archive
 
 
 def main(args) -> int:
-    data_dir = Path(args.data_dir) if args.data_dir else load_settings().data_dir
     try:
-        return (cmd_list if args.alerts_command == "list" else cmd_ack)(args, data_dir)
+        return (cmd_list if args.alerts_command == "list" else cmd_ack)(args, data_dir_of(args))
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code
 
 
-def _archive(data_dir: Path) -> Archive:
-    try:
-        return Archive(data_dir, load_settings().clickhouse_url)
-    except NoHistory as exc:
-        raise CliError(str(exc)) from None
-
-
 def cmd_list(args, data_dir: Path) -> int:
-    with _archive(data_dir) as archive:
-        found = reads.alerts(archive.query, args.severity or [], args.type or [], args.session,
-                             False if args.unacknowledged else None, args.limit)
+    found = from_archive(data_dir, lambda q: reads.alerts(q, args.severity or [], args.type or [], args.session,
+                                                          False if args.unacknowledged else None, args.limit))
     if args.json:
         print(json.dumps(found, default=str))
         return 0
@@ -49,13 +37,12 @@ def cmd_list(args, data_dir: Path) -> int:
 
 
 def cmd_ack(args, data_dir: Path) -> int:
-    with _archive(data_dir) as archive:
-        unknown = [i for i in args.ids if not reads.alert_exists(archive.query, i)]
+    unknown = from_archive(data_dir, lambda q: [i for i in args.ids if not reads.alert_exists(q, i)])
     if unknown:
         raise CliError(f"no alert {', '.join(map(repr, unknown))} in the archive (`papertape alerts list` shows ids)")
     bootstrap, names = bootstrap_servers(data_dir)
     now = int(time.time() * 1000)
-    acks = [s.AlertAck(id=f"ack:{i}"[:160], ts=now, alert_id=i, by=args.by) for i in args.ids]
+    acks = [acknowledgement(i, args.by, now) for i in args.ids]
 
     async def send() -> None:
         writer = Writer(bootstrap, names)

@@ -387,19 +387,18 @@ def cmd_relay(args) -> int:
     sends what it had not, and nothing twice (but a message a channel took just before the kill)."""
     from infra import prometheus
     from papertape.app.live import stop_on_signals
-    from schemas import Namespace
+    from papertape.app.sessions import broker_of
     from streams.sinks.alert_channels import delivery_channels
     from streams.sinks.alerts import AlertRelay
 
     settings = _settings(args)
     if args.config is None and (run := run_settings(settings.data_dir)) is not None:
         settings = settings.model_copy(update={"alerts": run.alerts})  # the channels of the run in that directory
-    info = running(settings.data_dir)
-    bootstrap = info["bootstrap"] if info else settings.kafka_bootstrap
-    names = Namespace(info.get("namespace", "")) if info else settings.names
-    if not bootstrap:
+    where = broker_of(settings.data_dir, settings)
+    if where is None:
         print(f"papertape relay needs a run in progress in {settings.data_dir} or KAFKA_BOOTSTRAP", file=sys.stderr)
         return 2
+    bootstrap, names = where
     try:
         channels = delivery_channels(settings.alerts, settings.webhook_url)
     except ValueError as exc:

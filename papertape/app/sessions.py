@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -28,7 +27,7 @@ import schemas as s
 from infra.archive import Archive, NoHistory, columns, records, sql_string, tables
 from infra.sql_endpoint import running
 from papertape.app.formatting import for_display, format_table
-from papertape.config import load_settings, run_settings
+from papertape.config import Settings, load_settings, run_settings
 from papertape.core.session.config import RECONFIGURABLE, SessionConfig
 from papertape.core.strategies import make_strategy
 
@@ -189,15 +188,22 @@ def control(session: str, command: str, config: dict[str, Any] | None = None) ->
                      config=config or {})
 
 
-def bootstrap_servers(data_dir: Path) -> tuple[str, s.Namespace]:
-    """The broker and namespace of the run in progress in `data_dir`, else KAFKA_BOOTSTRAP and PAPERTAPE_NAMESPACE;
-    CliError (exit 2) without either."""
+def broker_of(data_dir: Path, settings: Settings) -> tuple[str, s.Namespace] | None:
+    """The broker and namespace of the run in progress in `data_dir`, else the settings' (KAFKA_BOOTSTRAP,
+    PAPERTAPE_NAMESPACE); None without either."""
     info = running(data_dir)
     if info and info.get("bootstrap"):
         return info["bootstrap"], s.Namespace(info.get("namespace", ""))
-    env = os.environ.get("KAFKA_BOOTSTRAP")
-    if env:
-        return env, s.Namespace(os.environ.get("PAPERTAPE_NAMESPACE", ""))
+    if settings.kafka_bootstrap:
+        return settings.kafka_bootstrap, settings.names
+    return None
+
+
+def bootstrap_servers(data_dir: Path) -> tuple[str, s.Namespace]:
+    """broker_of the environment's settings; CliError (exit 2) without a broker."""
+    where = broker_of(data_dir, load_settings())
+    if where is not None:
+        return where
     raise CliError(f"no run in progress in {data_dir} and KAFKA_BOOTSTRAP is not set: start one with "
                    "`papertape run` (or `--data-dir` its directory), or set KAFKA_BOOTSTRAP", code=2)
 
@@ -242,13 +248,13 @@ def main(args) -> int:
         "start": cmd_start, "stop": cmd_simple, "pause": cmd_simple, "resume": cmd_simple, "config": cmd_config,
         "list": cmd_list, "show": cmd_show}
     try:
-        return commands[args.session_command](args, _data_dir(args))
+        return commands[args.session_command](args, data_dir_of(args))
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code
 
 
-def _data_dir(args) -> Path:
+def data_dir_of(args) -> Path:
     if getattr(args, "data_dir", None):
         return Path(args.data_dir)
     return load_settings().data_dir  # the default, or PAPERTAPE_DATA
@@ -275,7 +281,7 @@ def cmd_config(args, data_dir: Path) -> int:
 
 # --- reading the archive ----------------------------------------------------------------------------------
 
-def _from_archive(data_dir: Path, read: Callable[[Callable[[str], dict]], Any],
+def from_archive(data_dir: Path, read: Callable[[Callable[..., dict]], Any],
                   query: Callable[[str], dict] | None = None) -> Any:
     """read(query) over the history (as `papertape sql` reads it; tests give their own `query`), with CliError
     when there is none or a query fails."""
@@ -385,7 +391,7 @@ def _read(fn: Callable[[], Any]) -> Any:
 
 
 def cmd_list(args, data_dir: Path, query: Callable[[str], dict] | None = None) -> int:
-    result = _from_archive(data_dir, list_sessions, query)
+    result = from_archive(data_dir, list_sessions, query)
     if args.json:  # as `papertape sql --json` prints a result
         print(json.dumps(for_display(result, exact_values=True), default=str))
     else:
@@ -395,7 +401,7 @@ def cmd_list(args, data_dir: Path, query: Callable[[str], dict] | None = None) -
 
 def cmd_show(args, data_dir: Path, query: Callable[[str], dict] | None = None) -> int:
     session = check_id(args.id)
-    found = _from_archive(data_dir, lambda q: show_session(q, session), query)
+    found = from_archive(data_dir, lambda q: show_session(q, session), query)
     status = _first(found["status"])
     equity = _first(for_display(found["equity"], exact_values=True))
     config = json.loads(status["config"]) if status else None

@@ -13,6 +13,7 @@ from infra.sql_endpoint import running
 from papertape.app.api import reads
 from papertape.app.api.events import EventHub
 from papertape.app.api.writes import Writer
+from papertape.app.sessions import broker_of
 from papertape.config import Settings, run_settings
 
 T = TypeVar("T")
@@ -67,12 +68,7 @@ class Backend:
         return running(self.data_dir) is not None
 
     def broker_address(self) -> tuple[str, s.Namespace] | None:
-        info = running(self.data_dir)
-        if info and info.get("bootstrap"):
-            return info["bootstrap"], s.Namespace(info.get("namespace", ""))
-        if self.settings.kafka_bootstrap:
-            return self.settings.kafka_bootstrap, self.settings.names
-        return None
+        return broker_of(self.data_dir, self.settings)
 
     async def broker(self) -> tuple[EventHub, Writer]:
         async with self._broker_lock:

@@ -7,7 +7,7 @@ import json
 import secrets
 import time
 import uuid
-from typing import Annotated, Any, AsyncIterator, Callable, Literal
+from typing import Annotated, Any, AsyncIterator, Callable, Literal, TypeVar
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
@@ -21,12 +21,14 @@ from papertape.app.api import models as m
 from papertape.app.api import reads
 from papertape.app.api.backend import Backend, version
 from papertape.app.api.events import event_data, of_session
-from schemas.vocabulary import Command
+from papertape.app.api.writes import acknowledgement
+from schemas.vocabulary import AlertType, Command, DecisionAction, Severity
 
 SESSION = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 SESSION_QUERY = Annotated[str | None, Query(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 LIMIT = Annotated[int, Query(ge=1, le=10_000)]
 EVENT_TIME = Annotated[int, Query(ge=0, lt=10**14)]
+T = TypeVar("T")
 bearer = HTTPBearer(auto_error=False, description="the API's token (PAPERTAPE_API_TOKEN)")
 
 
@@ -64,9 +66,14 @@ def version_info() -> dict[str, str]:
     return {"version": version(), "api": "v1"}
 
 # --- sessions ------------------------------------------------------------------------------------------
-def known_session(backend: Backend, session: str) -> None:
-    if not backend.read(lambda q: reads.session_known(q, session)):
-        raise HTTPException(404, f"no session {session!r} in the archive")
+def of_known_session(backend: Backend, session: str, read: Callable[[reads.Query], T]) -> T:
+    """read(query) of a session the archive knows (404 otherwise), in one visit to the archive."""
+    def checked(query: reads.Query) -> T:
+        if not reads.session_known(query, session):
+            raise HTTPException(404, f"no session {session!r} in the archive")
+        return read(query)
+
+    return backend.read(checked)
 
 @router.get("/sessions", response_model=list[m.SessionSummary], tags=["sessions"])
 def list_sessions(backend: BackendDep) -> list[dict[str, Any]]:
@@ -75,8 +82,8 @@ def list_sessions(backend: BackendDep) -> list[dict[str, Any]]:
 @router.get("/sessions/{session}", response_model=m.SessionDetail, tags=["sessions"],
          responses={404: {"description": "no such session"}})
 def show_session(backend: BackendDep, session: SESSION) -> m.SessionDetail:
-    known_session(backend, session)
-    status, account = backend.read(lambda q: (reads.session_status(q, session), reads.portfolio(q, session)))
+    status, account = of_known_session(backend, session,
+                                       lambda q: (reads.session_status(q, session), reads.portfolio(q, session)))
     st = status or {}
     return m.SessionDetail(session=session, status=st.get("status"), event=st.get("event"),
                            strategy=st.get("strategy"), intel=st.get("intel"),
@@ -92,33 +99,28 @@ def portfolio(backend: BackendDep) -> list[dict[str, Any]]:
 
 @router.get("/sessions/{session}/positions", response_model=list[m.Position], tags=["accounts"])
 def positions(backend: BackendDep, session: SESSION, include_flat: bool = False) -> list[dict[str, Any]]:
-    known_session(backend, session)
-    return backend.read(lambda q: reads.positions(q, session, include_flat))
+    return of_known_session(backend, session, lambda q: reads.positions(q, session, include_flat))
 
 @router.get("/sessions/{session}/orders", response_model=list[m.Order], tags=["orders"])
 def orders(backend: BackendDep, session: SESSION, state: Literal["open", "closed", "all"] = "open",
            limit: LIMIT = 500) -> list[dict[str, Any]]:
-    known_session(backend, session)
-    return backend.read(lambda q: reads.orders(q, session, state, limit))
+    return of_known_session(backend, session, lambda q: reads.orders(q, session, state, limit))
 
 @router.get("/sessions/{session}/fills", response_model=list[m.Fill], tags=["orders"])
 def fills(backend: BackendDep, session: SESSION, since: EVENT_TIME = 0,
           limit: LIMIT = 1000) -> list[dict[str, Any]]:
-    known_session(backend, session)
-    return backend.read(lambda q: reads.fills(q, session, since, limit))
+    return of_known_session(backend, session, lambda q: reads.fills(q, session, since, limit))
 
 @router.get("/sessions/{session}/decisions", response_model=list[m.Decision], tags=["decisions"])
 def decisions(backend: BackendDep, session: SESSION,
-              action: Literal["buy", "sell", "hold", "blocked", "reject", "cancel", "amend"] | None = None,
+              action: DecisionAction | None = None,
               limit: LIMIT = 100) -> list[dict[str, Any]]:
-    known_session(backend, session)
-    return backend.read(lambda q: reads.decisions(q, session, action, limit))
+    return of_known_session(backend, session, lambda q: reads.decisions(q, session, action, limit))
 
 @router.get("/sessions/{session}/equity", response_model=list[m.EquityPoint], tags=["accounts"])
 def equity(backend: BackendDep, session: SESSION, since: EVENT_TIME = 0,
            points: Annotated[int, Query(ge=2, le=10_000)] = 1000) -> list[dict[str, Any]]:
-    known_session(backend, session)
-    return backend.read(lambda q: reads.equity_series(q, session, since, points))
+    return of_known_session(backend, session, lambda q: reads.equity_series(q, session, since, points))
 
 @router.get("/metrics", response_model=list[dict[str, Any]], tags=["metrics"])
 def metrics(backend: BackendDep, session: SESSION_QUERY = None
@@ -149,9 +151,8 @@ def price(backend: BackendDep, symbol: Annotated[str, PathParam(pattern=r"^[A-Z0
 # --- alerts -------------------------------------------------------------------------------------------------
 @router.get("/alerts", response_model=list[m.Alert], tags=["alerts"])
 def alerts(backend: BackendDep,
-           severity: Annotated[list[Literal["info", "warning", "error", "critical"]], Query()] = [],  # noqa: B006
-           type: Annotated[list[Literal["price", "performance", "trading", "error", "system"]],  # noqa: A002
-                           Query()] = [],  # noqa: B006
+           severity: Annotated[list[Severity], Query()] = [],  # noqa: B006
+           type: Annotated[list[AlertType], Query()] = [],  # noqa: A002, B006
            session: SESSION_QUERY = None,
            acknowledged: bool | None = None, limit: LIMIT = 200) -> list[dict[str, Any]]:
     """Alerts newest first, filtered by severity, type, session and whether acknowledged."""
@@ -164,9 +165,7 @@ async def acknowledge(backend: BackendDep, alert_id: Annotated[str, PathParam(mi
     if not await asyncio.to_thread(backend.read, lambda q: reads.alert_exists(q, alert_id)):
         raise HTTPException(404, f"no alert {alert_id!r}")
     _, writer = await backend.broker()
-    msg = s.AlertAck(id=f"ack:{alert_id}"[:160], ts=_now_ms(), alert_id=alert_id, by=(ack or m.Ack()).by)
-    meta = await writer.send(msg)
-    return m.Sent(id=msg.id, topic="alerts.status", partition=meta.partition, offset=meta.offset)
+    return await writer.send(acknowledgement(alert_id, (ack or m.Ack()).by, _now_ms()))
 
 # --- inputs: orders and signals -------------------------------------------------------------------------
 @router.post("/sessions/{session}/orders", response_model=m.Sent, status_code=202, tags=["orders"],
@@ -190,9 +189,7 @@ async def _send(backend: Backend, build: Callable[[int, str], s.Message], ts: in
     except ValidationError as exc:
         raise HTTPException(422, "; ".join(e["msg"] for e in exc.errors(include_url=False))) from None
     _, writer = await backend.broker()
-    topic = "orders" if isinstance(msg, s.Order) else "signals"
-    meta = await writer.send(msg)
-    return m.Sent(id=msg.id, topic=topic, partition=meta.partition, offset=meta.offset)
+    return await writer.send(msg)
 
 # --- the live stream -----------------------------------------------------------------------------------
 @router.get("/stream", tags=["stream"], response_class=Response,
@@ -284,8 +281,7 @@ async def control(backend: Backend, session: str, command: Command, config: dict
                             or (topic == "errors.dlq" and getattr(msg, "topic", None) == "control"
                                 and getattr(msg, "key", None) == session))
     try:
-        meta = await writer.send(ctrl)
-        receipt = m.Sent(id=ctrl.id, topic="control", partition=meta.partition, offset=meta.offset)
+        receipt = await writer.send(ctrl)
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -298,7 +294,7 @@ async def control(backend: Backend, session: str, command: Command, config: dict
             event, msg = item
             if event == "session":
                 return m.ControlAnswer(outcome="applied", control=receipt, status=event_data(msg))
-            if (getattr(msg, "partition", None), getattr(msg, "offset", None)) == (meta.partition, meta.offset):
+            if (getattr(msg, "partition", None), getattr(msg, "offset", None)) == (receipt.partition, receipt.offset):
                 body = m.ControlAnswer(outcome="refused", control=receipt, reason=getattr(msg, "error", ""))
                 return Response(body.model_dump_json(), status_code=409, media_type="application/json")
     finally:
