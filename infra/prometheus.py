@@ -90,8 +90,7 @@ def count_sent(msgs: Iterable[Any], tick_sent_at: float | None = None) -> None:
 
 
 # --- consumer lag ----------------------------------------------------------------------------------------------
-def _lag_family(name: str, doc: str, end: Mapping[Any, int], done: Mapping[Any, int],
-                name_of: Callable[[str], str]) -> GaugeMetricFamily:
+def _lags(end: Mapping[Any, int], done: Mapping[Any, int], name_of: Callable[[str], str]) -> dict[str, int]:
     """Per topic: the partitions' end offsets (high watermarks of the last fetches) minus their next offsets to be
     done, summed."""
     lag: dict[str, int] = defaultdict(int)
@@ -100,6 +99,10 @@ def _lag_family(name: str, doc: str, end: Mapping[Any, int], done: Mapping[Any, 
         next_done = done.get(tp)
         if high is not None and next_done is not None:
             lag[name_of(tp.topic)] += max(0, high - next_done)
+    return lag
+
+
+def _lag_family(name: str, doc: str, lag: Mapping[str, int]) -> GaugeMetricFamily:
     family = GaugeMetricFamily(name, doc, labels=["topic"])
     for topic, n in sorted(lag.items()):
         family.add_metric([topic], n)
@@ -136,8 +139,12 @@ class RecorderLag:
     def describe(self) -> list[Metric]:
         return [GaugeMetricFamily(self.name, self.doc, labels=["topic"])]
 
+    def total(self) -> int:
+        """Every topic's lag: what the supervisor's "recorder behind" alert watches."""
+        return sum(_lags(self.end, self.done, self.name_of).values())
+
     def collect(self) -> Iterator[Metric]:
-        yield _lag_family(self.name, self.doc, self.end, self.done, self.name_of)
+        yield _lag_family(self.name, self.doc, _lags(self.end, self.done, self.name_of))
 
 
 RECORDER_LAG = RecorderLag()
@@ -192,7 +199,7 @@ class FaustCollector:
         yield _lag_family("papertape_faust_consumer_lag_messages",
                           "Messages on the worker's partitions past its committed offsets (high watermark of the "
                           "last fetch minus the committed offset), by topic",
-                          monitor.tp_end_offsets, monitor.tp_committed_offsets, self.name_of)
+                          _lags(monitor.tp_end_offsets, monitor.tp_committed_offsets, self.name_of))
 
 
 FAUST = FaustCollector()

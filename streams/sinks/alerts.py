@@ -141,8 +141,8 @@ async def delivered(bootstrap: str, names: s.Namespace, **consumer_options: Any)
 class AlertRelay:
     """Delivers alerts (and fills, to the channels whose types take trading alerts) to every channel: filtered,
     aggregated and rate-limited per channel (streams/sinks/alert_batching.py), each message retried with backoff
-    for at most `retry_for_s`, each outcome recorded on `alerts.status` before the offset is committed. Channels
-    send concurrently: one that is down delays no other."""
+    until the channel takes or refuses it (or for `retry_for_s`, when set), each outcome recorded on `alerts.status`
+    before the offset is committed. Channels send concurrently: one that is down delays no other."""
 
     def __init__(self, bootstrap: str, channels: Sequence[DeliveryChannel],
                  settings: AlertsSettings = AlertsSettings(), names: s.Namespace = s.Namespace(),
@@ -155,7 +155,6 @@ class AlertRelay:
         self.done: set[tuple[str, str]] = set()  # (alert id, channel) with an outcome
         self.inflight: dict[tuple[str, str], list[_Held]] = {}  # handed to a lane, no outcome yet
         self.held: dict[TopicPartition, deque[_Held]] = {}
-        self.outcomes: list[s.AlertDelivery] = []  # what this relay recorded (tests, status)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task | None = None
@@ -322,7 +321,6 @@ class AlertRelay:
             self.done.add(key)
             for held in self.inflight.pop(key, []):
                 held.waiting.discard(r.channel)
-        self.outcomes.extend(records)
 
     async def _commit(self) -> None:
         offsets = {}
