@@ -13,7 +13,7 @@ from agents.crash import die
 from agents.outputs import Outputs, dead_letter
 from papertape.core.engine import Engine, batch_of
 
-INPUTS = ("md.ticks", "orders", "signals", "control")
+INPUTS = ("md.ticks", "orders", "signals", "control", "venue.reports")
 
 
 def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
@@ -82,4 +82,6 @@ def dispatch(eng: Engine, item) -> list:
         return eng.on_order(item)
     if item.kind == "signal":
         return eng.on_signal(item)
+    if item.kind == "venue_report":
+        return eng.on_report(item)
     return eng.on_control(item)

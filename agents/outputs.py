@@ -13,7 +13,8 @@ from infra import prometheus
 TOPIC_OF_KIND = {
     "fill": "fills", "order_event": "order.events", "position": "positions", "equity": "equity",
     "decision": "decisions", "alert": "alerts", "dead_letter": "errors.dlq", "mark": "md.marks", "funding": "funding",
-    "session": "sessions",
+    "session": "sessions", "venue_request": "venue.requests", "reconciliation": "reconciliation",
+    "shadow_fill": "shadow.fills",
 }
 
 

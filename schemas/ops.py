@@ -45,7 +45,8 @@ class Control(Message):
     start: a new session from `config` (a session config, README "Sessions"), or resume a paused one;
     pause: no new entries (resting orders, stop-loss, take-profit, max hold, funding and liquidation go on);
     resume: undo pause; stop: cancel the session's orders, close its positions at market, and end it;
-    config: change settings of a running or paused session (`config` holds only the changed keys)."""
+    config: change settings of a running or paused session (`config` holds only the changed keys);
+    reconcile: a session on an exchange asks it for a snapshot now, reconciled as the check named by this id."""
 
     kind: Literal["control"] = "control"
     session: SessionId

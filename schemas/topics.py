@@ -9,6 +9,7 @@ from pydantic import Field, TypeAdapter
 from .market import Mark, MarketBatch, MarketFrame, TickBatch, Watermark
 from .ops import Alert, AlertAck, AlertDelivery, Control, DeadLetter, SessionStatus
 from .trading import AmendOrder, CancelOrder, Decision, Equity, Fill, Funding, Order, OrderEvent, Position, Signal
+from .venue import Reconciliation, ShadowFill, VenueReport, VenueRequest
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,14 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec("alerts", "none", "one", Alert, "alerts for the relay (console, webhook, apprise's channels)"),
         TopicSpec("alerts.status", "alert", "one", _union(AlertAck, AlertDelivery),
                   "acknowledgements of alerts, and what each channel made of each alert (the relay's memory)"),
+        TopicSpec("venue.requests", "session", "session", VenueRequest,
+                  "a session's orders, cancels, amends and reconciliation snapshots for its exchange (Bybit)"),
+        TopicSpec("venue.reports", "session", "session", VenueReport,
+                  "what the exchange said: order updates, executions, refusals and reconciliation snapshots"),
+        TopicSpec("reconciliation", "session", "session", Reconciliation,
+                  "each reconciliation of a session with its exchange: a summary row and every difference"),
+        TopicSpec("shadow.fills", "session", "session", ShadowFill,
+                  "the paper venue's fills of an exchange session's orders, simulated on the same market data"),
         TopicSpec("errors.dlq", "none", "one", DeadLetter, "messages an agent refused, with the reason"),
     ]
 }

@@ -19,6 +19,7 @@ from .vocabulary import (
     Side,
     TimeInForce,
     TriggerBy,
+    VenueKind,
 )
 
 
@@ -174,6 +175,7 @@ class Fill(Message):
     realized_pnl: Money  # price P&L this fill closed, before fees
     settle_coin: str = "USDT"
     exec_type: ExecType = "trade"
+    venue: VenueKind = "paper"  # where it was executed: the paper venue, the DEX model or an exchange
 
 
 class Funding(Message):

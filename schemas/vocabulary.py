@@ -17,7 +17,14 @@ LiquidityRole = Literal["maker", "taker"]  # of a fill: it took liquidity (taker
 ExecType = Literal["trade", "liquidation"]
 DecisionAction = Literal["buy", "sell", "hold", "blocked", "reject", "cancel", "amend"]
 Category = Literal["linear", "spot", "dex"]  # Bybit's USDT perpetuals and spot, and DEX tokens
-VenueKind = Literal["paper", "dex"]  # the paper venue a session trades on
+# The venue a session trades on: papertape's paper venue (Bybit perpetuals and spot), its DEX model, or Bybit itself
+# (real orders with the demo's or testnet's fake money; mainnet's real money only with a setting and a flag).
+BybitVenue = Literal["bybit_demo", "bybit_testnet", "bybit_mainnet"]
+VenueKind = Literal["paper", "dex", "bybit_demo", "bybit_testnet", "bybit_mainnet"]
+VenueAction = Literal["new", "cancel", "amend", "snapshot"]  # what papertape asks of an exchange
+# What a reconciliation found: nothing ("none": the check's summary row); an order of the exchange papertape did not
+# place; an execution papertape had not booked; an order whose state differs; a position or a balance that differs.
+Difference = Literal["none", "unknown_order", "missed_fill", "order_state", "position", "balance"]
 MarginMode = Literal["cross", "isolated"]
 # What a frame says about its symbol's feed: "live" data; "stale": no update for the source's limit until its ts,
 # so nothing may trade on the old prices; "unavailable": no source can price it now.
@@ -29,8 +36,9 @@ AlertType = Literal["price", "performance", "trading", "error", "system"]
 # What a channel made of an alert: it took it; it refused it for good (a 4xx: retrying cannot help); or every
 # attempt failed (down, timed out) until the relay gave up; or the relay held it back, a repeat of one just sent.
 DeliveryOutcome = Literal["sent", "refused", "failed", "suppressed"]
-Command = Literal["start", "stop", "pause", "resume", "config"]  # of a session, on the control topic
+Command = Literal["start", "stop", "pause", "resume", "config", "reconcile"]  # of a session, on the control topic
 SessionState = Literal["running", "paused", "stopped"]
 
 LIMIT_TYPES: tuple[OrderType, ...] = ("limit", "stop_limit", "take_profit_limit")  # they carry a limit price
 TRIGGER_TYPES: tuple[OrderType, ...] = ("stop_market", "stop_limit", "take_profit_market", "take_profit_limit")
+BYBIT_VENUES: tuple[BybitVenue, ...] = ("bybit_demo", "bybit_testnet", "bybit_mainnet")

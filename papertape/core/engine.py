@@ -180,6 +180,14 @@ class Engine:
         self._due_at = -1
         return sess.decide(intent, max(sig.ts, self.now))
 
+    def on_report(self, report: s.VenueReport) -> list[s.Message]:
+        """What a session's exchange reported; raises s.InvalidMessage for a session not here or not on one."""
+        sess = self.sessions.get(report.session)
+        if sess is None:
+            raise s.InvalidMessage(f"venue report for session {report.session!r}, not on this engine")
+        self._due_at = -1
+        return sess.on_report(report, self.now)
+
     def on_control(self, ctrl: s.Control) -> list[s.Message]:
         """Start, pause, resume, stop or reconfigure a session at the engine's event time; its status messages
         name the control (the sender's answer). Raises s.InvalidMessage, changing nothing, when the command cannot
@@ -201,6 +209,8 @@ class Engine:
             return sess.resume(now) if sess.status == "paused" else [sess.status_message(now, "already running")]
         if ctrl.command == "pause":
             return sess.pause(now)
+        if ctrl.command == "reconcile":
+            return sess.reconcile(now, ctrl.id)
         if ctrl.command == "resume":
             return sess.resume(now)
         if ctrl.command == "stop":

@@ -5,15 +5,14 @@ rises to it, 2: when it falls) and triggerBy, takeProfit/stopLoss on the entry, 
 unique per account)."""
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import requests
 
 import schemas as s
+from papertape.core.venue.remote import link_id
 from streams.bybit.private import BybitPrivateError, bybit_call
 
-LINK_ID_MAX = 36
 DUPLICATE_LINK_ID = 110072  # Bybit: "OrderLinkedID is duplicate"
 TRIGGER_BY = {"last": "LastPrice", "mark": "MarkPrice"}
 # (type, side) -> Bybit's triggerDirection: a stop triggers when the price moves against the side that will trade
@@ -21,14 +20,6 @@ TRIGGER_BY = {"last": "LastPrice", "mark": "MarkPrice"}
 DIRECTION = {("stop_market", "sell"): 2, ("stop_limit", "sell"): 2, ("stop_market", "buy"): 1, ("stop_limit", "buy"): 1,
              ("take_profit_market", "sell"): 1, ("take_profit_limit", "sell"): 1,
              ("take_profit_market", "buy"): 2, ("take_profit_limit", "buy"): 2}
-
-
-def link_id(order_id: str) -> str:
-    """Bybit's orderLinkId for a papertape order id: the id itself when it fits, else a digest of it, the same each
-    time (a retried request names the same order)."""
-    if len(order_id) <= LINK_ID_MAX and all(c.isalnum() or c in "-_" for c in order_id):
-        return order_id
-    return "pt-" + hashlib.sha256(order_id.encode()).hexdigest()[:LINK_ID_MAX - 3]
 
 
 def order_params(order: s.Order, category: str = "linear") -> dict[str, Any]:

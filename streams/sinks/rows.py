@@ -33,7 +33,14 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "order_events_log": ("id", "ts", "session", "order_id", "symbol", "side", "type", "status", "qty", "price",
                          "trigger_price", "filled_qty", "avg_price", "reason"),
     "fills_log": ("id", "ts", "session", "order_id", "symbol", "side", "price", "qty", "liquidity", "fee_rate",
-                  "fee", "realized_pnl", "settle_coin", "exec_type"),
+                  "fee", "realized_pnl", "settle_coin", "exec_type", "venue"),
+    "shadow_fills_log": ("id", "ts", "session", "order_id", "symbol", "side", "price", "qty", "liquidity",
+                         "fee_rate", "fee", "realized_pnl", "settle_coin", "exec_type", "venue"),
+    "venue_requests_log": ("id", "ts", "session", "venue", "action", "order_id", "body"),
+    "venue_reports_log": ("id", "ts", "session", "venue", "request", "snapshot", "orders", "executions", "refused",
+                          "body"),
+    "reconciliation_log": ("id", "ts", "session", "check", "difference", "symbol", "order_id", "papertape",
+                           "exchange", "adopted"),
     "funding_log": ("id", "ts", "session", "symbol", "rate", "mark", "qty", "amount", "settle_coin"),
     "positions_log": ("id", "ts", "session", "symbol", "qty", "avg_price", "mark", "realized_pnl",
                       "unrealized_pnl"),
@@ -121,6 +128,11 @@ def _orders(m: Any) -> list[tuple[str, Row]]:
                                    _d(getattr(m, "price", None)), _d(getattr(m, "trigger_price", None))))]
 
 
+def _fill_row(m: Any) -> Row:
+    return (m.id, m.ts, m.session, m.order_id, m.symbol, m.side, _d(m.price), _d(m.qty), m.liquidity, _d(m.fee_rate),
+            _d(m.fee), _d(m.realized_pnl), m.settle_coin, m.exec_type, m.venue)
+
+
 _ROWS: dict[str, Callable[[Any], list[tuple[str, Row]]]] = {
     "md.events": _md_events,
     "md.marks": _one("md_marks_log", lambda m: (m.id, m.ts, m.symbol, _d(m.bid), _d(m.ask), _d(m.last),
@@ -131,9 +143,15 @@ _ROWS: dict[str, Callable[[Any], list[tuple[str, Row]]]] = {
     "order.events": _one("order_events_log", lambda m: (
         m.id, m.ts, m.session, m.order_id, m.symbol, m.side, m.type, m.status, _d(m.qty), _d(m.price),
         _d(m.trigger_price), _d(m.filled_qty), _d(m.avg_price), m.reason)),
-    "fills": _one("fills_log", lambda m: (
-        m.id, m.ts, m.session, m.order_id, m.symbol, m.side, _d(m.price), _d(m.qty), m.liquidity,
-        _d(m.fee_rate), _d(m.fee), _d(m.realized_pnl), m.settle_coin, m.exec_type)),
+    "fills": _one("fills_log", lambda m: _fill_row(m)),
+    "shadow.fills": _one("shadow_fills_log", lambda m: _fill_row(m)),
+    "venue.requests": _one("venue_requests_log", lambda m: (
+        m.id, m.ts, m.session, m.venue, m.action, m.order_id, m.model_dump_json())),
+    "venue.reports": _one("venue_reports_log", lambda m: (
+        m.id, m.ts, m.session, m.venue, m.request, m.snapshot, len(m.orders), len(m.executions), m.refused,
+        m.model_dump_json())),
+    "reconciliation": _one("reconciliation_log", lambda m: (
+        m.id, m.ts, m.session, m.check, m.difference, m.symbol, m.order_id, m.papertape, m.exchange, m.adopted)),
     "funding": _one("funding_log", lambda m: (
         m.id, m.ts, m.session, m.symbol, _d(m.rate), _d(m.mark), _d(m.qty), _d(m.amount), m.settle_coin)),
     "positions": _one("positions_log", lambda m: (

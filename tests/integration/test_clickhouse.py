@@ -40,7 +40,8 @@ def count(client, table: str) -> int:
 def test_migrate_is_idempotent(ch):
     assert migrate(ch) == []
     assert ch.query("SELECT version, name FROM schema_migrations ORDER BY version").result_rows == [
-        (1, "001_init"), (2, "002_venue"), (3, "003_sessions"), (4, "004_metrics"), (5, "005_alerts")]
+        (1, "001_init"), (2, "002_venue"), (3, "003_sessions"), (4, "004_metrics"), (5, "005_alerts"),
+        (6, "006_exchange")]
     tables = {r[0] for r in ch.query("SHOW TABLES").result_rows}
     for log_table in COLUMNS:
         assert {log_table, log_table.removesuffix("_log")} <= tables
@@ -60,7 +61,8 @@ def test_tables_match_recorder_columns(ch):
         if table in ("metrics", "metrics_log"):  # ratios and lengths of time; money is Decimal there too
             assert DEFINITIONS[name][0] in ("percent", "ratio", "duration"), (table, name, type_)
             continue
-        assert name in ("confidence", "risk_score", "opportunity_score", "ts"), (table, name, type_)  # ratios only
+        # ratios only (a price error in basis points is a ratio too)
+        assert name in ("confidence", "risk_score", "opportunity_score", "price_error_bps", "ts"), (table, name, type_)
         if name == "ts":
             assert type_ == "DateTime64(3, 'UTC')"
 
@@ -94,7 +96,7 @@ D = Decimal
 COLUMNS_001 = {
     "orders_log": COLUMNS["orders_log"][:10],
     "order_events_log": tuple(c for c in COLUMNS["order_events_log"] if c != "trigger_price"),
-    "fills_log": COLUMNS["fills_log"][:-1],
+    "fills_log": COLUMNS["fills_log"][:-2],
     "equity_log": tuple(c for c in COLUMNS["equity_log"] if c != "funding"),
 }
 ROWS_001 = {
@@ -126,7 +128,7 @@ def test_migration_from_001_keeps_rows_and_adds_columns(tmp_path):
 
     client = connect(None, tmp_path)  # the existing data directory
     try:
-        assert migrate(client) == [2, 3, 4, 5]
+        assert migrate(client) == [2, 3, 4, 5, 6]
         for table, columns in COLUMNS.items():
             for name in (table, table.removesuffix("_log")):
                 assert tuple(r[0] for r in client.query(f"DESCRIBE TABLE {name}").result_rows) == columns, name
@@ -135,7 +137,7 @@ def test_migration_from_001_keeps_rows_and_adds_columns(tmp_path):
             "o1", old["orders_log"][0][1], "s1", "BTCUSDT", "buy", "limit", D("0.5"), D("36000"), "GTC", False,
             None, "last", None, None, None, None, None, None, None)]
         assert old["order_events_log"][0][9:11] == (D("36000"), None)  # price, trigger_price
-        assert old["fills_log"][0][-2:] == ("USDT", "trade")  # settle_coin, exec_type
+        assert old["fills_log"][0][-3:] == ("USDT", "trade", "paper")  # settle_coin, exec_type, venue
         assert old["equity_log"][0][-3:] == (D("3.6"), D("0"), 1)  # fees, funding, open_positions
         assert count(client, "funding") == count(client, "order_changes") == 0
         assert client.query("SELECT type FROM alerts").result_rows == [("system",)]  # 005's default for old alerts

@@ -30,10 +30,14 @@ from schemas import (
     Order,
     OrderEvent,
     Position,
+    Reconciliation,
     SessionStatus,
+    ShadowFill,
     Signal,
     TickBatch,
     Trade,
+    VenueReport,
+    VenueRequest,
     Watermark,
     encode,
     partition_counts,
@@ -106,6 +110,13 @@ def sample_messages(n: int = 0) -> list[tuple[str, object]]:
                                         outcome="sent", attempts=2, detail="")),
         ("errors.dlq", DeadLetter(id=f"dl{n}", ts=TS + n, topic="orders", partition=1, offset=42, key="s1",
                                   error="bad json", payload="{oops")),
+        ("shadow.fills", ShadowFill(id=f"sf{n}", order_id="o1", symbol="BTCUSDT", side="buy", price=D("65000.1"),
+                                    qty=D("0.002"), liquidity="taker", fee_rate=D("0.00055"), fee=D("0.07150011"),
+                                    realized_pnl=D("0"), **common)),
+        ("venue.requests", VenueRequest(id=f"vq{n}", venue="bybit_demo", action="cancel", order_id="o1", **common)),
+        ("venue.reports", VenueReport(id=f"vr{n}", venue="bybit_demo", refused="order not exists", **common)),
+        ("reconciliation", Reconciliation(id=f"rc{n}", check="c1", difference="position", symbol="BTCUSDT",
+                                          papertape="0.002 @ 65000.1", exchange="flat", **common)),
     ]
 
 

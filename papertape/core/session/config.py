@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from papertape.core.instruments import Instrument
 from papertape.core.session.auto_close import AutoCloseSettings
@@ -14,7 +14,7 @@ from papertape.core.session.risk import RiskSettings
 from papertape.core.venue.dex import DexSettings
 from papertape.core.venue.fees import FeeSchedule
 from papertape.core.venue.fill_model import FillSettings
-from schemas.vocabulary import Category, MarginMode, VenueKind
+from schemas.vocabulary import BYBIT_VENUES, Category, MarginMode, VenueKind
 
 
 class SessionConfig(BaseModel):
@@ -26,7 +26,9 @@ class SessionConfig(BaseModel):
     id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
     balance: Decimal = Field(default=Decimal(10_000), gt=0)
     settle_coin: str = "USDT"
-    venue: VenueKind = "paper"  # paper: Bybit perpetuals and spot; dex: DEX tokens (Bybit demo: later)
+    # paper: Bybit perpetuals and spot on papertape's paper venue; dex: DEX tokens; bybit_demo, bybit_testnet,
+    # bybit_mainnet: real orders on Bybit, which then matches, liquidates and settles funding itself
+    venue: VenueKind = "paper"
     symbols: list[str] = Field(default_factory=lambda: ["*"])  # "*" = every symbol of the venue on the tape
     strategy: str = "trend_following"  # a built-in, or a user's class by dotted path (package.module:Class)
     params: dict[str, Any] = Field(default_factory=dict)
@@ -49,6 +51,14 @@ class SessionConfig(BaseModel):
     fill: FillSettings = Field(default_factory=FillSettings)
     dex: DexSettings = Field(default_factory=DexSettings)
     equity_every_ms: int = Field(default=60_000, gt=0)
+    reconcile_every_s: int = Field(default=60, gt=0)  # a session on an exchange: how often it is reconciled
+
+    @model_validator(mode="after")
+    def _exchange_does_its_own(self) -> "SessionConfig":
+        """On an exchange, funding and liquidation are the exchange's: papertape books what it reports."""
+        if self.venue in BYBIT_VENUES and (self.funding or self.liquidation):
+            self.funding = self.liquidation = False
+        return self
 
     @property
     def level(self) -> IntelLevel:
@@ -67,6 +77,8 @@ class SessionConfig(BaseModel):
         return self.level.leverage if self.leverage is None else self.leverage
 
     def trades(self, symbol: str, category: Category) -> bool:
+        if self.venue in BYBIT_VENUES and category != "linear":
+            return False  # Bybit's USDT perpetuals
         return (category == "dex") == (self.venue == "dex") and ("*" in self.symbols or symbol in self.symbols)
 
     def fee_schedule(self, instruments: dict[str, Instrument]) -> FeeSchedule:

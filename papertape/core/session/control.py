@@ -17,11 +17,11 @@ from papertape.core.session.strategy_runner import StrategyRunner
 from papertape.core.session.timers import Timers
 from papertape.core.strategies import make_strategy
 from papertape.core.strategy import CancelIntent
-from papertape.core.venue.paper import PaperVenue
+from papertape.core.venue.remote import Venue
 
 
 class Control:
-    def __init__(self, run: Run, account: Account, view: MarketView, venue: PaperVenue, guard: RiskGuard,
+    def __init__(self, run: Run, account: Account, view: MarketView, venue: Venue, guard: RiskGuard,
                  margin: MarginRules, runner: StrategyRunner, timers: Timers, placement: Placement,
                  messages: Messages) -> None:
         self.run = run

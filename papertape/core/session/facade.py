@@ -1,7 +1,8 @@
 """The session the engine drives: its parts built together in one step, and sequenced in event time."""
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
+from typing import Any, Callable
 
 import schemas as s
 from papertape.core.account import Account
@@ -22,8 +23,10 @@ from papertape.core.session.strategy_runner import StrategyFailed, StrategyRunne
 from papertape.core.session.timers import TimerKind, Timers
 from papertape.core.strategies import make_strategy
 from papertape.core.strategy import Intent
-from papertape.core.venue.paper import PaperVenue, VenueRules
-from schemas.vocabulary import FeedStatus, SessionState
+from papertape.core.venue.paper import Execution, PaperVenue, VenueRules
+from papertape.core.venue.reconcile import reconcile
+from papertape.core.venue.remote import RemoteVenue, Venue
+from schemas.vocabulary import BYBIT_VENUES, FeedStatus, SessionState
 
 
 class Session:
@@ -31,9 +34,10 @@ class Session:
     `on_tick` in event time, and its signals (`decide`), orders (`submit_external`) and control commands."""
 
     def __init__(self, cfg: SessionConfig, instruments: dict[str, Instrument], books: dict[str, Book],
-                 account: Account | None = None) -> None:
+                 account: Account | None = None, shadow_account: Account | None = None) -> None:
         """`books`: the engine's books, which it updates in place; the session reads the market from them.
-        `account`: a restored account (`restore`); a new one holds the config's balance."""
+        `account`: a restored account (`restore`); a new one holds the config's balance. A session on an exchange
+        also has the account of its shadow, the paper venue simulating its orders."""
         self.instruments = instruments
         self.books = books
         account = self.account = Account(cfg.balance, cfg.settle_coin) if account is None else account
@@ -47,9 +51,18 @@ class Session:
         timers = self._timers = Timers(run, account, guard, margin, view, messages)
         # The venue asks the gate to admit an order, and the gate reads the venue's open orders: the lambda reaches
         # the gate built next, before this constructor returns.
-        venue = self.venue = PaperVenue(VenueRules(fees, cfg.fill, cfg.dex), instruments,
-                                        lambda sym: account.position(sym).qty, Ledger(account, timers).book_fill,
-                                        lambda order, price: gate.admit(order, price))
+        rules = VenueRules(fees, cfg.fill, cfg.dex)
+        venue: Venue
+        self.shadow_account = None
+        if cfg.venue in BYBIT_VENUES:
+            shadow = self.shadow_account = shadow_account or Account(cfg.balance, cfg.settle_coin)
+            venue = RemoteVenue(cfg.id, PaperVenue(rules, instruments, lambda sym: shadow.position(sym).qty,
+                                                   shadow_ledger(shadow), lambda order, price: ""),
+                                Ledger(account, timers).book_fill, cfg.reconcile_every_s * 1000)
+        else:
+            venue = PaperVenue(rules, instruments, lambda sym: account.position(sym).qty,
+                               Ledger(account, timers).book_fill, lambda order, price: gate.admit(order, price))
+        self.venue = venue
         gate = self._gate = Gate(run, instruments, account, view, venue, guard, margin, messages)
         placement = self._placement = Placement(run, account, view, venue, guard, margin, gate, messages)
         self._sizer = Sizer(run, instruments, account, view, venue, fees, margin, runner, gate, placement, messages)
@@ -78,6 +91,8 @@ class Session:
     def before_tick(self, now: int) -> list[s.Message]:
         """What is due up to `now`, against the books as they stood before the tick at `now`."""
         out = self._control.start(now)
+        if isinstance(self.venue, RemoteVenue) and self.venue.next_check is None:  # its first reconciliation
+            out += self._placement.outcomes(self.venue.check(now), now)
         while True:  # venue requests and timers in time order: funding sees the positions held at its time
             timer = self._timers.next_due(now)
             until = now if timer is None else timer[0] - 1
@@ -112,7 +127,7 @@ class Session:
         """After the tick moved its book: the venue's resting orders and triggers, liquidations, then the
         strategy."""
         # per tick and session: the calls are skipped when there is nothing for them (the hot path)
-        out = self._placement.on_tick(tick) if self.venue.orders else []
+        out = self._placement.on_tick(tick) if self.venue.working() else []
         if self._run.cfg.liquidation and self._view.holds_perp(tick.symbol):
             out += self._placement.liquidations(tick.ts)
         status = self._run.status
@@ -135,6 +150,23 @@ class Session:
         """An order, cancel or amend from the orders topic: it reaches the venue `latency_ms` after it is seen.
         An order is refused while its symbol's feed is not live (stale or unpriced)."""
         return self._placement.submit_external(msg, now, feed_status)
+
+    def on_report(self, report: s.VenueReport, now: int) -> list[s.Message]:
+        """What the session's exchange reported: order updates and executions, or a reconciliation snapshot."""
+        venue = self.venue
+        if not isinstance(venue, RemoteVenue):
+            raise s.InvalidMessage(f"session {self.cfg.id} trades on the {self.cfg.venue} venue, not an exchange")
+        if not report.snapshot:
+            return self._placement.outcomes(venue.apply(report, now), now)
+        outcomes, findings = reconcile(venue, self.account, report, now)
+        return self._placement.outcomes(outcomes, now) + self._messages.reconciled(report.request, findings, now)
+
+    def reconcile(self, now: int, check: str) -> list[s.Message]:
+        """Ask the exchange for a snapshot now (its answer is reconciled as `check`)."""
+        if not isinstance(self.venue, RemoteVenue):
+            raise s.InvalidMessage(f"reconcile: session {self.cfg.id} trades on the {self.cfg.venue} venue, "
+                                   f"which has nothing to reconcile with")
+        return self._placement.outcomes(self.venue.check(now, check), now)
 
     # --- control -----------------------------------------------------------------------------------------------------
     def pause(self, ts: int) -> list[s.Message]:
@@ -163,7 +195,9 @@ class Session:
         """Everything a restarted worker needs, the config included (it may have changed at run time)."""
         runner, timers = self._runner, self._timers
         return {"cfg": self.cfg.model_dump(mode="json"), "status": self.status, "announced": self._control.announced,
-                "account": self.account.to_dict(), "venue": self.venue.to_dict(), "strategy": runner.strategy.to_dict(),
+                "account": self.account.to_dict(), "venue": self.venue.to_dict(),
+                "shadow_account": self.shadow_account.to_dict() if self.shadow_account else None,
+                "strategy": runner.strategy.to_dict(),
                 "bars": runner.bars.to_dict(), "vol": runner.vol.to_dict(), "guard": self.guard.to_dict(),
                 "seq": self._run.seq, "changes": self._messages.changes, "next_equity_ts": timers.next_equity_ts,
                 "fills": self._messages.fills, "funded": timers.funded, "hold_until": timers.hold_until}
@@ -171,7 +205,9 @@ class Session:
     @classmethod
     def restore(cls, d: dict[str, Any], instruments: dict[str, Instrument], books: dict[str, Book]) -> Session:
         """The session saved by `to_dict`, reading the engine's `books`."""
-        sess = cls(SessionConfig.model_validate(d["cfg"]), instruments, books, Account.from_dict(d["account"]))
+        shadow = d.get("shadow_account")
+        sess = cls(SessionConfig.model_validate(d["cfg"]), instruments, books, Account.from_dict(d["account"]),
+                   None if shadow is None else Account.from_dict(shadow))
         sess._run.status, sess._control.announced = d["status"], d["announced"]
         sess.venue.load(d["venue"])
         sess._runner.strategy.load(d["strategy"])
@@ -183,3 +219,11 @@ class Session:
         sess._timers.funded = dict(d["funded"])
         sess._timers.hold_until = dict(d["hold_until"])
         return sess
+
+
+def shadow_ledger(account: Account) -> Callable[[Execution], None]:
+    """The shadow venue's `book_fill`: its own account, so its reduce-only orders and P&L follow its own fills."""
+    def book_fill(ex: Execution) -> None:
+        ex.realized = account.apply_fill(ex.order.symbol, ex.order.side, ex.price, ex.qty, ex.fee)
+        ex.position = replace(account.position(ex.order.symbol))
+    return book_fill

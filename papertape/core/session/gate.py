@@ -12,13 +12,14 @@ from papertape.core.session.market_view import MarketView
 from papertape.core.session.messages import Messages
 from papertape.core.session.risk import RiskGuard
 from papertape.core.session.state import Run
-from papertape.core.venue.paper import PaperVenue, VenueOrder
+from papertape.core.venue.paper import VenueOrder
+from papertape.core.venue.remote import Venue
 from schemas.vocabulary import Side
 
 
 class Gate:
     def __init__(self, run: Run, instruments: dict[str, Instrument], account: Account, view: MarketView,
-                 venue: PaperVenue, guard: RiskGuard, margin: MarginRules, messages: Messages) -> None:
+                 venue: Venue, guard: RiskGuard, margin: MarginRules, messages: Messages) -> None:
         self.run = run
         self.instruments = instruments
         self.account = account

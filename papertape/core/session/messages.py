@@ -12,8 +12,10 @@ from papertape.core.session.market_view import MarketView
 from papertape.core.session.risk import RiskGuard
 from papertape.core.session.state import Run
 from papertape.core.strategy import PlaceOrder
-from papertape.core.venue.paper import Execution, Refusal, StatusChange
-from schemas.vocabulary import DecisionAction
+from papertape.core.venue.paper import REQUEST_FIELDS, Execution, Refusal, StatusChange
+from papertape.core.venue.reconcile import Finding
+from papertape.core.venue.remote import Outbound
+from schemas.vocabulary import BYBIT_VENUES, DecisionAction, Severity
 
 Scores = tuple[float | None, float | None]  # (risk score, opportunity score) of an entry; None when unknown
 NO_SCORES: Scores = (None, None)
@@ -112,7 +114,7 @@ class Messages:
         fill = s.Fill(id=f"{o.id}:f{self.fills}", ts=ex.ts, session=session, order_id=o.id, symbol=o.symbol,
                       side=o.side, price=ex.price, qty=ex.qty, liquidity=ex.liquidity, fee_rate=ex.fee_rate,
                       fee=ex.fee, realized_pnl=ex.realized, settle_coin=self.account.settle_coin,
-                      exec_type=ex.exec_type)
+                      exec_type=ex.exec_type, venue=self.run.cfg.venue)
         pos = ex.position
         assert pos is not None  # the ledger set it when it booked the fill
         mark = self.view.mark(o.symbol)
@@ -120,6 +122,48 @@ class Messages:
                               avg_price=to_settle_unit(pos.avg_price) if pos.avg_price else None,
                               mark=mark, realized_pnl=pos.realized, unrealized_pnl=pos.unrealized(mark))
         return [fill, position]
+
+    def shadow_fill(self, ex: Execution) -> s.ShadowFill:
+        """The paper venue's fill of an exchange order (numbered by the quantity it had filled then)."""
+        o = ex.order
+        return s.ShadowFill(id=f"{o.id}:s{o.filled}", ts=ex.ts, session=self.run.cfg.id, order_id=o.id, symbol=o.symbol,
+                            side=o.side, price=ex.price, qty=ex.qty, liquidity=ex.liquidity, fee_rate=ex.fee_rate,
+                            fee=ex.fee, realized_pnl=ex.realized, settle_coin=self.account.settle_coin,
+                            exec_type=ex.exec_type)
+
+    def venue_request(self, oc: Outbound) -> s.VenueRequest:
+        cfg = self.run.cfg
+        venue = cfg.venue
+        assert venue in BYBIT_VENUES  # only a session on an exchange sends requests
+        o = oc.order
+        if oc.action == "snapshot":
+            return s.VenueRequest(id=oc.order_id or f"{cfg.id}:check:{oc.ts}", ts=oc.ts, session=cfg.id,
+                                  venue=venue, action="snapshot", since=oc.since)
+        order = None
+        if oc.action == "new" and o is not None:
+            order = s.Order(id=o.id, ts=oc.ts, session=cfg.id, **{f: getattr(o, f) for f in REQUEST_FIELDS})
+        changes = {k: v for k, v in (oc.changes or {}).items() if v is not None}
+        return s.VenueRequest(id=f"{oc.order_id}:{oc.action}:{oc.seq}", ts=oc.ts, session=cfg.id, venue=venue,
+                              action=oc.action, order=order, order_id=oc.order_id,
+                              symbol=o.symbol if o is not None else None, **changes)
+
+    def reconciled(self, check: str, findings: list[Finding], ts: int) -> list[s.Message]:
+        """A reconciliation's rows, and an alert for each difference."""
+        cfg = self.run.cfg
+        out: list[s.Message] = []
+        for i, f in enumerate(findings):
+            row = s.Reconciliation(id=f"{check}:{i}", ts=ts, session=cfg.id, check=check, difference=f.difference,
+                                   symbol=f.symbol, order_id=f.order_id, papertape=f.papertape[:500],
+                                   exchange=f.exchange[:500], adopted=f.adopted[:500])
+            out.append(row)
+            if f.difference != "none":
+                severity: Severity = "error" if f.difference in ("position", "balance") else "warning"
+                what = " ".join(x for x in (f.symbol, f.order_id) if x)
+                out.append(s.Alert(id=f"alert:{row.id}", ts=ts, severity=severity, type="trading", source="reconcile",
+                                   session=cfg.id, title=f"reconciliation: {f.difference.replace('_', ' ')}",
+                                   text=f"{cfg.id} {what}: papertape {f.papertape}; exchange {f.exchange}"
+                                        + (f"; {f.adopted}" if f.adopted else "")))
+        return out
 
     def refused(self, oc: Refusal) -> s.Alert:
         cfg = self.run.cfg

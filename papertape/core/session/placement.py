@@ -2,6 +2,7 @@
 orders topic, and liquidations; and what becomes of them (the venue's outcomes, as messages)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -14,7 +15,8 @@ from papertape.core.session.messages import NO_SCORES, Messages, Scores
 from papertape.core.session.risk import RiskGuard
 from papertape.core.session.state import Run
 from papertape.core.strategy import AmendIntent, CancelIntent, PlaceOrder
-from papertape.core.venue.paper import REQUEST_FIELDS, Outcome, PaperVenue, Refusal, StatusChange, VenueOrder
+from papertape.core.venue.paper import REQUEST_FIELDS, Execution, PaperVenue, Refusal, StatusChange, VenueOrder
+from papertape.core.venue.remote import FundingSettled, Outbound, RemoteOutcome, Shadow, Venue
 from schemas.trading import order_shape_problem
 from schemas.vocabulary import DecisionAction, FeedStatus
 
@@ -22,7 +24,7 @@ External = s.Order | s.CancelOrder | s.AmendOrder  # a request of the orders top
 
 
 class Placement:
-    def __init__(self, run: Run, account: Account, view: MarketView, venue: PaperVenue, guard: RiskGuard,
+    def __init__(self, run: Run, account: Account, view: MarketView, venue: Venue, guard: RiskGuard,
                  margin: MarginRules, gate: Gate, messages: Messages) -> None:
         self.run = run
         self.account = account
@@ -123,8 +125,8 @@ class Placement:
     def liquidations(self, ts: int) -> list[s.Message]:
         """The positions the venue takes over now (after a tick of a perpetual the session holds, when the
         session's config has liquidation on)."""
-        if not self.margin.may_liquidate(self.account, self.view.books):
-            return []
+        if not isinstance(self.venue, PaperVenue) or not self.margin.may_liquidate(self.account, self.view.books):
+            return []  # an exchange liquidates itself, and reports it
         cfg = self.run.cfg
         out: list[s.Message] = []
         for sym, side, qty, price, fee, rate in self.margin.liquidations(self.account, self.view.marks()):
@@ -135,12 +137,14 @@ class Placement:
             out.append(self.messages.liquidated(oid, sym, qty, price, fee, ts))
         return out
 
-    def outcomes(self, outcomes: list[Outcome], ts: int) -> list[s.Message]:
+    def outcomes(self, outcomes: Sequence[RemoteOutcome], ts: int) -> list[s.Message]:
         """The venue's outcomes as messages; the breakers they trip."""
         out: list[s.Message] = []
         flat: set[str] = set()
         for oc in outcomes:
-            if isinstance(oc, StatusChange):
+            if isinstance(oc, (Outbound, Shadow, FundingSettled)):
+                out += self._exchange_outcome(oc)
+            elif isinstance(oc, StatusChange):
                 out.append(self.messages.order_event(oc))
                 if oc.status == "rejected":
                     out += self.messages.tripped(self.guard.order_failed(oc.reason), oc.ts)
@@ -153,11 +157,25 @@ class Placement:
                     out += self.messages.tripped(self.guard.watch(self.view.equity()), oc.ts)
                 if not self.account.position(oc.order.symbol).qty:
                     flat.add(oc.order.symbol)
-        for sym in sorted(flat):  # a closed position takes its reduce-only orders (TP/SL) with it, as on Bybit
+        return out + self._reduce_only_cancelled(flat, ts)
+
+    def _reduce_only_cancelled(self, flat: set[str], ts: int) -> list[s.Message]:
+        """A closed position takes its reduce-only orders (TP/SL) with it, as on Bybit."""
+        out: list[s.Message] = []
+        for sym in sorted(flat):
             for order in self.venue.open_orders(sym):
                 if order.reduce_only and order.status != "pending" and not self.account.position(sym).qty:
                     out += self.outcomes(self.venue.cancel_now(order, ts, "position closed"), ts)
         return out
+
+    def _exchange_outcome(self, oc: Outbound | Shadow | FundingSettled) -> list[s.Message]:
+        """A request leaving for the exchange, a fill of the shadow simulating it, the exchange's funding."""
+        if isinstance(oc, Outbound):
+            return [self.messages.venue_request(oc)]
+        if isinstance(oc, Shadow):
+            return [self.messages.shadow_fill(oc.outcome)] if isinstance(oc.outcome, Execution) else []
+        self.account.apply_funding(oc.amount)
+        return [self.messages.funding(oc.symbol, oc.ts, oc.rate, oc.mark, oc.qty, oc.amount)]
 
 
 def amend_changes(x: AmendIntent | s.AmendOrder) -> dict[str, str | None]:

@@ -18,13 +18,13 @@ from papertape.core.session.state import Run
 from papertape.core.session.strategy_runner import StrategyRunner
 from papertape.core.strategy import AmendIntent, CancelIntent, Intent, PlaceOrder, Target
 from papertape.core.venue.fees import FeeSchedule
-from papertape.core.venue.paper import PaperVenue
+from papertape.core.venue.remote import Venue
 from schemas.vocabulary import Exposure, Side
 
 
 class Sizer:
     def __init__(self, run: Run, instruments: dict[str, Instrument], account: Account, view: MarketView,
-                 venue: PaperVenue, fees: FeeSchedule, margin: MarginRules, runner: StrategyRunner, gate: Gate,
+                 venue: Venue, fees: FeeSchedule, margin: MarginRules, runner: StrategyRunner, gate: Gate,
                  placement: Placement, messages: Messages) -> None:
         self.run = run
         self.instruments = instruments

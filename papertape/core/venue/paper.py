@@ -194,6 +194,10 @@ class PaperVenue:
     def open_orders(self, symbol: str | None = None) -> list[VenueOrder]:
         return [o for o in self.orders.values() if symbol is None or o.symbol == symbol]
 
+    def working(self) -> bool:
+        """Whether a tick may concern this venue: an order open or on its way."""
+        return bool(self.orders)
+
     def _expiring(self) -> list[tuple[int, VenueOrder]]:
         """(expiry time, order) of the open orders (at the venue, not on their way) that have an expiry time."""
         return [(o.expire_ts, o) for o in self.orders.values() if o.expire_ts is not None and o.status != "pending"]
