@@ -64,6 +64,7 @@ class BybitTradingSettings(BaseModel):
     api_secret_env: str = "BYBIT_API_SECRET"
     keys_file: Path | None = None  # or a file: the key on its first line, the secret on its second
     rest_url: str | None = None  # None: the environment's host (api-demo.bybit.com...); tests: a stand-in
+    ws_url: str | None = None  # the private stream; None: the environment's (stream-demo.bybit.com...)
     recv_window_ms: int = Field(default=5000, gt=0, le=60_000)
 
 

@@ -7,13 +7,13 @@ back); an execution keeps the exchange's execution id, so a report read twice is
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .base import EventTime, Message, Money, Price, Qty, SessionId, Symbol
 from .trading import Fill, Order
-from .vocabulary import BybitVenue, Difference, LiquidityRole, OrderStatus, OrderType, Side, VenueAction
+from .vocabulary import BybitVenue, Difference, LiquidityRole, MarginMode, OrderStatus, OrderType, Side, VenueAction
 
 ExchangeExecType = Literal["trade", "funding", "liquidation", "adl"]
 
@@ -34,6 +34,8 @@ class VenueRequest(Message):
     price: Price | None = None
     trigger_price: Price | None = None
     since: EventTime | None = None  # snapshot: the executions from this time
+    leverage: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)] | None = None  # new: the session's, for the symbol
+    margin_mode: MarginMode | None = None  # new: the session's
 
 
 class _Part(BaseModel):

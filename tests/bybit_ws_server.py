@@ -267,6 +267,8 @@ class BybitWsServer:
         symbols: the symbols the default topic check accepts (None: any).
         pace_s: pause between two feed frames on one connection.
         max_args_per_request, max_args_chars: the subscribe limits.
+        on_frame: called (on the server's loop) with (topic, frame) just before a dict frame is sent (once per
+            client for feed frames, once per ``push``), so an exchange stand-in has seen what a client will see.
 
     Stats, safe to read from any thread: ``connections_accepted``, ``open_connections``,
     ``subscribe_requests`` (per connection in accept order, the args of each accepted or
@@ -284,7 +286,9 @@ class BybitWsServer:
         pace_s: float = 0.0,
         max_args_per_request: int = MAX_ARGS_PER_REQUEST,
         max_args_chars: int = MAX_ARGS_CHARS,
+        on_frame: Callable[[str, dict], None] | None = None,
     ) -> None:
+        self.on_frame = on_frame
         self.feed = {topic: list(frames) for topic, frames in (feed or {}).items()}
         self.path = path
         self.pace_s = pace_s
@@ -489,6 +493,7 @@ class BybitWsServer:
             if position and self.pace_s:
                 await asyncio.sleep(self.pace_s)
             await self._silence.wait_open(topic)
+            self._seen(topic, frame)
             if not await connection.send(_encode_frame(frame)):
                 return
 
@@ -497,8 +502,14 @@ class BybitWsServer:
             return 0
         text = _encode_frame(frame)
         targets = [c for c in self._connections.values() if topic in c.topics]
+        if targets:
+            self._seen(topic, frame)
         sent = await asyncio.gather(*(c.send(text) for c in targets))
         return sum(sent)
+
+    def _seen(self, topic: str, frame: Frame) -> None:
+        if self.on_frame is not None and isinstance(frame, dict):
+            self.on_frame(topic, frame)
 
     def _abort_all(self) -> int:
         connections = list(self._connections.values())

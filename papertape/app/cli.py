@@ -10,6 +10,8 @@ import asyncio
 import atexit
 import gc
 import json
+import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -38,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--for", type=float, dest="live_seconds", help="with --live: stop after N seconds")
     run.add_argument("--tokens", action="store_true", help="with --live: also price the DEX tokens from CoinGecko")
     run.add_argument("--coingecko-url", help="CoinGecko API base URL (default: api.coingecko.com)")
+    run.add_argument("--mainnet", action="store_true",
+                     help="allow sessions on Bybit mainnet (real money; also needs [bybit_trading] allow_mainnet)")
     _universe_args(run)
 
     record = sub.add_parser("record", help="record Bybit's live public streams to a tape")
@@ -159,6 +163,18 @@ def main(argv: list[str] | None = None) -> int:
     demo_balance.add_argument("--coin", default="USDT")
     demo_balance.add_argument("--config", type=Path)
 
+    gateway = sub.add_parser("gateway", help="the Bybit gateway alone: sessions' orders to Bybit, its private "
+                                             "stream back (started by `papertape run` for sessions on Bybit)")
+    gateway.add_argument("--settings-json", type=Path)
+    gateway.add_argument("--config", type=Path)
+    gateway.add_argument("--mainnet", action="store_true", help="allow Bybit mainnet (with allow_mainnet)")
+    reconcile = sub.add_parser("reconcile", help="check sessions on Bybit against the exchange now and print what "
+                                                 "differs (exit 1 when something did)")
+    reconcile.add_argument("--session", help="the session (default: every session of the run on Bybit)")
+    reconcile.add_argument("--data-dir", type=Path)
+    reconcile.add_argument("--wait-s", type=float, default=30.0, help="how long to wait for the answer")
+    reconcile.add_argument("--json", action="store_true")
+
     _session_args(sub)
 
     args = parser.parse_args(argv)
@@ -167,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                 "status": cmd_status, "record": cmd_record, "instruments": cmd_instruments,
                 "audit": cmd_audit, "session": cmd_session, "metrics": cmd_metrics,
                 "export": cmd_export, "report": cmd_report, "compare": cmd_compare, "api": cmd_api,
-                "alerts": cmd_alerts, "demo": cmd_demo}[args.command](args)
+                "alerts": cmd_alerts, "demo": cmd_demo, "gateway": cmd_gateway,
+                "reconcile": cmd_reconcile}[args.command](args)
     except KeyboardInterrupt:
         return 130
 
@@ -267,6 +284,7 @@ def cmd_run(args) -> int:
     from papertape.app.live import token_instruments, universe, with_tape_instruments
     from papertape.app.runtime import Pipeline
     from streams.bybit.instruments import InstrumentsUnavailable
+    from streams.bybit.private import BybitPrivateError
 
     settings = _settings(args)
     if args.fresh and settings.data_dir.exists():
@@ -287,7 +305,7 @@ def cmd_run(args) -> int:
         settings = with_tape_instruments(settings)
 
     async def go() -> tuple[dict, list[dict]]:
-        pipe = Pipeline(settings)
+        pipe = Pipeline(settings, mainnet=args.mainnet)
         try:
             await pipe.start()
             if args.live:
@@ -302,7 +320,11 @@ def cmd_run(args) -> int:
         finally:
             await pipe.stop()
 
-    done, rows = asyncio.run(go())
+    try:
+        done, rows = asyncio.run(go())
+    except BybitPrivateError as exc:  # a session on Bybit that cannot start: keys, environment, balance
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print_summary(done, rows)
     return 0
 
@@ -540,6 +562,40 @@ def cmd_demo(args) -> int:
     from papertape.app.demo import main as demo_main
 
     return demo_main(args)
+
+
+def cmd_gateway(args) -> int:
+    """The Bybit gateway until SIGTERM or Ctrl-C; exit 2 when its settings or keys cannot work (not retried)."""
+    from papertape.app.live import stop_on_signals
+    from streams.bybit.gateway import BybitGateway
+    from streams.bybit.private import BybitKeys, BybitPrivateError
+
+    if args.settings_json:
+        settings = Settings.model_validate_json(args.settings_json.read_text())
+    else:
+        settings = load_settings(args.config)
+    if not settings.kafka_bootstrap:
+        print("papertape gateway needs KAFKA_BOOTSTRAP (or --settings-json from `papertape run`)", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        keys = BybitKeys.load(settings.bybit_trading, dict(os.environ))
+        gateway = BybitGateway(settings.kafka_bootstrap, settings, keys, args.mainnet, settings.bybit_trading.ws_url)
+    except BybitPrivateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    async def go() -> None:
+        await gateway.run(stop_on_signals(asyncio.Event()))
+
+    asyncio.run(go())
+    return 0
+
+
+def cmd_reconcile(args) -> int:
+    from papertape.app.reconcile import main as reconcile_main
+
+    return reconcile_main(args)
 
 
 def cmd_alerts(args) -> int:

@@ -30,7 +30,8 @@ from infra.sql_endpoint import RUN_FILE, query_local, serve
 from papertape.app.live import feed_for, tape_header, token_prices
 from papertape.config import Settings, write_run_settings
 from schemas.topics import kafka_partition
-from schemas.vocabulary import Severity
+from schemas.vocabulary import BYBIT_VENUES, Severity
+from streams.bybit.gateway import check_exchange_sessions
 from streams.bybit.instruments import INSTRUMENT_LIST
 from streams.bybit.tape import TapeWriter
 from streams.frames.wire import WireFrame
@@ -58,7 +59,8 @@ class FinishWatch:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, out=None, console_alerts: Severity = "warning") -> None:
+    def __init__(self, settings: Settings, out=None, console_alerts: Severity = "warning",
+                 mainnet: bool = False) -> None:
         self.settings = settings
         self.out = out or sys.stdout  # looked up now: a caller may have redirected it
         self.console_alerts = console_alerts
@@ -67,6 +69,9 @@ class Pipeline:
         self.workers: list[subprocess.Popen | None] = [None] * settings.workers
         self.finish = FinishWatch()
         self.workers_started = 0
+        self.mainnet = mainnet  # `--mainnet`: orders on Bybit mainnet (with [bybit_trading] allow_mainnet)
+        self.gateway: subprocess.Popen | None = None
+        self.gateways_started = 0
         self.max_worker_restarts = 3
         self._watchdog: asyncio.Task | None = None
 
@@ -119,6 +124,9 @@ class Pipeline:
                                                              self.finish], names=names, **consumer)
         await self.alerts.start()
         if worker:
+            if any(c.venue in BYBIT_VENUES for c in self.settings.sessions):
+                self.say(await asyncio.to_thread(check_exchange_sessions, self.settings, self.mainnet))
+                self.start_gateway()
             for i in range(len(self.workers)):
                 self.start_worker(i)
             self._watchdog = asyncio.create_task(self._watch())
@@ -150,6 +158,8 @@ class Pipeline:
             for i, worker in enumerate(self.workers):
                 if worker is not None and worker.poll() is not None:
                     self._revive_worker(i, worker)
+            if self.gateway is not None and self.gateway.poll() is not None:
+                self._revive_gateway(self.gateway)
             if isinstance(self.broker, EmbeddedKafka):
                 for node in range(self.broker.n):
                     if not self.broker.node_running(node):
@@ -196,6 +206,36 @@ class Pipeline:
                                f"worker {i} (pid {dead.pid}) exited with code {code}; a new one resumes from its "
                                "checkpoints")
         self.start_worker(i)
+
+    def start_gateway(self) -> subprocess.Popen:
+        """The Bybit gateway (sessions on Bybit): its own process, so a crash or a kill of it is a worker's."""
+        self.gateways_started += 1
+        cfg = write_run_settings(self.settings, self.data_dir)
+        log = open(self.data_dir / f"gateway-{self.gateways_started}.log", "wb")
+        cmd = [sys.executable, "-m", "papertape.app.cli", "gateway", "--settings-json", str(cfg)]
+        if self.mainnet:
+            cmd.append("--mainnet")
+        self.gateway = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                        preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
+        (self.data_dir / "gateway.pid").write_text(str(self.gateway.pid))
+        return self.gateway
+
+    def _revive_gateway(self, dead: subprocess.Popen) -> None:
+        """A gateway that died is replaced (its requests not committed are sent again, never doubled); one that
+        refused its settings (exit 2) would refuse them again: it is reported, not restarted in a loop."""
+        code = dead.returncode
+        if code == 2 or self.gateways_started > self.max_worker_restarts + 1:
+            self.gateway = None
+            why = f"see {self.data_dir}/gateway-{self.gateways_started}.log"
+            self.say(f"the Bybit gateway exited with code {code}; not restarted ({why})")
+            self.alert_sender.post(f"gateway-exit-{dead.pid}", "critical", "Bybit gateway stopped",
+                                   f"the Bybit gateway exited with code {code} and is not restarted: {why}")
+            return
+        self.say(f"the Bybit gateway exited with code {code}; starting a new one")
+        self.alert_sender.post(f"gateway-exit-{dead.pid}", "error", "Bybit gateway restarted",
+                               f"the Bybit gateway (pid {dead.pid}) exited with code {code}; a new one sends what "
+                               "it had not and reconciles")
+        self.start_gateway()
 
     def kill_worker(self, sig: int = signal.SIGKILL, i: int = 0) -> None:
         worker = self.workers[i]
@@ -353,7 +393,7 @@ class Pipeline:
             self.broker.stop()
 
     def _stop_workers(self) -> None:
-        running = [w for w in self.workers if w is not None and w.poll() is None]
+        running = [w for w in [*self.workers, self.gateway] if w is not None and w.poll() is None]
         for worker in running:
             worker.terminate()
         for worker in running:

@@ -226,7 +226,7 @@ async def send_control(bootstrap: str, ctrl: s.Control, timeout: float = SEND_TI
         await producer.stop()
 
 
-def _send(data_dir: Path, ctrl: s.Control) -> int:
+def _send(data_dir: Path, ctrl: s.Control, say: bool = True) -> int:
     bootstrap, names = bootstrap_servers(data_dir)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its connection errors: the one below says it
     try:
@@ -235,8 +235,9 @@ def _send(data_dir: Path, ctrl: s.Control) -> int:
         raise CliError(f"could not send to Kafka at {bootstrap}: no answer within {SEND_TIMEOUT_S:g} s") from None
     except Exception as exc:
         raise CliError(f"could not send to Kafka at {bootstrap}: {str(exc) or type(exc).__name__}") from None
-    print(f"{ctrl.command} sent to session {ctrl.session} ({ctrl.id} on {bootstrap}); the engine applies it when it "
-          f"reads it: `papertape session show {ctrl.session}` shows the result")
+    if say:
+        print(f"{ctrl.command} sent to session {ctrl.session} ({ctrl.id} on {bootstrap}); the engine applies it when "
+              f"it reads it: `papertape session show {ctrl.session}` shows the result")
     return 0
 
 

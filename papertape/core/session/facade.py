@@ -158,6 +158,8 @@ class Session:
             raise s.InvalidMessage(f"session {self.cfg.id} trades on the {self.cfg.venue} venue, not an exchange")
         if not report.snapshot:
             return self._placement.outcomes(venue.apply(report, now), now)
+        if venue.started_at is None:
+            return []  # not this session's yet: its first check, at its first event time, is what counts
         outcomes, findings = reconcile(venue, self.account, report, now)
         return self._placement.outcomes(outcomes, now) + self._messages.reconciled(report.request, findings, now)
 
@@ -218,6 +220,8 @@ class Session:
         sess._messages.fills = d["fills"]
         sess._timers.funded = dict(d["funded"])
         sess._timers.hold_until = dict(d["hold_until"])
+        if isinstance(sess.venue, RemoteVenue):  # a restarted worker reconciles at once: what happened meanwhile
+            sess.venue.next_check = None
         return sess
 
 

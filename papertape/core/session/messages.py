@@ -139,13 +139,16 @@ class Messages:
         if oc.action == "snapshot":
             return s.VenueRequest(id=oc.order_id or f"{cfg.id}:check:{oc.ts}", ts=oc.ts, session=cfg.id,
                                   venue=venue, action="snapshot", since=oc.since)
-        order = None
         if oc.action == "new" and o is not None:
             order = s.Order(id=o.id, ts=oc.ts, session=cfg.id, **{f: getattr(o, f) for f in REQUEST_FIELDS})
+            return s.VenueRequest(id=f"{oc.order_id}:new:{oc.seq}", ts=oc.ts, session=cfg.id, venue=venue,
+                                  action="new", order=order, order_id=oc.order_id, symbol=o.symbol,
+                                  leverage=cfg.leverage_by_symbol.get(o.symbol, cfg.default_leverage),
+                                  margin_mode=cfg.margin_mode)
         changes = {k: v for k, v in (oc.changes or {}).items() if v is not None}
         return s.VenueRequest(id=f"{oc.order_id}:{oc.action}:{oc.seq}", ts=oc.ts, session=cfg.id, venue=venue,
-                              action=oc.action, order=order, order_id=oc.order_id,
-                              symbol=o.symbol if o is not None else None, **changes)
+                              action=oc.action, order_id=oc.order_id, symbol=o.symbol if o is not None else None,
+                              **changes)
 
     def reconciled(self, check: str, findings: list[Finding], ts: int) -> list[s.Message]:
         """A reconciliation's rows, and an alert for each difference."""

@@ -46,8 +46,10 @@ def reconcile(venue: RemoteVenue, account: Account, report: VenueReport,
 
 
 def _executions(venue: RemoteVenue, report: VenueReport, found: list[Finding]) -> list[RemoteOutcome]:
-    """Executions not booked yet are booked."""
-    missed = [e for e in report.executions if e.exec_id not in venue.seen]
+    """Executions not booked yet are booked (those since the session's first check: the account's older ones were
+    another's)."""
+    since = venue.started_at or 0
+    missed = [e for e in report.executions if e.exec_id not in venue.seen and e.ts >= since]
     for e in missed:
         order = venue.order_of(e.order_id) if e.order_id else None
         found.append(Finding("missed_fill", e.symbol, order.id if order else e.order_id or None, "not booked",
