@@ -3,13 +3,16 @@ executions are booked once in papertape's own ledger, a paper venue shadows each
 what was missed and reports what differs. Expected figures are worked out by hand in the comments."""
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from decimal import Decimal as D
 
 import schemas as s
-from builders import tick
+from builders import DATA, tick
 from papertape.core.engine import Engine
 from papertape.core.instruments import Instrument
 from papertape.core.session.config import SessionConfig
+from streams.bybit.instruments import parse_linear, parse_spot
 
 BTC = Instrument("BTCUSDT", D("0.1"), D("0.001"), D("0.001"), D("5"))
 T0 = 1_723_161_260_000
@@ -167,3 +170,45 @@ def test_a_refused_cancel_is_an_alert_and_funding_is_the_exchanges():
     # a long pays 0.010 x 60000 x 0.0001 = 0.06
     assert [(f.amount, f.qty, f.rate) for f in kinds(out, "funding")] == [(D("-0.06"), D("0.010"), D("0.0001"))]
     assert eng.sessions["demo"].account.funding == D("-0.06")
+
+
+def test_a_limit_order_filled_in_two_parts_on_the_exchange():
+    eng = demo_engine([{"at": T0 + 1000, "id": "l1", "symbol": "BTCUSDT", "side": "buy", "type": "limit",
+                        "qty": "0.010", "price": "59990"}])
+    ticks(eng, tick("BTCUSDT", T0, "60000.0", "60000.5", "1", "1"))
+    ticks(eng, tick("BTCUSDT", T0 + 1000, "60001.0", "60001.5", "1", "1"))
+    ticks(eng, tick("BTCUSDT", T0 + 1200, "60002.0", "60002.5", "1", "1"))
+
+    def update(n: int, status: str, filled: str, ts: int, *executions: s.ExchangeExecution) -> list:
+        order = s.ExchangeOrder(order_id="demo-c-l1", ts=ts, symbol="BTCUSDT", side="buy", type="limit",
+                                status=status, qty=D("0.010"), price=D("59990"), filled_qty=D(filled),
+                                avg_price=D("59990") if D(filled) else None)
+        return eng.on_report(report(n, ts, orders=[order], executions=list(executions)))
+
+    out = update(1, "new", "0", T0 + 1300)
+    out += update(2, "partially_filled", "0.004", T0 + 5000,
+                  execution("e1", "demo-c-l1", "buy", "59990", "0.004", "0.0479920", T0 + 5000, maker=True))
+    out += update(3, "filled", "0.010", T0 + 9000,
+                  execution("e2", "demo-c-l1", "buy", "59990", "0.006", "0.0719880", T0 + 9000, maker=True))
+    assert [(e.status, e.filled_qty) for e in kinds(out, "order_event")] == [
+        ("new", D("0")), ("partially_filled", D("0.004")), ("filled", D("0.010"))]
+    assert [(f.qty, f.liquidity) for f in kinds(out, "fill")] == [(D("0.004"), "maker"), (D("0.006"), "maker")]
+    assert [p.qty for p in kinds(out, "position")] == [D("0.004"), D("0.010")]
+
+
+def test_a_session_on_every_usdt_perpetual_of_a_recorded_instruments_list_sends_each_its_orders():
+    raw = json.loads((DATA / "bybit/http/nautilus_rust/http_get_instruments_linear.json").read_text())
+    linear = [parse_linear(x) for x in raw["result"]["list"]
+              if x.get("settleCoin") == "USDT" and x.get("contractType") == "LinearPerpetual"]
+    spot = parse_spot(json.loads((DATA / "bybit/http/nautilus_rust/http_get_instruments_spot.json").read_text())
+                      ["result"]["list"][0])
+    instruments = {i.symbol: i for i in linear} | {"SPOTPAIR": replace(spot, symbol="SPOTPAIR")}
+    assert len(linear) >= 2
+    orders = [{"at": T0 + 1000, "symbol": sym, "side": "buy", "qty": str(i.min_qty)} for sym, i in instruments.items()]
+    cfg = SessionConfig(id="demo", venue="bybit_demo", strategy="scripted", params={"orders": orders}, latency_ms=0)
+    eng = Engine(0, 1, instruments, [cfg])
+    out = []
+    for ts in (T0, T0 + 1000, T0 + 1200):
+        out += ticks(eng, *(tick(sym, ts, "100", "100.5", "1000", "1000") for sym in instruments))
+    sent = sorted(r.order.symbol for r in kinds(out, "venue_request") if r.action == "new")
+    assert sent == sorted(i.symbol for i in linear)  # every USDT perpetual, and not the spot pair

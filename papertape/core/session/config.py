@@ -77,9 +77,14 @@ class SessionConfig(BaseModel):
         return self.level.leverage if self.leverage is None else self.leverage
 
     def trades(self, symbol: str, category: Category) -> bool:
-        if self.venue in BYBIT_VENUES and category != "linear":
-            return False  # Bybit's USDT perpetuals
-        return (category == "dex") == (self.venue == "dex") and ("*" in self.symbols or symbol in self.symbols)
+        return self.venue_lists(category) and ("*" in self.symbols or symbol in self.symbols)
+
+    def venue_lists(self, category: Category) -> bool:
+        """Whether the session's venue has instruments of `category`: DEX tokens only on the DEX model, Bybit's
+        USDT perpetuals only (of its categories) on Bybit itself."""
+        if self.venue in BYBIT_VENUES:
+            return category == "linear"
+        return (category == "dex") == (self.venue == "dex")
 
     def fee_schedule(self, instruments: dict[str, Instrument]) -> FeeSchedule:
         spot = {sym: (self.spot_maker_fee, self.spot_taker_fee) for sym, i in instruments.items()

@@ -35,6 +35,8 @@ class Gate:
         inst = self.instruments.get(symbol)
         if inst is None:
             return f"unknown symbol {symbol}"
+        if not self.run.cfg.venue_lists(inst.category):
+            return f"{symbol} ({inst.category}) is not traded on the session's venue ({self.run.cfg.venue})"
         if qty < inst.min_qty or not inst.on_lot(qty):
             return f"quantity {qty} is not a multiple of the lot step {inst.lot_step} (min {inst.min_qty})"
         if inst.max_qty is not None and qty > inst.max_qty:
