@@ -122,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     compare = sub.add_parser("compare", help="two runs of a strategy side by side: trades matched, the P&L "
                                              "difference decomposed (slippage, timing, size, fees, funding...)")
     compare.add_argument("a", metavar="A", help="SESSION or SESSION@DATA_DIR")
-    compare.add_argument("b", metavar="B", help="SESSION or SESSION@DATA_DIR")
+    compare.add_argument("b", metavar="B", nargs="?", help="SESSION or SESSION@DATA_DIR")
+    compare.add_argument("--shadow", action="store_true",
+                         help="A alone: a session on Bybit against the paper venue's simulation of each of its orders "
+                              "(the paper model's error in bps and ticks per order type and symbol)")
     compare.add_argument("--tolerance", type=float, default=60.0,
                          help="seconds between two trades' openings that still match them (default 60)")
     compare.add_argument("--data-dir", type=Path, help="where A and B are when they name no data directory")
@@ -349,6 +352,19 @@ def print_summary(done: dict, rows: list[dict]) -> None:
     print(f"total fills: {sum(int(r.get('fills') or 0) for r in rows)}")
 
 
+def _process_settings(args, name: str) -> tuple[Settings, str] | None:
+    """A process `papertape run` starts (worker, gateway): its run's settings, or a config's with KAFKA_BOOTSTRAP,
+    and the broker; None (said why) without one."""
+    if args.settings_json:
+        settings = Settings.model_validate_json(args.settings_json.read_text())
+    else:
+        settings = load_settings(args.config)
+    if not settings.kafka_bootstrap:
+        print(f"papertape {name} needs KAFKA_BOOTSTRAP (or --settings-json from `papertape run`)", file=sys.stderr)
+        return None
+    return settings, settings.kafka_bootstrap
+
+
 def cmd_worker(args) -> int:
     from faust import Worker
 
@@ -357,15 +373,12 @@ def cmd_worker(args) -> int:
     from infra.prometheus import serve
     from schemas import partition_counts
 
-    if args.settings_json:
-        settings = Settings.model_validate_json(args.settings_json.read_text())
-    else:
-        settings = load_settings(args.config)
-    if not settings.kafka_bootstrap:
-        print("papertape worker needs KAFKA_BOOTSTRAP (or --settings-json from `papertape run`)", file=sys.stderr)
+    found = _process_settings(args, "worker")
+    if found is None:
         return 2
+    settings, bootstrap = found
     topics = partition_counts(settings.md_partitions, settings.session_partitions, settings.names)
-    replication = asyncio.run(ensure_topics(settings.kafka_bootstrap, topics))
+    replication = asyncio.run(ensure_topics(bootstrap, topics))
     app = create_app(settings, use_tansu=args.tansu, replication=replication)
 
     # The code and the app's objects live as long as the process: keep the collector from rescanning them,
@@ -570,17 +583,14 @@ def cmd_gateway(args) -> int:
     from streams.bybit.gateway import BybitGateway
     from streams.bybit.private import BybitKeys, BybitPrivateError
 
-    if args.settings_json:
-        settings = Settings.model_validate_json(args.settings_json.read_text())
-    else:
-        settings = load_settings(args.config)
-    if not settings.kafka_bootstrap:
-        print("papertape gateway needs KAFKA_BOOTSTRAP (or --settings-json from `papertape run`)", file=sys.stderr)
+    found = _process_settings(args, "gateway")
+    if found is None:
         return 2
+    settings, bootstrap = found
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         keys = BybitKeys.load(settings.bybit_trading, dict(os.environ))
-        gateway = BybitGateway(settings.kafka_bootstrap, settings, keys, args.mainnet, settings.bybit_trading.ws_url)
+        gateway = BybitGateway(bootstrap, settings, keys, args.mainnet, settings.bybit_trading.ws_url)
     except BybitPrivateError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,19 +1,23 @@
 """`papertape compare A B`: two runs of a strategy side by side (a session in one data directory against a session
 in another: a live run and a replay of its tape, or two configs on one tape). Each is `SESSION` or
 `SESSION@DATA_DIR`: runs are told apart by their data directories (one per run), sessions inside one by their ids.
-The decomposition is papertape.core.metrics.drift's."""
+The decomposition is papertape.core.metrics.drift's. `papertape compare --shadow SESSION`: a session on an exchange
+against the paper venue's simulation of its orders (papertape.core.metrics.shadow)."""
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from infra.archive import Archive, NoHistory
 from infra.history import check_sessions, final_equity, load_history
 from papertape.app.formatting import format_table, money, utc_time
-from papertape.config import Settings
+from papertape.config import Settings, run_settings
 from papertape.core.metrics.drift import TERMS, Drift, Pair, Run, compare
+from papertape.core.metrics.shadow import ShadowOrder, summarize
 
 
 def parse_run(text: str, default_dir: Path) -> tuple[str, Path]:
@@ -71,7 +75,60 @@ def print_drift(d: Drift) -> None:
     print(format_table(pair_table(d)))
 
 
+SHADOW = ("SELECT order_id, symbol, side, type, exchange_qty, exchange_price, exchange_fee, exchange_liquidity, "
+          "paper_qty, paper_price, paper_fee, paper_liquidity, paper_delay_ms FROM shadow_comparison "
+          "WHERE session = {session:String} ORDER BY exchange_ts, order_id")
+
+
+def shadow_orders(query: Any, session: str) -> list[ShadowOrder]:
+    def dec(v: Any) -> Decimal | None:
+        return None if v is None else Decimal(str(v))
+    return [ShadowOrder(r[0], r[1], r[2], r[3] or "market", Decimal(str(r[4])), Decimal(str(r[5])),
+                        Decimal(str(r[6])), r[7], dec(r[8]), dec(r[9]), dec(r[10]), r[11], r[12])
+            for r in query(SHADOW, {"session": session})["rows"]]
+
+
+def shadow_main(args: Any, settings: Settings) -> int:
+    """`papertape compare --shadow SESSION[@DATA_DIR]`: a session on an exchange against the paper venue's
+    simulation of each of its orders, per order type and symbol."""
+    session, data_dir = parse_run(args.a, settings.data_dir)
+    try:
+        with Archive(data_dir, settings.clickhouse_url if data_dir == settings.data_dir else None) as archive:
+            check_sessions(archive.query, [session])
+            orders = shadow_orders(archive.query, session)
+    except (NoHistory, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    run = run_settings(data_dir)
+    ticks = {i.symbol: i.tick_size for i in (run.instruments if run else [])}
+    found = summarize(orders, ticks)
+    if args.json:
+        print(json.dumps({"session": session, "orders": [asdict(o) for o in orders],
+                          "summary": [asdict(x) for x in found]}, default=str, indent=1))
+        return 0
+    if not orders:
+        print(f"{session}: no exchange fills to compare (a session on Bybit, with fills, has them)")
+        return 0
+
+    def num(x: float | None, digits: int = 2) -> str:
+        return "-" if x is None else f"{x:.{digits}f}"
+    rows = [[x.type, x.symbol, x.orders, x.paper_filled, num(x.mean_bps), num(x.median_bps), num(x.mean_ticks),
+             money(x.qty_difference), money(x.fee_difference), num(x.mean_delay_ms, 0),
+             num(None if x.same_liquidity is None else x.same_liquidity * 100, 0)] for x in found]
+    print(f"{session}: the paper venue's simulation of {len(orders)} exchange orders (price error > 0: paper was "
+          f"better than the exchange for the order's side)")
+    print(format_table({"columns": ["type", "symbol", "orders", "paper filled", "mean bps", "median bps",
+                                    "mean ticks", "qty diff", "fee diff", "delay ms", "same role %"],
+                        "types": [""] * 11, "rows": rows}))
+    return 0
+
+
 def main(args: Any, settings: Settings) -> int:
+    if args.shadow:
+        return shadow_main(args, settings)
+    if args.b is None:
+        print("error: compare needs two runs A and B (or --shadow SESSION)", file=sys.stderr)
+        return 2
     try:
         a, b = (load_run(text, *parse_run(text, settings.data_dir), settings) for text in (args.a, args.b))
     except (NoHistory, ValueError) as exc:

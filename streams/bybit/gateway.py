@@ -93,6 +93,8 @@ class BybitGateway:
             streamed = asyncio.create_task(self._relay_stream())
             try:
                 while not stop.is_set():
+                    if streamed.done():  # the stream's relay failed: let the process die, the supervisor restarts it
+                        streamed.result()
                     batch = await self._consumer.getmany(timeout_ms=200)
                     for records in batch.values():
                         for record in records:

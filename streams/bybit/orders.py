@@ -10,7 +10,7 @@ from typing import Any
 import requests
 
 import schemas as s
-from papertape.core.venue.remote import link_id
+from papertape.core.venue.remote import exchange_problem, link_id
 from streams.bybit.private import BybitPrivateError, bybit_call
 
 DUPLICATE_LINK_ID = 110072  # Bybit: "OrderLinkedID is duplicate"
@@ -24,11 +24,9 @@ DIRECTION = {("stop_market", "sell"): 2, ("stop_limit", "sell"): 2, ("stop_marke
 
 def order_params(order: s.Order, category: str = "linear") -> dict[str, Any]:
     """The /v5/order/create body of `order`; BybitPrivateError for what Bybit has no order type for."""
-    if order.type == "trailing_stop":
-        raise BybitPrivateError("Bybit has no trailing-stop order (only a trailing stop on a position): "
-                                f"order {order.id} is refused before it is sent")
-    if order.expire_ts is not None or order.oco is not None:
-        raise BybitPrivateError(f"order {order.id}: Bybit orders take no expiry time or OCO group")
+    problem = exchange_problem(order)
+    if problem:
+        raise BybitPrivateError(f"{problem}: order {order.id} is refused before it is sent")
     params: dict[str, Any] = {
         "category": category, "symbol": order.symbol, "side": order.side.capitalize(),
         "orderType": "Limit" if order.price is not None else "Market", "qty": format(order.qty, "f"),

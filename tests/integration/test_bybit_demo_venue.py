@@ -148,6 +148,11 @@ def test_a_demo_session_beside_a_paper_one_reconciles_to_zero_after_a_kill(tmp_p
     assert q["open"][0][0] == 1  # the amend came back from the exchange
     # the shadow comparison: each demo order beside the paper venue's fill of it, with the error in bps
     assert len(q["shadow"]) == 3 and all(row[3] is not None and row[4] is not None for row in q["shadow"])
+    r = papertape("compare", "--shadow", f"demo@{data}", "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)["summary"]
+    assert [(x["type"], x["orders"], x["paper_filled"]) for x in summary] == [("market", 3, 3)]
+    assert summary[0]["mean_ticks"] is not None  # the run's instruments give the tick size
     # papertape's cash moved as Bybit's wallet did: realized P&L minus fees, to the last unit
     assert Decimal(q["cash"][0][0]) - Decimal("10000") == bybit.balances["USDT"] - Decimal("20000")
 

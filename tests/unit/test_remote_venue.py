@@ -11,6 +11,7 @@ import schemas as s
 from builders import DATA, tick
 from papertape.core.engine import Engine
 from papertape.core.instruments import Instrument
+from papertape.core.metrics.shadow import ShadowOrder, summarize
 from papertape.core.session.config import SessionConfig
 from streams.bybit.instruments import parse_linear, parse_spot
 
@@ -212,3 +213,18 @@ def test_a_session_on_every_usdt_perpetual_of_a_recorded_instruments_list_sends_
         out += ticks(eng, *(tick(sym, ts, "100", "100.5", "1000", "1000") for sym in instruments))
     sent = sorted(r.order.symbol for r in kinds(out, "venue_request") if r.action == "new")
     assert sent == sorted(i.symbol for i in linear)  # every USDT perpetual, and not the spot pair
+
+
+def test_the_shadow_summary_measures_the_paper_models_error_per_type_and_symbol():
+    def order(oid, side, ex_price, paper_price, liquidity="taker", paper_liquidity="taker", kind="market"):
+        return ShadowOrder(oid, "BTCUSDT", side, kind, D("0.010"), D(ex_price), D("0.33"), liquidity,
+                           None if paper_price is None else D("0.010"), None if paper_price is None else D(paper_price),
+                           None if paper_price is None else D("0.33"), paper_liquidity, 40)
+    found = summarize([order("a", "buy", "60003.1", "60001.5"), order("b", "sell", "60000.0", "60000.5"),
+                       order("c", "buy", "59990", None, "maker", None, "limit")], {"BTCUSDT": D("0.1")})
+    limit, market = found
+    # a buy paper filled 1.6 lower (16 ticks, 1.6 / 60003.1 = 0.2667 bps better); a sell 0.5 higher (5 ticks)
+    assert (market.orders, market.paper_filled, market.mean_ticks) == (2, 2, 10.5)
+    assert abs(market.mean_bps - (1.6 / 60003.1 + 0.5 / 60000.0) / 2 * 10_000) < 1e-9
+    assert market.same_liquidity == 1.0 and market.mean_delay_ms == 40
+    assert (limit.type, limit.paper_filled, limit.mean_bps, limit.qty_difference) == ("limit", 0, None, D("-0.010"))

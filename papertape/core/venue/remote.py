@@ -20,6 +20,7 @@ from typing import Any, Callable
 from papertape.core.market.book import Book
 from papertape.core.venue.paper import FINAL, Execution, Outcome, PaperVenue, Refusal, Request, StatusChange, VenueOrder
 from schemas.market import Tick
+from schemas.trading import Order
 from schemas.venue import ExchangeExecution, ExchangeOrder, VenueReport
 from schemas.vocabulary import OrderStatus, VenueAction
 
@@ -36,7 +37,7 @@ def link_id(order_id: str) -> str:
     return "pt-" + hashlib.sha256(order_id.encode()).hexdigest()[:LINK_ID_MAX - 3]
 
 
-def exchange_problem(order: VenueOrder) -> str:
+def exchange_problem(order: VenueOrder | Order) -> str:
     """Why Bybit cannot take `order` as it is, or ''. Its trailing stop exists only on a position, and its orders
     have no expiry time or OCO group: such an order is refused before it is sent."""
     if order.type == "trailing_stop":
@@ -181,12 +182,13 @@ class RemoteVenue:
         if order is None:
             return []  # not this session's: reconciliation reports it
         status: OrderStatus = x.status
-        changed = (x.qty, x.price, x.trigger_price) != (order.qty, order.price, order.trigger_price)
+        price = x.price if order.is_limit else None  # Bybit shows a market order's slippage guard as its price
+        changed = (x.qty, price, x.trigger_price) != (order.qty, order.price, order.trigger_price)
         if status == order.status and not changed and x.filled_qty == order.filled:
             return []
         if status == "new" and order.status not in ("pending", "triggered") and changed:
             status = "amended"
-        order.qty, order.price, order.trigger_price = x.qty, x.price, x.trigger_price
+        order.qty, order.price, order.trigger_price = x.qty, price, x.trigger_price
         if status in FINAL:
             return self.close(order, x.ts, status, x.reason, x)
         order.status = "new" if status == "amended" else status
