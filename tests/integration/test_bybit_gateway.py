@@ -14,8 +14,9 @@ import schemas as s
 from bybit_private_server import BybitPrivate
 from infra.broker import ensure_topics
 from papertape.config import BybitTradingSettings, Settings
-from streams.bybit.gateway import BybitGateway
-from streams.bybit.private import BybitKeys
+from papertape.core.session.config import SessionConfig
+from streams.bybit.gateway import BybitGateway, check_exchange_sessions
+from streams.bybit.private import BybitKeys, BybitPrivateError
 
 KEY, SECRET = "gwKey-0123456789ab", "gwSecret-fedcba9876543210"
 TS = 1_765_000_000_000
@@ -169,3 +170,35 @@ def test_wrong_keys_reject_the_orders_with_one_alert(broker):
     assert all("10003" in o.reason for r in reports for o in r.orders)
     assert [a.title for a in alerts if a.title == "Bybit refused the keys"] == ["Bybit refused the keys"]
     assert "not-the-key" not in str(alerts) + str(reports)
+
+
+def test_a_run_refuses_a_bybit_session_it_cannot_start_with_one_clear_reason(monkeypatch):
+    bybit = BybitPrivate(KEY, SECRET, balance=D("500"))
+    monkeypatch.setenv("BYBIT_API_KEY", KEY)
+    monkeypatch.setenv("BYBIT_API_SECRET", SECRET)
+    trading = BybitTradingSettings(rest_url=bybit.url, ws_url=bybit.ws_url)
+
+    def check(*sessions: dict, mainnet: bool = False, **trading_fields) -> str:
+        settings = Settings(bybit_trading=trading.model_copy(update=trading_fields),
+                            sessions=[SessionConfig(**s) for s in sessions])
+        with pytest.raises(BybitPrivateError) as refused:
+            check_exchange_sessions(settings, mainnet)
+        return str(refused.value)
+
+    try:
+        assert "needs 1000 USDT; the Bybit demo wallet holds 500" in check({"id": "d", "venue": "bybit_demo",
+                                                                            "balance": "1000"})
+        assert "not on bybit_demo" in check({"id": "t", "venue": "bybit_testnet"})
+        assert "one session per account" in check({"id": "a", "venue": "bybit_demo"},
+                                                   {"id": "b", "venue": "bybit_demo"})
+        assert "allow_mainnet" in check({"id": "m", "venue": "bybit_mainnet"}, environment="mainnet")
+        assert "allow_mainnet" in check({"id": "m", "venue": "bybit_mainnet"}, environment="mainnet",
+                                        allow_mainnet=True)  # the setting without the flag
+        monkeypatch.setenv("BYBIT_API_SECRET", "a-wrong-secret")
+        why = check({"id": "d", "venue": "bybit_demo", "balance": "100"})
+        assert "retCode 10004" in why and "a-wrong-secret" not in why
+        monkeypatch.setenv("BYBIT_API_SECRET", SECRET)
+        settings = Settings(bybit_trading=trading, sessions=[SessionConfig(id="d", venue="bybit_demo", balance="100")])
+        assert check_exchange_sessions(settings) == "bybit: session d on bybit_demo, wallet 500 USDT"
+    finally:
+        bybit.close()

@@ -109,7 +109,7 @@ def test_each_broker_keeps_its_log_dir_on_its_own_volume(services):
     assert len(volumes) == len(BROKERS), volumes
 
 
-PAPERTAPE_SERVICES = ["worker", "recorder", "relay", "api"]
+PAPERTAPE_SERVICES = ["worker", "recorder", "relay", "gateway", "api"]
 
 
 @pytest.mark.parametrize("name", PAPERTAPE_SERVICES)
