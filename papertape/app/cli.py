@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     gateway.add_argument("--settings-json", type=Path)
     gateway.add_argument("--config", type=Path)
     gateway.add_argument("--mainnet", action="store_true", help="allow Bybit mainnet (with allow_mainnet)")
+    gateway.add_argument("--metrics-offset", type=int, default=0,
+                         help="set by `papertape run`: metrics on the Prometheus port + N (after its workers')")
     reconcile = sub.add_parser("reconcile", help="check sessions on Bybit against the exchange now and print what "
                                                  "differs (exit 1 when something did)")
     reconcile.add_argument("--session", help="the session (default: every session of the run on Bybit)")
@@ -307,7 +309,7 @@ def cmd_run(args) -> int:
     else:
         settings = with_tape_instruments(settings)
 
-    async def go() -> tuple[dict, list[dict]]:
+    async def go() -> tuple[dict, list[dict], dict[str, int]]:
         pipe = Pipeline(settings, mainnet=args.mainnet)
         try:
             await pipe.start()
@@ -319,16 +321,16 @@ def cmd_run(args) -> int:
                 done = await pipe.replay()
                 pipe.say(f"replay done: {done['frames']} frames, {done['trades']} trades; waiting for the pipeline")
                 await pipe.wait_finished()
-            return done, pipe.summary()
+            return done, pipe.summary(), pipe.refusals()
         finally:
             await pipe.stop()
 
     try:
-        done, rows = asyncio.run(go())
+        done, rows, refused = asyncio.run(go())
     except BybitPrivateError as exc:  # a session on Bybit that cannot start: keys, environment, balance
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print_summary(done, rows)
+    print_summary(done, rows, refused)
     return 0
 
 
@@ -345,8 +347,15 @@ async def _run_live(pipe, args) -> dict:
     return done
 
 
-def print_summary(done: dict, rows: list[dict]) -> None:
+def print_summary(done: dict, rows: list[dict], refused: dict[str, int]) -> None:
     print(f"\nevents processed: {done['frames']} market frames ({done['trades']} trades)")
+    if done.get("bad_lines"):
+        print(f"lines the tape reader refused: {done['bad_lines']} (skipped); the first:")
+        for example in done.get("bad_examples", ()):
+            print(f"  {example}")
+    if refused:
+        print(f"messages refused: {sum(refused.values())} ({', '.join(f'{t}: {n}' for t, n in refused.items())}); "
+              "why: papertape sql \"SELECT topic, error, count() FROM dead_letters GROUP BY topic, error\"")
     cols = ["session", "orders", "fills", "fees", "realized", "cash", "equity"]
     print(format_table({"columns": cols, "rows": [[money(r.get(c)) for c in cols] for r in rows]}))
     print(f"total fills: {sum(int(r.get('fills') or 0) for r in rows)}")
@@ -579,6 +588,7 @@ def cmd_demo(args) -> int:
 
 def cmd_gateway(args) -> int:
     """The Bybit gateway until SIGTERM or Ctrl-C; exit 2 when its settings or keys cannot work (not retried)."""
+    from infra import prometheus
     from papertape.app.live import stop_on_signals
     from streams.bybit.gateway import BybitGateway
     from streams.bybit.private import BybitKeys, BybitPrivateError
@@ -598,7 +608,11 @@ def cmd_gateway(args) -> int:
     async def go() -> None:
         await gateway.run(stop_on_signals(asyncio.Event()))
 
-    asyncio.run(go())
+    metrics = prometheus.serve(settings, "gateway", settings.data_dir, offset=args.metrics_offset)
+    try:
+        asyncio.run(go())
+    finally:
+        metrics.close()
     return 0
 
 

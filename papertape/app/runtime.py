@@ -212,7 +212,8 @@ class Pipeline:
         self.gateways_started += 1
         cfg = write_run_settings(self.settings, self.data_dir)
         log = open(self.data_dir / f"gateway-{self.gateways_started}.log", "wb")
-        cmd = [sys.executable, "-m", "papertape.app.cli", "gateway", "--settings-json", str(cfg)]
+        cmd = [sys.executable, "-m", "papertape.app.cli", "gateway", "--settings-json", str(cfg), "--metrics-offset",
+               str(len(self.workers) + 1)]  # the Prometheus ports after the supervisor's and its workers
         if self.mainnet:
             cmd.append("--mainnet")
         self.gateway = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
@@ -376,6 +377,11 @@ class Pipeline:
                    ON o.session = e.session
             ORDER BY e.session""")
         return records(res)
+
+    def refusals(self) -> dict[str, int]:
+        """Dead letters per topic: what the agents refused (with why, in the dead_letters table)."""
+        return {r["topic"]: int(r["n"]) for r in records(self.query(
+            "SELECT topic, count() AS n FROM dead_letters GROUP BY topic ORDER BY topic"))}
 
     async def stop(self) -> None:
         if self._watchdog is not None:
