@@ -43,7 +43,7 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
                     for index, payload, reason in refused:
                         where = "" if index is None else f"frame {index}: "
                         await outputs.send(dead_letter("market", "md.events", msg.partition, msg.offset, msg.key,
-                                                       payload, where + reason, mp.wm))
+                                                       payload, where + reason, mp.wm, index))
                 due = []
                 for p in sorted(touched):
                     mp = checkpoints.state(p)

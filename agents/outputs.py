@@ -53,10 +53,11 @@ class Outputs:
 
 
 def dead_letter(agent: str, topic: str, partition: int, offset: int, key: bytes | None, payload: bytes | None,
-                error: str, ts: int) -> list:
-    """A refused message: a dead letter with the reason, and an alert saying so."""
+                error: str, ts: int, frame: int | None = None) -> list:
+    """A refused message: a dead letter with the reason, and an alert saying so. `frame`: the index of a refused
+    frame inside a batch, which shares its message's offset with the batch's other frames (each its own id)."""
     text = (payload or b"")[:4096].decode("utf-8", "replace")
-    mid = f"dlq:{topic}:{partition}:{offset}"
+    mid = f"dlq:{topic}:{partition}:{offset}" + ("" if frame is None else f":{frame}")
     k = key.decode("utf-8", "replace")[:200] if key else None
     return [s.DeadLetter(id=mid, ts=ts, topic=topic, partition=partition, offset=offset, key=k, error=error[:4000],
                          payload=text),

@@ -1,6 +1,7 @@
 """Instrument specs: tick size, lot step, minimums. Used to validate and round every order."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 
@@ -15,6 +16,20 @@ class RiskTier:
     mmr: Decimal  # maintenance margin rate
     mm_deduction: Decimal  # subtracted so MM is continuous at tier edges
     max_leverage: Decimal
+
+
+# Inverse (coin-margined) contracts by their exchanges' names: Binance COIN-M (BTCUSD_PERP, BTCUSD_250627) and Bybit
+# inverse perpetuals and futures (BTCUSD, BTCUSDH25). Their P&L and fees are in the coin, qty x (1/entry - 1/exit),
+# which papertape's linear accounting would misprice by orders of magnitude: they are refused.
+INVERSE_SYMBOL = re.compile(r"^[A-Z0-9]+USD(?:_PERP|_\d{6}|[FGHJKMNQUVXZ]\d{2})?$")
+
+
+def inverse_reason(symbol: str) -> str:
+    """Why `symbol` cannot be traded as a linear contract, or ''."""
+    if INVERSE_SYMBOL.match(symbol):
+        return (f"{symbol} is an inverse (coin-margined) contract: its P&L and fees are in the coin, which papertape's "
+                "linear (USDT) accounting would misprice; it is refused")
+    return ""
 
 
 @dataclass(frozen=True)
@@ -33,6 +48,10 @@ class Instrument:
     quote_coin: str = ""
     status: str = "Trading"
     risk_tiers: tuple[RiskTier, ...] = ()  # Bybit's risk limit table; empty: one tier from max_leverage (margin)
+
+    def __post_init__(self) -> None:
+        if self.category == "linear" and (why := inverse_reason(self.symbol)):
+            raise ValueError(why)
 
     def round_qty_down(self, qty: Decimal) -> Decimal:
         return (qty / self.lot_step).to_integral_value(rounding=ROUND_DOWN) * self.lot_step

@@ -378,12 +378,21 @@ def load_or_discover(http_factory: Callable[[], PublicHTTP], path: Path, max_age
     """
     universe = Universe.of(statuses, min_turnover_24h, include, exclude)
     cached = read_cache(path, category, settle_coin)
-    if cached is not None and _fresh(cached, max_age_s, clock):
+    usable = cached is not None and (min_turnover_24h is None or cached.turnover_24h is not None)
+    if cached is not None and usable and _fresh(cached, max_age_s, clock):
         return universe.select(cached)
     try:
-        cat = fetch_catalog(http_factory(), category, settle_coin, with_turnover=True, clock=clock)
+        http = http_factory()
+        cat = fetch_catalog(http, category, settle_coin, clock=clock)
+        try:
+            cat.turnover_24h = fetch_turnover(http, category)
+        except BybitError as e:  # the turnover is a second endpoint: needed only by the turnover filter
+            if min_turnover_24h is not None:
+                raise BybitError(f"the 24 h turnover filter needs Bybit's tickers: {e}") from e
+            log.warning("Bybit %s tickers unavailable (%s): the instruments are cached without 24 h turnover",
+                        category, e)
     except BybitError as e:
-        if cached is None:
+        if cached is None or not usable:
             raise InstrumentsUnavailable(f"cannot discover Bybit {category} {settle_coin} instruments "
                                          f"and no usable cache at {path}: {e}") from e
         age_h = (clock() * 1000 - cached.fetched_at_ms) / 3_600_000

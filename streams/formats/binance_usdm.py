@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 import orjson
 
+from papertape.core.instruments import inverse_reason
 from schemas import SCHEMA_VERSION, MarketFrame, Trade
 from streams.frames.frame_json import proven, validate, wire
 from streams.frames.wire import Bad, Format, WireFrame, sorted_lines
@@ -156,12 +157,17 @@ def _common(d: dict, kind: str, exchange_id: Any) -> dict[str, Any]:
     if type(exchange_id) is not int:
         raise TypeError(f"update/trade id is {exchange_id!r}, not an int")
     symbol = d["s"]
+    if symbol not in _LINEAR:
+        if why := inverse_reason(symbol):  # a COIN-M stream replayed as a USD-M one
+            raise ValueError(why)
+        _LINEAR.add(symbol)
     return {"v": SCHEMA_VERSION, "id": f"{VENUE}:{symbol}:{kind}:{exchange_id}", "ts": d["E"], "kind": "frame",
             "venue": VENUE, "symbol": symbol, "recv_ts": 0, "trades": [], "bid": None, "bid_qty": None,
             "ask": None, "ask_qty": None, "bids": [], "asks": [], "snapshot": False,
             "ticker": None, "bar": None, "status": "live"}
 
 
+_LINEAR: set[str] = set()  # symbols seen linear: the check runs once per symbol
 _BUILDERS = {"trade": _trade, "bookTicker": _book_ticker, "depthUpdate": _depth_update}
 
 if list(_common({"s": "X", "E": 0}, "", 0)) != list(MarketFrame.model_fields):  # what the fast path relies on

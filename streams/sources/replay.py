@@ -100,6 +100,7 @@ class ReplaySummary:
     last_ts: int | None
     bad_lines: int
     batches: int  # messages sent, all partitions counted
+    bad_examples: tuple[str, ...] = ()  # the first reasons lines were refused, "file:line: why"
 
 
 class BatchSender:
@@ -232,4 +233,4 @@ class ReplaySource:
         await out.flush_all(end_ts, end=True)
         if self.progress:
             self.progress(ReplayProgress(count, end_ts, count / max(loop.time() - started, 1e-9)))
-        return ReplaySummary(count, trades, first_ts, last_ts, tape.bad_lines, out.batches)
+        return ReplaySummary(count, trades, first_ts, last_ts, tape.bad_lines, out.batches, tuple(tape.bad_examples))

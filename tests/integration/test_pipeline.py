@@ -154,7 +154,9 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_stream_goes_on(tmp_path
                           {"id": "ok", "ts": 1, "venue": "x", "symbol": "BTCUSDT", "recv_ts": 0, "bid": "1",
                            "ask": "2"},
                           {"id": "neg", "ts": 1, "venue": "x", "symbol": "BTCUSDT", "recv_ts": 0,
-                           "trades": [{"ts": 1, "price": "1", "qty": "-1", "side": "buy"}]}]}).encode()],
+                           "trades": [{"ts": 1, "price": "1", "qty": "-1", "side": "buy"}]},
+                          {"id": "nan", "ts": 1, "venue": "x", "symbol": "BTCUSDT", "recv_ts": 0, "bid": "NaN",
+                           "ask": "2"}]}).encode()],
         "orders": [json.dumps({**good_order, "id": "o-neg", "qty": "-1"}).encode(),
                    json.dumps({**good_order, "id": "o-unknown", "symbol": "NOPEUSDT"}).encode()],
     }
@@ -173,18 +175,19 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_stream_goes_on(tmp_path
             await producer.stop()
 
     done, summary, (dead, alerts, fills, events) = asyncio.run(run_pipeline(tmp_path, [session], [
-        "SELECT topic, error FROM dead_letters ORDER BY topic, offset",
+        "SELECT topic, error FROM dead_letters ORDER BY topic, offset, id",
         "SELECT title FROM alerts WHERE severity = 'warning'",
         "SELECT order_id, side, qty FROM fills",
         "SELECT order_id, status, reason FROM order_events ORDER BY ts, status = 'filled'"], during=inject))
 
     errors = [(d["topic"], d["error"]) for d in dead]
-    assert [t for t, _ in errors] == ["md.events"] * 5 + ["orders"] * 2, errors
+    assert [t for t, _ in errors] == ["md.events"] * 6 + ["orders"] * 2, errors
     assert "Invalid JSON" in errors[0][1] and "'NaN' is not a plain decimal" in errors[1][1]
     assert "unknown symbol NOPEUSDT" in errors[2][1] and "oversized" in errors[3][1]
-    # one bad frame of a batch is refused alone
+    # each bad frame of a batch is refused alone, and each is its own dead letter (they share the batch's offset)
     assert errors[4][1].startswith("frame 1: trades.0.qty: '-1' is not a plain decimal"), errors[4]
-    assert "greater than 0" in errors[5][1] and "unknown symbol NOPEUSDT" in errors[6][1]
+    assert errors[5][1].startswith("frame 2: bid: 'NaN' is not a plain decimal"), errors[5]
+    assert "greater than 0" in errors[6][1] and "unknown symbol NOPEUSDT" in errors[7][1]
     assert len(alerts) == len(errors)
     # the valid external order still reaches the session and fills: the market kept flowing
     assert [(f["order_id"], f["side"], D(str(f["qty"]))) for f in fills] == [("ext-x-o-1", "buy", D("0.002"))]

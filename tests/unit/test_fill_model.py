@@ -108,12 +108,28 @@ def test_assumed_spread_prices_a_taker_off_the_last_trade_when_there_is_no_quote
     book = Book()
     book.apply(frame(trades=[s.Trade(ts=1, price="100", qty="7", side="buy")]))  # a last price, no quotes
     liq = Liquidity()
-    # default 2 bps: half spread = 100 x 2 x 0.0001 / 2 = 0.01; size unknown, so all of it, nothing remembered
-    assert fill(book, "buy", "3", liquidity=liq) == [(D("100.01"), D("3"))]
-    assert fill(book, "sell", "3", liquidity=liq) == [(D("99.99"), D("3"))]
+    # default 2 bps: half spread = 100 x 2 x 0.0001 / 2 = 0.01, then to the 0.1 tick against the taker: a buy
+    # pays 100.1, a sell gets 99.9; size unknown, so all of it, nothing remembered
+    assert fill(book, "buy", "3", liquidity=liq) == [(D("100.1"), D("3"))]
+    assert fill(book, "sell", "3", liquidity=liq) == [(D("99.9"), D("3"))]
     assert liq.taken == {}
-    # 10 bps: half spread = 100 x 10 x 0.0001 / 2 = 0.05
-    assert fill(book, "buy", "3", assumed_spread_bps=D(10)) == [(D("100.05"), D("3"))]
+    # 10 bps: half spread = 100 x 10 x 0.0001 / 2 = 0.05 -> 100.1 on the grid
+    assert fill(book, "buy", "3", assumed_spread_bps=D(10)) == [(D("100.1"), D("3"))]
+    # 0 bps on a last price off the grid (an aggregator's, a CSV's): still a price the exchange could print
+    off = Book()
+    off.apply(frame(trades=[s.Trade(ts=1, price="65120.71142", qty="1", side="buy")]))
+    assert fill(off, "buy", "1", assumed_spread_bps=D(0)) == [(D("65120.8"), D("1"))]
+    assert fill(off, "sell", "1", assumed_spread_bps=D(0)) == [(D("65120.7"), D("1"))]
+
+
+def test_a_fill_off_the_last_price_is_on_the_tick_grid_whatever_the_assumed_spread():
+    """Issue 19: with no book, fills were priced off the instrument's tick (65120.71142 on a 0.10 tick)."""
+    book = Book()
+    book.apply(frame(trades=[s.Trade(ts=1, price="65120.7", qty="1", side="buy")]))
+    for bps in ("1", "2", "3.3", "7"):
+        for side in ("buy", "sell"):
+            ((price, _),) = fill(book, side, "1", assumed_spread_bps=D(bps))
+            assert price % TICK == 0, (bps, side, price)
 
 
 def test_fill_settings_refuse_unknown_switches_and_negative_bps():

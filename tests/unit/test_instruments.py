@@ -502,3 +502,30 @@ def test_round_price():
     assert btc.round_price(Decimal("65000.29"), ROUND_DOWN) == Decimal("65000.20")
     assert btc.round_price(Decimal("65000.21"), ROUND_UP) == Decimal("65000.30")
     assert btc.round_qty_down(Decimal("0.0129")) == Decimal("0.012")
+
+
+@pytest.mark.parametrize("symbol", ["BTCUSD_PERP", "ETHUSD_250627", "BTCUSD", "BTCUSDH25"])
+def test_an_inverse_contract_configured_as_linear_is_refused(symbol):
+    """Issue 19: an inverse (coin-margined) contract priced as linear misstates fees and P&L by orders of
+    magnitude: a settings file naming one is refused with the reason."""
+    with pytest.raises(ValueError, match="inverse \\(coin-margined\\) contract"):
+        Settings(instruments=[{"symbol": symbol, "tick_size": "0.1", "lot_step": "1", "min_qty": "1",
+                               "min_notional": "0"}])
+    for linear in ("BTCUSDT", "BTCUSDC", "BTCUSDT_250627", "BTCPERP"):
+        assert Settings(instruments=[{"symbol": linear, "tick_size": "0.1", "lot_step": "1", "min_qty": "1",
+                                      "min_notional": "0"}]).instruments[0].symbol == linear
+
+
+def test_discovery_without_the_tickers_endpoint_when_no_turnover_filter_is_asked(bybit, tmp_path, caplog):
+    """Issue 19: `papertape instruments` failed with no universe when /v5/market/tickers was unavailable, although
+    no turnover filter was asked for. The instruments come from instruments-info alone; the cache says it has no
+    turnover, so a turnover filter later asks Bybit again, and says why when it cannot."""
+    bybit.instruments["linear"] = fixture_list("nautilus_py/linear/instruments.json")
+    path = cache_path(tmp_path)  # the stand-in has no tickers here: /v5/market/tickers answers 404
+    with caplog.at_level(logging.WARNING, logger="streams.bybit.instruments"):
+        got = load_or_discover(lambda: public_http(bybit.endpoint), path)
+    assert [i.symbol for i in got] == ["BTCUSDT", "ETHUSDT"]
+    assert "tickers unavailable" in caplog.text
+    assert json.loads(path.read_text())["turnover_24h"] is None
+    with pytest.raises(InstrumentsUnavailable, match="turnover filter needs Bybit's tickers"):
+        load_or_discover(lambda: public_http(bybit.endpoint), path, min_turnover_24h=Decimal(1))

@@ -297,3 +297,23 @@ def test_binance_recordings_stay_binance(path):
 def test_real_files_detected(path, name):
     first = next(line for line in read_lines(path) if line.strip())
     assert next(f.name for f in FORMATS if f.looks_like(first, path.name)) == name
+
+
+def test_a_binance_coin_m_stream_is_refused_line_by_line_never_read_as_linear(tmp_path):
+    """Issue 19: a COIN-M (inverse) stream replayed as a USD-M one was read as linear USDT, charging about 600 times
+    the true fee and P&L. Its lines are now refused, each with the reason; a USD-M line beside them is read."""
+    usdm = ('1723161255088182467 {"stream":"btcusdt@bookTicker","data":{"e":"bookTicker","u":5123107840016,'
+            '"s":"BTCUSDT","b":"61800.20","B":"2.507","a":"61800.30","A":"2.522","T":1723161256322,'
+            '"E":1723161256322}}')
+    coin_m = [usdm.replace("btcusdt", "btcusd_perp").replace('"BTCUSDT"', '"BTCUSD_PERP"').replace("161256322",
+                                                                                                 "161256323"),
+              ('1723161255088190000 {"stream":"btcusd_250627@trade","data":{"e":"trade","E":1723161256330,'
+               '"T":1723161256330,"s":"BTCUSD_250627","t":9,"p":"61800.3","q":"10","X":"MARKET","m":false}}')]
+    path = tmp_path / "coin_m.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("\n".join([usdm, *coin_m]) + "\n")
+    tape = Tape([path])
+    frames = list(tape)
+    assert [f.symbol for f in frames] == ["BTCUSDT"]
+    assert tape.bad_lines == 2
+    assert all("inverse (coin-margined) contract" in why for why in tape.bad_examples), tape.bad_examples

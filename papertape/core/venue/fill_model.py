@@ -8,7 +8,7 @@ level, so two orders of a session never take the same liquidity."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -84,7 +84,10 @@ def _levels(book: Book, side: Side, tick_size: Decimal,
             return
         last = Decimal(book.last)
         half = last * cfg.assumed_spread_bps * BPS / 2
-        yield None, (last + half if side == "buy" else last - half), None
+        # on the instrument's grid, against the taker: no exchange fills between ticks
+        ticks = ((last + half if side == "buy" else last - half) / tick_size).to_integral_value(
+            ROUND_CEILING if side == "buy" else ROUND_FLOOR)
+        yield None, ticks * tick_size, None
         return
     depth = book.asks if side == "buy" else book.bids
     if book.synced and depth:
