@@ -18,10 +18,11 @@ class RiskTier:
     max_leverage: Decimal
 
 
-# Inverse (coin-margined) contracts by their exchanges' names: Binance COIN-M (BTCUSD_PERP, BTCUSD_250627) and Bybit
-# inverse perpetuals and futures (BTCUSD, BTCUSDH25). Their P&L and fees are in the coin, qty x (1/entry - 1/exit),
-# which papertape's linear accounting would misprice by orders of magnitude: they are refused.
-INVERSE_SYMBOL = re.compile(r"^[A-Z0-9]+USD(?:_PERP|_\d{6}|[FGHJKMNQUVXZ]\d{2})?$")
+# Inverse (coin-margined) contracts by their unambiguous names: Binance COIN-M's BTCUSD_PERP, BTCUSD_250627. Their
+# P&L and fees are in the coin, qty x (1/entry - 1/exit), which papertape's linear accounting would misprice by
+# orders of magnitude: they are refused. (A bare BTCUSD is not refused: Coinbase's spot pair, or a USD-settled
+# linear contract, has that name too; Bybit's inverse contracts are never listed, papertape reads its linear ones.)
+INVERSE_SYMBOL = re.compile(r"^[A-Z0-9]+USD_(?:PERP|\d{6})$")
 
 
 def inverse_reason(symbol: str) -> str:

