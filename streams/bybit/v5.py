@@ -7,8 +7,10 @@ about acks, errors and gaps. Pure: no I/O, no clock.
 - `publicTrade.S`: one frame with every trade of the message (block trades left out: they do not cross the
   book).
 - `orderbook.1.S`: the top of book as the frame's bid/ask (a top feed); `orderbook.N.S` for N > 1: levels
-  (snapshot or delta). An update id that does not follow the previous one is a gap: the book is out of sync,
-  a `stale` frame says so and its deltas are dropped until the next snapshot.
+  (snapshot or delta). A delta repeating the last update id applied is a duplicate, already in the book:
+  dropped. Any other id but the next is a gap (lost or reordered updates, or a new sequence): the book is out of
+  sync, a `stale` frame says so, its deltas are dropped until the next snapshot, and every other frame of the
+  symbol (trades, tickers, klines, its other book) says `stale` too, so nothing trades on the old book meanwhile.
 - `tickers.S`: the merged ticker (last, mark, index, funding rate and time, open interest, turnover). Not its
   bid1/ask1: the top of book comes from `orderbook.1`, which is fresher; two top feeds would flap.
 - `kline.I.S`: one bar frame per candle.
@@ -71,6 +73,7 @@ class BybitNormalizer:
     def __init__(self, check_books: bool = False) -> None:
         self.check_books = check_books
         self.books: dict[str, _BookState] = {}
+        self.out_of_sync: dict[str, set[str]] = {}  # symbol -> its book topics that lost updates, until a snapshot
         self.tickers: dict[str, dict[str, str]] = {}
         self.book_check = BookCheck()
         self.ignored = 0  # known messages that make no frame
@@ -110,7 +113,7 @@ class BybitNormalizer:
         if not trades:
             self.ignored += 1
             return []
-        f = _frame(symbol, "trade", msg["data"][0]["i"], msg["ts"], recv_ns)
+        f = self._frame(symbol, "trade", msg["data"][0]["i"], msg["ts"], recv_ns)
         f["trades"] = trades
         return [wire(f)]
 
@@ -133,20 +136,25 @@ class BybitNormalizer:
                 self._compare(topic, state, bids, asks)
             state.synced, state.last_u = True, u
             state.bids, state.asks = {}, {}
+            self._resynced(symbol, topic)
             _apply(state, bids, asks, top or self.check_books)
         elif kind == "delta":
             if not state.synced:
                 self.ignored += 1  # before the first snapshot, or after a gap until the next
                 return [], None
+            if u == state.last_u:  # a lower id is no duplicate: a new sequence (Bybit restarted), so a gap
+                self.ignored += 1
+                return [], None
             if u != state.last_u + 1:
                 state.synced = False
+                self.out_of_sync.setdefault(symbol, set()).add(topic)
                 gap = Gap(topic, symbol, state.last_u + 1, u)
                 return [wire(_status_frame(symbol, "stale", f"gap:{topic}:{u}", msg["ts"], recv_ns))], gap
             state.last_u = u
             _apply(state, bids, asks, top or self.check_books)
         else:
             raise ValueError(f"type {kind!r}")
-        f = _frame(symbol, f"ob{depth}", data.get("seq", u), msg["ts"], recv_ns)
+        f = self._frame(symbol, f"ob{depth}", data.get("seq", u), msg["ts"], recv_ns)
         if top:
             _top(f, state)
         else:
@@ -187,7 +195,7 @@ class BybitNormalizer:
         ticker: dict[str, Any] = {k: v for k, v in merged.items() if v != ""}  # "" : the field does not apply
         if "next_funding_ts" in ticker:
             ticker["next_funding_ts"] = _int(ticker["next_funding_ts"])
-        f = _frame(symbol, "ticker", msg.get("cs", msg["ts"]), msg["ts"], recv_ns)
+        f = self._frame(symbol, "ticker", msg.get("cs", msg["ts"]), msg["ts"], recv_ns)
         f["ticker"] = ticker
         frame = wire(f)
         self.tickers[symbol] = merged
@@ -202,10 +210,24 @@ class BybitNormalizer:
                    "high": k["high"], "low": k["low"], "close": k["close"], "volume": k["volume"],
                    "turnover": k.get("turnover"), "closed": _bool(k["confirm"])}
             ts = _int(k.get("timestamp", msg["ts"]))
-            f = _frame(symbol, f"kline{interval}", f"{start}:{ts}", ts, recv_ns)
+            f = self._frame(symbol, f"kline{interval}", f"{start}:{ts}", ts, recv_ns)
             f["bar"] = bar
             frames.append(wire(f))
         return frames
+
+    def _frame(self, symbol: str, kind: str, key: Any, ts: Any, recv_ns: int) -> dict[str, Any]:
+        """A frame of `symbol`: stale while one of its books is out of sync."""
+        f = _frame(symbol, kind, key, ts, recv_ns)
+        if symbol in self.out_of_sync:
+            f["status"] = "stale"
+        return f
+
+    def _resynced(self, symbol: str, topic: str) -> None:
+        gapped = self.out_of_sync.get(symbol)
+        if gapped is not None:
+            gapped.discard(topic)
+            if not gapped:
+                del self.out_of_sync[symbol]
 
 
 def stale_frame(symbol: str, ts: int, recv_ns: int, status: str = "stale") -> WireFrame:

@@ -44,14 +44,27 @@ class PublicSocket(WebSocket):
                  retries: int = 3) -> None:
         self._url = url
         self._on_raw = on_raw
+        self.closed = False
         super().__init__(channel_type=category, testnet=False, ping_interval=ping_interval,
                          ping_timeout=min(10, ping_interval - 1), retries=retries, restart_on_error=True)
 
     def _connect(self, url: str) -> None:
+        if self.closed:
+            return
         super()._connect(self._url)
+        if self.closed:  # closed while pybit reconnected it
+            self.exit()
 
     def _on_message(self, message: str) -> None:
-        self._on_raw(time.time_ns(), message)
+        if not self.closed:
+            self._on_raw(time.time_ns(), message)
+
+    def close(self) -> None:
+        """For good. pybit's `exit` is not: a cut seen on pybit's thread reconnects the socket (with every
+        subscription it holds) even when it was exited meanwhile."""
+        self.closed = True
+        self.handle_error = False
+        self.exit()
 
     def send_raw(self, message: dict) -> None:
         self.ws.send(orjson.dumps(message).decode())
@@ -150,6 +163,7 @@ class BybitPublicFeed:
                 await asyncio.to_thread(self._open, i, loop)
                 failures = 0
             except Exception as exc:  # pybit raises a bare timeout after its retries; anything else is logged too
+                await asyncio.to_thread(self._close, i)  # a socket cut while subscribing: pybit would reconnect it
                 failures += 1
                 delay = min(self.backoff_max_s, 2 ** (failures - 1))
                 self.on_alert("warning", "bybit connection failed",
@@ -189,7 +203,7 @@ class BybitPublicFeed:
     def _close(self, i: int) -> None:
         sock, self._sockets[i] = self._sockets[i], None
         if sock is not None:
-            sock.exit()
+            sock.close()
 
     async def _consume(self) -> None:
         while True:
