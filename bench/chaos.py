@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import random
 import signal
@@ -304,9 +305,13 @@ def chaos(root: Path, seconds: float, speed: float, seed: int, kills: int, freez
         time.sleep(8)  # the workers join their group before the tape starts
 
         duration = seconds / speed
-        schedule = sorted([(rng.uniform(0.05, 0.9) * duration, "kill", rng.choice(procs).name) for _ in range(kills)]
-                          + [(rng.uniform(0.2, 0.6) * duration, "broker", ""),
-                             (rng.uniform(0.1, 0.5) * duration, "freeze", ""),
+        freeze_at = rng.uniform(0.1, 0.5) * duration
+        kills_at = [(rng.uniform(0.05, 0.9) * duration, rng.choice(procs).name) for _ in range(kills)]
+        # a recorder killed while frozen would come back unfrozen: its kills wait for the archive to come back
+        kills_at = [(at + freeze_s + 1 if who == "recorder" and freeze_at <= at <= freeze_at + freeze_s else at, who)
+                    for at, who in kills_at]
+        schedule = sorted([(at, "kill", who) for at, who in kills_at]
+                          + [(rng.uniform(0.2, 0.6) * duration, "broker", ""), (freeze_at, "freeze", ""),
                              (rng.uniform(0.3, 0.7) * duration, "cut", "")])
         report.say(f"seed {seed}: {len(schedule)} faults over {duration:.0f} s of replay: "
                    + ", ".join(f"{what} {who}@{at:.1f}s".replace(" @", "@") for at, what, who in schedule))
@@ -445,6 +450,7 @@ def main() -> int:
     ap.add_argument("--cut-s", type=float, default=20)
     ap.add_argument("--dir", type=Path, default=None)
     args = ap.parse_args()
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the producer's reconnect noise while the broker is down
     root = args.dir or Path(f"/tmp/papertape-chaos-{args.seed}-{int(time.time())}")
     root.mkdir(parents=True, exist_ok=True)
     figures = run(root, args.seconds, args.speed, args.seed, args.kills, args.freeze_s, args.cut_s)
