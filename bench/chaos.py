@@ -305,13 +305,9 @@ def chaos(root: Path, seconds: float, speed: float, seed: int, kills: int, freez
         time.sleep(8)  # the workers join their group before the tape starts
 
         duration = seconds / speed
-        freeze_at = rng.uniform(0.1, 0.5) * duration
-        kills_at = [(rng.uniform(0.05, 0.9) * duration, rng.choice(procs).name) for _ in range(kills)]
-        # a recorder killed while frozen would come back unfrozen: its kills wait for the archive to come back
-        kills_at = [(at + freeze_s + 1 if who == "recorder" and freeze_at <= at <= freeze_at + freeze_s else at, who)
-                    for at, who in kills_at]
-        schedule = sorted([(at, "kill", who) for at, who in kills_at]
-                          + [(rng.uniform(0.2, 0.6) * duration, "broker", ""), (freeze_at, "freeze", ""),
+        schedule = sorted([(rng.uniform(0.05, 0.9) * duration, "kill", rng.choice(procs).name) for _ in range(kills)]
+                          + [(rng.uniform(0.2, 0.6) * duration, "broker", ""),
+                             (rng.uniform(0.1, 0.5) * duration, "freeze", ""),
                              (rng.uniform(0.3, 0.7) * duration, "cut", "")])
         report.say(f"seed {seed}: {len(schedule)} faults over {duration:.0f} s of replay: "
                    + ", ".join(f"{what} {who}@{at:.1f}s".replace(" @", "@") for at, what, who in schedule))
@@ -319,32 +315,7 @@ def chaos(root: Path, seconds: float, speed: float, seed: int, kills: int, freez
         feeder = threading.Thread(target=lambda: done.update(asyncio.run(replay(cluster.bootstrap, seconds, speed))))
         started = time.monotonic()
         feeder.start()
-        by_name = {p.name: p for p in procs}
-        for at, what, who in schedule:
-            time.sleep(max(0.0, started + at - time.monotonic()))
-            if what == "kill":
-                p = by_name[who]
-                if p.popen is not None and p.popen.poll() is None:
-                    p.kill()
-                report.say(f"SIGKILL {who} (start {p.starts})")
-                p.start()
-            elif what == "broker":
-                cluster.kill(0)
-                report.say("SIGKILL the Kafka broker")
-                time.sleep(3)
-                cluster.start_node(0)
-                report.say("the Kafka broker restarted on its log directory")
-            elif what == "freeze":
-                assert recorder.popen is not None
-                frozen = recorder.popen
-                frozen.send_signal(signal.SIGSTOP)
-                report.say(f"the recorder (the archive) frozen for {freeze_s:g} s")
-                threading.Timer(freeze_s, lambda: (frozen.send_signal(signal.SIGCONT),
-                                                   report.say("the recorder resumed"))).start()
-            else:
-                proxy.cut()
-                report.say(f"network cut between worker-1 and the broker for {cut_s:g} s")
-                threading.Timer(cut_s, lambda: (proxy.heal(), report.say("network to worker-1 restored"))).start()
+        apply_faults(schedule, started, procs, cluster, proxy, freeze_s, cut_s, report)
         feeder.join()
         report.say(f"replay done: {done}")
         time.sleep(freeze_s + cut_s)  # the last fault's end
@@ -372,6 +343,41 @@ def chaos(root: Path, seconds: float, speed: float, seed: int, kills: int, freez
                     pass
             p.stop()
         cluster.stop()
+
+
+def apply_faults(schedule: list[tuple[float, str, str]], started: float, procs: list[Proc], cluster: EmbeddedKafka,
+                 proxy: Proxy, freeze_s: float, cut_s: float, report: Report) -> None:
+    """Each fault of `schedule` ((seconds after `started`, what, whom)) at its time."""
+    by_name = {p.name: p for p in procs}
+    thawed_at = 0.0  # when the frozen recorder resumes (monotonic)
+    for at, what, who in schedule:
+        time.sleep(max(0.0, started + at - time.monotonic()))
+        if what == "kill":
+            if who == "recorder":  # never while frozen: it would come back unfrozen
+                time.sleep(max(0.0, thawed_at + 0.5 - time.monotonic()))
+            p = by_name[who]
+            if p.popen is not None and p.popen.poll() is None:
+                p.kill()
+            report.say(f"SIGKILL {who} (start {p.starts})")
+            p.start()
+        elif what == "broker":
+            cluster.kill(0)
+            report.say("SIGKILL the Kafka broker")
+            time.sleep(3)
+            cluster.start_node(0)
+            report.say("the Kafka broker restarted on its log directory")
+        elif what == "freeze":
+            assert by_name["recorder"].popen is not None
+            frozen = by_name["recorder"].popen
+            frozen.send_signal(signal.SIGSTOP)
+            thawed_at = time.monotonic() + freeze_s
+            report.say(f"the recorder (the archive) frozen for {freeze_s:g} s")
+            threading.Timer(freeze_s, lambda: (frozen.send_signal(signal.SIGCONT),
+                                               report.say("the recorder resumed"))).start()
+        else:
+            proxy.cut()
+            report.say(f"network cut between worker-1 and the broker for {cut_s:g} s")
+            threading.Timer(cut_s, lambda: (proxy.heal(), report.say("network to worker-1 restored"))).start()
 
 
 def port_of(data: Path) -> int:
