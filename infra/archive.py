@@ -1,6 +1,7 @@
 """The one client that reads the archive: the running pipeline's SQL endpoint when a run owns the embedded
 ClickHouse (chdb lets one process open a data directory), else a ClickHouse server (CLICKHOUSE_URL), else the
-embedded engine in the data directory itself.
+embedded engine in the data directory itself. Read-only whichever it is: ClickHouse refuses a write or DDL
+(`readonly`, see infra.sql_endpoint.connect_reader), so `papertape sql` and the API cannot change the archive.
 
 Every reader (`papertape sql`, `status`, `session list/show`, `audit`) goes through it, so an archive that is
 missing or unreachable reads the same way everywhere: `NoHistory`, or ClickHouse's own message as the error.
@@ -14,8 +15,16 @@ from typing import Any, Callable, TypeVar
 
 import httpx
 
-from infra.clickhouse import DataDirInUse, connect
-from infra.sql_endpoint import Params, query_local, query_local_raw, query_remote, query_remote_raw, running
+from infra.clickhouse import DataDirInUse
+from infra.sql_endpoint import (
+    Params,
+    connect_reader,
+    query_local,
+    query_local_raw,
+    query_remote,
+    query_remote_raw,
+    running,
+)
 
 RELEASE_WAIT_S = 5.0  # a run that just ended still holds the data directory for a moment
 T = TypeVar("T")
@@ -59,14 +68,14 @@ class Archive:
                 self._port = None
                 self._client = self._connect_when_released()
         if self._client is None:
-            self._client = connect(self.url, self.data_dir)
+            self._client = connect_reader(self.url, self.data_dir)
         return local(self._client)
 
     def _connect_when_released(self) -> Any:
         deadline = time.monotonic() + RELEASE_WAIT_S
         while True:
             try:
-                return connect(self.url, self.data_dir)
+                return connect_reader(self.url, self.data_dir)
             except DataDirInUse:
                 if time.monotonic() > deadline:
                     raise

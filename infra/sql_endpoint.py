@@ -5,6 +5,8 @@ and other non-JSON values are rendered as strings. POST /sql?params=<a JSON obje
 `{name:Type}` placeholders (ClickHouse's own syntax) to its values, typed as JSON types them (arrays as lists).
 POST /sql?format=F (a ClickHouse output format: Parquet, CSVWithNames...) -> the result in that format, as
 ClickHouse writes it. A failing query -> HTTP 400 with ClickHouse's message.
+
+Readers connect with `connect_reader`: ClickHouse itself refuses their writes and DDL.
 """
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ from typing import Any
 
 import httpx
 from aiohttp import web
+from clickhouse_connect.driver.client import Client
 
-from infra.clickhouse import call, client_lock
+from infra.clickhouse import call, client_lock, connect
 
 RUN_FILE = "run.json"  # in the data directory while `papertape run` owns it: {"pid", "sql_port", ...}
 
@@ -29,6 +32,21 @@ def running(data_dir: Path) -> dict | None:
         return info
     except (OSError, ValueError, KeyError):
         return None
+
+
+# ClickHouse's readonly level of every reader: SELECT with SETTINGS of its own (the readers set join_use_nulls), never
+# INSERT (into a table or a file), DDL, ALTER or OPTIMIZE, nor `readonly` lowered; level 1 would refuse those SETTINGS
+READ_ONLY = 2
+
+
+def connect_reader(url: str | None, data_dir: Path) -> Client:
+    """`infra.clickhouse.connect`, read-only for the client's whole session (chdb: its own handle, so the process's
+    writers are unaffected). A server user whose profile is read-only already stays as it is."""
+    client = connect(url, data_dir)
+    current = client.server_settings.get("readonly")
+    if current is None or current.value == "0":
+        client.set_client_setting("readonly", READ_ONLY)
+    return client
 
 
 class SqlError(RuntimeError):
@@ -68,8 +86,10 @@ def _json_value(value: Any) -> Any:
     return str(value)  # Decimal, datetime, date, UUID, IP addresses
 
 
-async def serve(client: Any, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
-    """Start the endpoint; returns the runner (`await runner.cleanup()` stops it) and the bound port."""
+async def serve(client: Any, host: str = "127.0.0.1", port: int = 0,
+                close_client: bool = False) -> tuple[web.AppRunner, int]:
+    """Start the endpoint on `client` (`connect_reader`'s, so that it only reads); returns the runner
+    (`await runner.cleanup()` stops it, and closes the client with `close_client`) and the bound port."""
 
     async def sql(request: web.Request) -> web.Response:
         text = (await request.text()).strip()
@@ -94,6 +114,10 @@ async def serve(client: Any, host: str = "127.0.0.1", port: int = 0) -> tuple[we
     app = web.Application(client_max_size=16 << 20)
     app.router.add_post("/sql", sql)
     app.router.add_get("/health", health)
+    if close_client:
+        async def close(_: web.Application) -> None:
+            await call(client, client.close)
+        app.on_cleanup.append(close)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

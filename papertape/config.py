@@ -8,6 +8,7 @@ import tomllib
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -244,10 +245,11 @@ class Settings(BaseModel):
 
 def write_run_settings(settings: Settings, data_dir: Path) -> Path:
     """The run's settings where its workers and later commands read them, without its secrets (the API's token,
-    the webhook's and channels' inline URLs: processes that need them take them from the environment, a file or
-    their own --config), readable by the owner only."""
+    the webhook's and channels' inline URLs, a ClickHouse URL's password: processes that need them take them from
+    the environment, a file or their own --config), readable by the owner only."""
     channels = [c.model_copy(update={"url": None}) for c in settings.alerts.channels]
     public = settings.model_copy(update={"webhook_url": None,
+                                         "clickhouse_url": without_password(settings.clickhouse_url),
                                          "api": settings.api.model_copy(update={"token": None}),
                                          "alerts": settings.alerts.model_copy(update={"channels": channels})})
     path = Path(data_dir) / RUN_SETTINGS
@@ -255,6 +257,18 @@ def write_run_settings(settings: Settings, data_dir: Path) -> Path:
     path.chmod(0o600)
     path.write_text(public.model_dump_json())
     return path
+
+
+def without_password(url: str | None) -> str | None:
+    """`url` with its password left out (`http://user@host:8123/db`)."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def run_settings(data_dir: Path) -> Settings | None:

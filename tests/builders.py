@@ -67,6 +67,22 @@ def query_rows(data_dir: Path, queries: dict[str, str]) -> dict[str, list]:
     return out
 
 
+def scan_for_secrets(data: Path, output: str, secrets: list[str], also: Iterable[Path] = ()) -> list[str]:
+    """Where a secret appears: the commands' output, any file of the run (logs, settings, the broker's segments) or
+    under `also` (a report, an export), and every row of every ClickHouse table (topics are recorded there whole)."""
+    found = [f"output: {s}" for s in secrets if s in output]
+    for root in (data, *also):
+        for path in [root] if root.is_file() else root.rglob("*"):
+            if path.is_file():
+                raw = path.read_bytes()
+                found += [f"{path}: {s}" for s in secrets if s.encode() in raw]
+    names = query_rows(data, {"t": "SELECT name FROM system.tables WHERE database = currentDatabase() "
+                                    "AND engine LIKE '%MergeTree'"})["t"]
+    dump = " UNION ALL ".join(f"SELECT '{t}', formatRowNoNewline('TSV', *) FROM {t}" for (t,) in names)
+    rows = query_rows(data, {"dump": dump})["dump"]  # every table in one query: a command per table took a minute
+    return found + sorted({f"table {t}: {s}" for t, row in rows for s in secrets if s in row})
+
+
 def tick(symbol: str, ts: int, bid: str | None = None, ask: str | None = None, bq: str | None = None,
          aq: str | None = None, trades: Iterable[tuple[str, str, str]] = (), pos: int = 0, mark: str | None = None,
          depth: tuple | None = None, funding: tuple | None = None, status: str = "live") -> s.Tick:

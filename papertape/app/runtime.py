@@ -26,7 +26,7 @@ from infra.broker import die_with_parent, ensure_topics, wait_group_coordinator
 from infra.clickhouse import connect, migrate
 from infra.kafka import EmbeddedKafka, kafka_jars_cached, kafka_version
 from infra.kafka import unavailable_reason as kafka_unavailable_reason
-from infra.sql_endpoint import RUN_FILE, query_local, serve
+from infra.sql_endpoint import RUN_FILE, connect_reader, query_local, serve
 from papertape.app.live import feed_for, tape_header, token_prices
 from papertape.config import Settings, write_run_settings
 from schemas.topics import kafka_partition
@@ -104,7 +104,8 @@ class Pipeline:
         migrate(self.ch)
         where = self.settings.clickhouse_url or f"embedded (chdb) in {self.data_dir / 'clickhouse'}"
         self.say(f"clickhouse: {where}")
-        self.sql_runner, port = await serve(self.ch)
+        self.sql_runner, port = await serve(connect_reader(self.settings.clickhouse_url, self.data_dir),
+                                            close_client=True)
         (self.data_dir / RUN_FILE).write_text(json.dumps({"pid": os.getpid(), "sql_port": port,
                                                           "bootstrap": bootstrap,
                                                           "namespace": self.settings.namespace}))

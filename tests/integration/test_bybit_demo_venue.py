@@ -15,12 +15,11 @@ import signal
 import subprocess
 import time
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from test_live_drift import bybit_messages
 
-from builders import papertape, papertape_cmd, query_rows, run_env
+from builders import papertape, papertape_cmd, query_rows, run_env, scan_for_secrets
 from bybit_private_server import BybitPrivate
 from bybit_rest_server import BybitRest
 from bybit_ws_server import BybitWsServer
@@ -158,19 +157,3 @@ def test_a_demo_session_beside_a_paper_one_reconciles_to_zero_after_a_kill(tmp_p
 
     leaks = scan_for_secrets(data, out + err, [KEY, SECRET])
     assert leaks == [], leaks
-
-
-def scan_for_secrets(data: Path, output: str, secrets: list[str]) -> list[str]:
-    """Where a secret appears: the command's output, any file of the run (logs, settings, the broker's segments)
-    and every row of every ClickHouse table (topics are recorded there whole)."""
-    found = [f"output: {s}" for s in secrets if s in output]
-    for path in data.rglob("*"):
-        if path.is_file():
-            raw = path.read_bytes()
-            found += [f"{path}: {s}" for s in secrets if s.encode() in raw]
-    tables = papertape("sql", "--json", "--data-dir", str(data), "SELECT name FROM system.tables WHERE database = "
-                       "currentDatabase() AND engine LIKE '%MergeTree'")
-    for (table,) in json.loads(tables.stdout)["rows"]:
-        dump = papertape("sql", "--data-dir", str(data), f"SELECT * FROM {table} FORMAT TSV")
-        found += [f"table {table}: {s}" for s in secrets if s in dump.stdout]
-    return found
