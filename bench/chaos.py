@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
 import json
 import logging
 import os
@@ -350,11 +351,15 @@ def apply_faults(schedule: list[tuple[float, str, str]], started: float, procs: 
     """Each fault of `schedule` ((seconds after `started`, what, whom)) at its time."""
     by_name = {p.name: p for p in procs}
     thawed_at = 0.0  # when the frozen recorder resumes (monotonic)
-    for at, what, who in schedule:
+    pending = list(schedule)
+    heapq.heapify(pending)
+    while pending:
+        at, what, who = heapq.heappop(pending)
         time.sleep(max(0.0, started + at - time.monotonic()))
         if what == "kill":
-            if who == "recorder":  # never while frozen: it would come back unfrozen
-                time.sleep(max(0.0, thawed_at + 0.5 - time.monotonic()))
+            if who == "recorder" and time.monotonic() < thawed_at:  # a frozen recorder killed would come back unfrozen
+                heapq.heappush(pending, (thawed_at + 0.5 - started, what, who))
+                continue
             p = by_name[who]
             if p.popen is not None and p.popen.poll() is None:
                 p.kill()
