@@ -33,13 +33,9 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
                 touched: set[int] = set()
                 for msg, _, mp in checkpoints.fresh(events):
                     touched.add(msg.partition)
-                    item, refused = decode_leniently(msg.value)
+                    item, refused = take(mp, msg.value, msg.offset)
                     if item is not None:
                         prometheus.took_market(item)
-                        refused += [(i, orjson.dumps(f.model_dump(mode="json")), reason)
-                                    for i, f, reason in mp.on_message(item, msg.offset)]
-                    else:
-                        mp.last_offset = msg.offset
                     for index, payload, reason in refused:
                         where = "" if index is None else f"frame {index}: "
                         await outputs.send(dead_letter("market", "md.events", msg.partition, msg.offset, msg.key,
@@ -58,25 +54,39 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
             die("market", exc)
 
 
+def take(mp: MarketPartition, value: bytes | None, offset: int):
+    """An md.events message into the partition: (the message, or None when refused whole; the refusals, the
+    schema's and the partition's, each frame named by its place in the batch)."""
+    item, refused, places = decode_leniently(value)
+    if item is None:
+        mp.last_offset = offset
+        return None, refused
+    # the partition numbers its refusals among the frames the schema kept
+    return item, refused + [(places[i] if places else i, orjson.dumps(f.model_dump(mode="json")), reason)
+                            for i, f, reason in mp.on_message(item, offset)]
+
+
 def decode_leniently(value: bytes | None):
-    """(message, refusals). A batch the schema refuses is taken apart: its valid frames are kept and each bad
-    one is refused alone (index, raw frame, reason); anything else that fails is refused whole (index None)."""
+    """(message, refusals, places). A batch the schema refuses is taken apart: its valid frames are kept and each
+    bad one is refused alone (index, raw frame, reason), `places` giving each kept frame's index in the batch;
+    anything else that fails is refused whole (index None). `places` is empty when nothing was taken out."""
     try:
-        return s.decode("md.events", value), []
+        return s.decode("md.events", value), [], []
     except s.InvalidMessage as exc:
         whole = [(None, value, str(exc))]
     parts = split_batch(value)
     if parts is None:
-        return None, whole
+        return None, whole, []
     envelope, frames = parts
     try:
         batch = s.MarketBatch.model_validate(envelope)
     except ValidationError:
-        return None, whole
-    kept, refused = [], []
+        return None, whole, []
+    kept, places, refused = [], [], []
     for i, f in enumerate(frames):
         try:
             kept.append(s.MarketFrame.model_validate(f))
+            places.append(i)
         except ValidationError as exc:
             refused.append((i, orjson.dumps(f), reason_of(exc)))
-    return batch.model_copy(update={"frames": kept}), refused
+    return batch.model_copy(update={"frames": kept}), refused, places

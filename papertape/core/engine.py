@@ -170,7 +170,9 @@ class Engine:
             return [self._alert("warning", "order for an unknown session", f"{order.id} -> {order.session}", order.ts)]
         self._due_at = -1
         book = self.books.get(getattr(order, "symbol", ""))
-        return sess.submit_external(order, self.now, book.status if book else "live")
+        # after the tape the market stands still: nothing would ever meet an order (a live session never finishes)
+        closed = "the tape has finished: no market left to trade on" if self.finished else ""
+        return sess.submit_external(order, self.now, book.status if book else "live", closed)
 
     def on_signal(self, sig: s.Signal) -> list[s.Message]:
         sess = self.sessions.get(sig.session)

@@ -93,7 +93,8 @@ def exact(text: str) -> str:
         value = Decimal(text)
     except InvalidOperation:
         return text
-    return format(value, "f") if value.is_finite() else text
+    # beyond 40 digits no plain decimal fits the schema: left for it to refuse, never written out ('1e999999999')
+    return format(value, "f") if value.is_finite() and abs(value.adjusted()) <= 40 else text
 
 
 _NUMERIC = re.compile(r"[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?")
@@ -110,7 +111,7 @@ def scaled_ns(text: str, scale: int) -> int:
         value = Decimal(text.strip())
     except InvalidOperation:
         raise ValueError(f"not a number: {text!r}") from None
-    if not value.is_finite() or value < 0:
+    if not value.is_finite() or value < 0 or value.adjusted() > 20:  # 10^20 s: past any time, never an integer
         raise ValueError(f"not a time: {text!r}")
     return int((value * scale).to_integral_value(ROUND_FLOOR))
 
@@ -121,6 +122,8 @@ def epoch_ns(text: str) -> int:
     text = text.strip()
     if _NUMERIC.fullmatch(text):
         value = Decimal(text)
+        if value.adjusted() > 20:  # past any event time (10^20 ns is year 5138), never made an integer ('1e999999999')
+            raise ValueError(f"time out of range: {text!r}")
         scale = next((s for bound, s in _UNITS if value < bound), 1)
         return int((value * scale).to_integral_value(ROUND_FLOOR))
     return date_ns(text)

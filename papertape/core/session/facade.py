@@ -146,10 +146,11 @@ class Session:
         """A strategy's or a signal's intent at `ts`: the orders it makes, or a decision saying why not."""
         return self._sizer.decide(intent, ts)
 
-    def submit_external(self, msg: External, now: int, feed_status: FeedStatus = "live") -> list[s.Message]:
+    def submit_external(self, msg: External, now: int, feed_status: FeedStatus = "live",
+                        closed: str = "") -> list[s.Message]:
         """An order, cancel or amend from the orders topic: it reaches the venue `latency_ms` after it is seen.
-        An order is refused while its symbol's feed is not live (stale or unpriced)."""
-        return self._placement.submit_external(msg, now, feed_status)
+        An order is refused while its symbol's feed is not live (stale or unpriced); everything, for `closed`."""
+        return self._placement.submit_external(msg, now, feed_status, closed)
 
     def on_report(self, report: s.VenueReport, now: int) -> list[s.Message]:
         """What the session's exchange reported: order updates and executions, or a reconciliation snapshot."""

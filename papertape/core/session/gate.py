@@ -37,6 +37,8 @@ class Gate:
             return f"unknown symbol {symbol}"
         if not self.run.cfg.venue_lists(inst.category):
             return f"{symbol} ({inst.category}) is not traded on the session's venue ({self.run.cfg.venue})"
+        if problem := magnitude_problem(qty, price or self.view.mark(symbol)):
+            return problem
         if qty < inst.min_qty or not inst.on_lot(qty):
             return f"quantity {qty} is not a multiple of the lot step {inst.lot_step} (min {inst.min_qty})"
         if inst.max_qty is not None and qty > inst.max_qty:
@@ -79,3 +81,22 @@ class Gate:
             return f"order value {order.qty * price} is below the minimum {inst.min_notional}"
         others = [o for o in self.venue.open_orders() if o is not order and o.status != "pending"]
         return self.margin.admit(self.account, order, price, others, self.view.marks())
+
+
+# The schemas take 38 digits (ClickHouse's Decimal(38, 18)); papertape computes in Python's default context of 28
+# significant digits, where quantizing a margin or a fee of a larger amount to 1e-8 fails. No instrument trades such
+# sizes: an order or amend beyond them is refused with the reason, never left to fail where it is computed.
+MAX_QTY = Decimal(10) ** 15
+MAX_PRICE = Decimal(10) ** 12
+MAX_NOTIONAL = Decimal(10) ** 18
+
+
+def magnitude_problem(qty: Decimal | None, price: Decimal | None) -> str:
+    """Why a quantity or price is beyond what papertape computes exactly, or ''."""
+    if qty is not None and qty >= MAX_QTY:
+        return f"quantity {qty} is beyond any instrument's range (below {MAX_QTY:.0e})"
+    if price is not None and price >= MAX_PRICE:
+        return f"price {price} is beyond any instrument's range (below {MAX_PRICE:.0e})"
+    if qty is not None and price is not None and qty * price >= MAX_NOTIONAL:
+        return f"notional {qty} x {price} is beyond any account's range (below {MAX_NOTIONAL:.0e})"
+    return ""

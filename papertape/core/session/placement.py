@@ -8,7 +8,7 @@ from typing import Any
 
 import schemas as s
 from papertape.core.account import Account
-from papertape.core.session.gate import Gate
+from papertape.core.session.gate import Gate, magnitude_problem
 from papertape.core.session.margin_rules import MarginRules
 from papertape.core.session.market_view import MarketView, stale_reason
 from papertape.core.session.messages import NO_SCORES, Messages, Scores
@@ -21,6 +21,7 @@ from schemas.trading import order_shape_problem
 from schemas.vocabulary import DecisionAction, FeedStatus
 
 External = s.Order | s.CancelOrder | s.AmendOrder  # a request of the orders topic
+PRICE_FIELDS = ("trigger_price", "activation_price", "trail_amount", "stop_loss", "take_profit")  # besides `price`
 
 
 class Placement:
@@ -86,22 +87,30 @@ class Placement:
                           **{f: getattr(o, f) for f in REQUEST_FIELDS})
 
     # --- the orders topic ----------------------------------------------------------------------------------------
-    def submit_external(self, msg: External, now: int, feed_status: FeedStatus = "live") -> list[s.Message]:
+    def submit_external(self, msg: External, now: int, feed_status: FeedStatus = "live",
+                        closed: str = "") -> list[s.Message]:
         """An order, cancel or amend from the orders topic: it reaches the venue `latency_ms` after it is seen.
-        An order is refused while its symbol's feed is not live (stale or unpriced)."""
+        An order is refused while its symbol's feed is not live (stale or unpriced), and everything is refused
+        with the reason `closed` when the venue takes nothing any more (the tape finished)."""
         cfg = self.run.cfg
         arrival = max(msg.ts, now) + cfg.latency_ms
         oid = f"{cfg.id}-x-{msg.id if isinstance(msg, s.Order) else msg.order_id}"
         seq = self.run.next_seq()
-        if isinstance(msg, s.CancelOrder):
-            self.venue.cancel(oid, arrival, seq)
+        if not isinstance(msg, s.Order):
+            problem = closed or (magnitude_problem(msg.qty, msg.price) or magnitude_problem(None, msg.trigger_price)
+                                 if isinstance(msg, s.AmendOrder) else "")
+            if problem:
+                return [self.messages.refused(Refusal(oid, now, f"{msg.kind} refused: {problem}"))]
+            if isinstance(msg, s.CancelOrder):
+                self.venue.cancel(oid, arrival, seq)
+            else:
+                self.venue.amend(oid, amend_changes(msg), arrival, seq)
             return []
-        if isinstance(msg, s.AmendOrder):
-            self.venue.amend(oid, amend_changes(msg), arrival, seq)
-            return []
-        problem = self.gate.order_problem(msg.symbol, msg.qty, msg.price, msg.reduce_only)
+        problem = self.gate.order_problem(msg.symbol, msg.qty, msg.price, msg.reduce_only) or next(
+            (p for f in PRICE_FIELDS if (p := magnitude_problem(None, getattr(msg, f)))), "")
         if not problem and feed_status != "live":
             problem = stale_reason(msg.symbol, feed_status)
+        problem = problem or closed
         out: list[s.Message] = []
         if not problem:
             problem, out = self.gate.entry_block(msg.symbol, msg.side, msg.qty, msg.reduce_only, msg.price, now)
