@@ -31,10 +31,9 @@ UNKNOWN_SYMBOL = "NOPE1000USDT"
 # What no schema refuses but papertape must: these mutations are refused by the agents, not by the schema.
 SEMANTIC = {"unknown_symbol", "crossed_quote", "wrong_partition", "unknown_session", "bad_config",
             "restart_stopped"}
-# An order or a signal for a session no engine has is answered with an alert, not a dead letter (papertape/core/
-# engine.py: on_order, on_signal); a control for one is dead-lettered. Issue 19 asks for dead letters for all three:
-# the lead decides, and this set follows.
-DEAD_LETTERED_UNKNOWN_SESSION = {"control"}
+# An order, a signal or a control for a session no engine has is dead-lettered with the reason (papertape/core/
+# engine.py); orders and signals got only an alert before issue 19.
+DEAD_LETTERED_UNKNOWN_SESSION = {"control", "orders", "signals"}
 # Orders whose quantity or price has more significant digits than the default decimal context (28) in a quotient by
 # the lot step or tick size, or in its margin: they raised decimal.InvalidOperation in papertape/core and ended the
 # engine worker at each restart (found here); the gate now refuses them with the reason (test_hostile_frames.py).

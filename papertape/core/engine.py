@@ -167,7 +167,7 @@ class Engine:
     def on_order(self, order: External) -> list[s.Message]:
         sess = self.sessions.get(order.session)
         if sess is None:
-            return [self._alert("warning", "order for an unknown session", f"{order.id} -> {order.session}", order.ts)]
+            raise s.InvalidMessage(f"{order.kind} for session {order.session!r}, not on this engine")
         self._due_at = -1
         book = self.books.get(getattr(order, "symbol", ""))
         # after the tape the market stands still: nothing would ever meet an order (a live session never finishes)
@@ -177,7 +177,7 @@ class Engine:
     def on_signal(self, sig: s.Signal) -> list[s.Message]:
         sess = self.sessions.get(sig.session)
         if sess is None:
-            return [self._alert("warning", "signal for an unknown session", f"{sig.id} -> {sig.session}", sig.ts)]
+            raise s.InvalidMessage(f"signal for session {sig.session!r}, not on this engine")
         intent = Target(sig.symbol, sig.target, sig.confidence, sig.reasoning or sig.strategy, {"signal": sig.id})
         self._due_at = -1
         return sess.decide(intent, max(sig.ts, self.now))
