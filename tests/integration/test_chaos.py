@@ -5,6 +5,7 @@ archive and cuts one worker's network. Every table ends as in an uninterrupted r
 webhook."""
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 import pytest
@@ -12,8 +13,12 @@ import pytest
 from builders import ROOT
 from infra.kafka import unavailable_reason
 
-sys.path.insert(0, str(ROOT / "bench"))
-import chaos  # noqa: E402
+# bench/ is not a package, and bench/hostile.py would shadow tests/hostile.py on sys.path: loaded by its file
+_spec = importlib.util.spec_from_file_location("bench_chaos", ROOT / "bench" / "chaos.py")
+assert _spec is not None and _spec.loader is not None
+chaos = importlib.util.module_from_spec(_spec)
+sys.modules["bench_chaos"] = chaos  # the dataclasses of the module look themselves up there
+_spec.loader.exec_module(chaos)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200),
               pytest.mark.skipif(unavailable_reason() is not None, reason=f"Apache Kafka: {unavailable_reason()}")]
