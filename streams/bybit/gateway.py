@@ -23,7 +23,7 @@ from pybit.unified_trading import HTTP, WebSocket
 import schemas as s
 from papertape.config import Settings
 from papertape.core.venue.remote import link_id
-from schemas.vocabulary import BybitVenue, Severity
+from schemas.vocabulary import BYBIT_VENUES, BybitVenue, Severity
 from streams.bybit import account, orders
 from streams.bybit.private import BAD_KEY_CODES, BybitKeys, BybitPrivateError, trading_client, wallet_balance
 
@@ -228,7 +228,7 @@ def check_exchange_sessions(settings: Settings, mainnet_flag: bool = False) -> s
     keys accepted, and the wallet holding at least the session's balance. What it checked, or BybitPrivateError."""
     trading = settings.bybit_trading
     venue = f"bybit_{trading.environment}"
-    on_bybit = [c for c in settings.sessions if c.venue.startswith("bybit_")]
+    on_bybit = [c for c in settings.sessions if c.venue in BYBIT_VENUES]
     wrong = [c.id for c in on_bybit if c.venue != venue]
     if wrong:
         raise BybitPrivateError(f"sessions {', '.join(wrong)} are not on {venue}, the environment of "

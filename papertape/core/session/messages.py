@@ -111,10 +111,7 @@ class Messages:
         """The fill, and the position it left."""
         o, session = ex.order, self.run.cfg.id
         self.fills += 1
-        fill = s.Fill(id=f"{o.id}:f{self.fills}", ts=ex.ts, session=session, order_id=o.id, symbol=o.symbol,
-                      side=o.side, price=ex.price, qty=ex.qty, liquidity=ex.liquidity, fee_rate=ex.fee_rate,
-                      fee=ex.fee, realized_pnl=ex.realized, settle_coin=self.account.settle_coin,
-                      exec_type=ex.exec_type, venue=self.run.cfg.venue)
+        fill = s.Fill(id=f"{o.id}:f{self.fills}", venue=self.run.cfg.venue, **self._execution(ex))
         pos = ex.position
         assert pos is not None  # the ledger set it when it booked the fill
         mark = self.view.mark(o.symbol)
@@ -125,11 +122,14 @@ class Messages:
 
     def shadow_fill(self, ex: Execution) -> s.ShadowFill:
         """The paper venue's fill of an exchange order (numbered by the quantity it had filled then)."""
+        return s.ShadowFill(id=f"{ex.order.id}:s{ex.order.filled}", **self._execution(ex))
+
+    def _execution(self, ex: Execution) -> dict[str, Any]:
+        """The fields a fill of either kind takes from the venue's execution."""
         o = ex.order
-        return s.ShadowFill(id=f"{o.id}:s{o.filled}", ts=ex.ts, session=self.run.cfg.id, order_id=o.id, symbol=o.symbol,
-                            side=o.side, price=ex.price, qty=ex.qty, liquidity=ex.liquidity, fee_rate=ex.fee_rate,
-                            fee=ex.fee, realized_pnl=ex.realized, settle_coin=self.account.settle_coin,
-                            exec_type=ex.exec_type)
+        return {"ts": ex.ts, "session": self.run.cfg.id, "order_id": o.id, "symbol": o.symbol, "side": o.side,
+                "price": ex.price, "qty": ex.qty, "liquidity": ex.liquidity, "fee_rate": ex.fee_rate, "fee": ex.fee,
+                "realized_pnl": ex.realized, "settle_coin": self.account.settle_coin, "exec_type": ex.exec_type}
 
     def venue_request(self, oc: Outbound) -> s.VenueRequest:
         cfg = self.run.cfg
