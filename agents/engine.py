@@ -76,12 +76,4 @@ def decode(topic: str, value: bytes | None):
 
 
 def dispatch(eng: Engine, item) -> list:
-    if item.kind == "ticks":
-        return eng.on_ticks(item)
-    if item.kind in ("order", "cancel", "amend"):
-        return eng.on_order(item)
-    if item.kind == "signal":
-        return eng.on_signal(item)
-    if item.kind == "venue_report":
-        return eng.on_report(item)
-    return eng.on_control(item)
+    return eng.on_ticks(item) if item.kind == "ticks" else eng.on_external(item)

@@ -1,5 +1,6 @@
-"""MARKET actor: owns the books of the symbols on its md.events partitions; passes ticks to every engine
-partition and conflated marks to md.marks. Frames it cannot accept go to the dead-letter topic."""
+"""MARKET actor: owns the books of the symbols on its md.events partitions; passes to each engine partition the ticks
+of its sessions' symbols (and the books of those it asks for on md.interest), and conflated marks to md.marks. Frames
+it cannot accept go to the dead-letter topic."""
 from __future__ import annotations
 
 import faust
@@ -11,17 +12,24 @@ from agents.checkpoint import Checkpoints
 from agents.crash import die
 from agents.outputs import Outputs, dead_letter
 from infra import prometheus
+from papertape.core.engine import symbols_traded
 from papertape.core.market.partition import MarketPartition
 from schemas.codec import reason_of, split_batch
 
+INPUTS = ("md.events", "md.interest")
+
 
 def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
-    source = app.topic(settings.names.topic("md.events"), key_serializer="raw", value_serializer="raw",
+    source = app.topic(*map(settings.names.topic, INPUTS), key_serializer="raw", value_serializer="raw",
                        partitions=settings.md_partitions)
-    checkpoints = Checkpoints(app, "market-state", settings.md_partitions, settings.checkpoint_every_s,
-                              ("md.events",), lambda p: MarketPartition(p, instruments, settings.md_partitions,
-                                                        settings.alerts.rules),
-                              outputs, settings.names)
+
+    def new_partition(p: int) -> MarketPartition:
+        interest = [symbols_traded([c for c in settings.sessions if settings.session_partition(c.id) == e],
+                                   instruments) for e in range(settings.session_partitions)]
+        return MarketPartition(p, instruments, settings.md_partitions, settings.alerts.rules, interest)
+
+    checkpoints = Checkpoints(app, "market-state", settings.md_partitions, settings.checkpoint_every_s, INPUTS,
+                              new_partition, outputs, settings.names)
     prometheus.STALE_SYMBOLS.set_function(lambda: sum(len(mp.stale) for p, mp in list(checkpoints.states.items())
                                                       if p not in checkpoints.revoked))
 
@@ -31,27 +39,42 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
             # Faust hands an agent a Stream, which has noack_take; StreamT, its declared type, lacks it
             async for events in stream.noack_take(5000, within=0.02):  # type: ignore[attr-defined]
                 touched: set[int] = set()
-                for msg, _, mp in checkpoints.fresh(events):
+                for msg, topic, mp in checkpoints.fresh(events):
                     touched.add(msg.partition)
-                    item, refused = take(mp, msg.value, msg.offset)
-                    if item is not None:
-                        prometheus.took_market(item)
+                    refused = interest(mp, msg) if topic == "md.interest" else market_data(mp, msg)
                     for index, payload, reason in refused:
                         where = "" if index is None else f"frame {index}: "
-                        await outputs.send(dead_letter("market", "md.events", msg.partition, msg.offset, msg.key,
+                        await outputs.send(dead_letter("market", topic, msg.partition, msg.offset, msg.key,
                                                        payload, where + reason, mp.wm, index))
                 due = []
                 for p in sorted(touched):
                     mp = checkpoints.state(p)
-                    batches, marks = mp.flush()
-                    for batch in batches:  # a broadcast: every engine partition sees the whole market
-                        await outputs.send_to("md.ticks", batch, range(settings.session_partitions))
+                    routes, marks = mp.flush()
+                    for engines, batches in routes:  # each engine partition gets its sessions' symbols
+                        for batch in batches:
+                            await outputs.send_to("md.ticks", batch, engines)
                     await outputs.send(marks)
                     if checkpoints.due(p) or mp.ended:
                         due.append(p)
                 await checkpoints.save(*due)
         except Exception as exc:  # a bug, not bad input: see agents/crash.py
             die("market", exc)
+
+
+def market_data(mp: MarketPartition, msg) -> list:
+    item, refused = take(mp, msg.value, msg.offset)
+    if item is not None:
+        prometheus.took_market(item)
+    return refused
+
+
+def interest(mp: MarketPartition, msg) -> list:
+    """An engine partition's md.interest: refused (index None, payload, reason) when it cannot be served."""
+    try:
+        reason = mp.on_interest(s.decode("md.interest", msg.value), msg.offset)
+    except s.InvalidMessage as exc:
+        mp.interest_offset, reason = msg.offset, str(exc)
+    return [(None, msg.value, reason)] if reason else []
 
 
 def take(mp: MarketPartition, value: bytes | None, offset: int):

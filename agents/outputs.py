@@ -14,7 +14,7 @@ TOPIC_OF_KIND = {
     "fill": "fills", "order_event": "order.events", "position": "positions", "equity": "equity",
     "decision": "decisions", "alert": "alerts", "dead_letter": "errors.dlq", "mark": "md.marks", "funding": "funding",
     "session": "sessions", "venue_request": "venue.requests", "reconciliation": "reconciliation",
-    "shadow_fill": "shadow.fills",
+    "shadow_fill": "shadow.fills", "interest": "md.interest",
 }
 
 
@@ -40,7 +40,7 @@ class Outputs:
             self.unconfirmed.append(await self.topics[TOPIC_OF_KIND[msg.kind]].send(key=key_of(msg), value=msg))
         prometheus.count_sent(msgs, tick_sent_at)
 
-    async def send_to(self, topic: str, msg, partitions: range) -> None:
+    async def send_to(self, topic: str, msg, partitions: list[int]) -> None:
         """One message to several partitions of `topic`, encoded once."""
         value = s.encode(msg)
         for p in partitions:

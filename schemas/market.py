@@ -138,6 +138,16 @@ class TickBatch(Message):
     ticks: list[Tick] = Field(default_factory=list)
 
 
+class Interest(Message):
+    """An engine partition asks the market actor of `symbol` for its ticks from now on: first its whole book as it
+    stands (a snapshot tick), then every frame's. Written by the engine for a session that starts or widens its
+    symbols at run time; an engine partition gets the ticks of its sessions' symbols only."""
+
+    kind: Literal["interest"] = "interest"
+    symbol: Symbol
+    engine_partition: int = Field(ge=0, le=4096)
+
+
 class Mark(Message):
     """Conflated latest prices of a symbol (md.marks, compacted by symbol)."""
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
-from .market import Mark, MarketBatch, MarketFrame, TickBatch, Watermark
+from .market import Interest, Mark, MarketBatch, MarketFrame, TickBatch, Watermark
 from .ops import Alert, AlertAck, AlertDelivery, Control, DeadLetter, SessionStatus
 from .trading import AmendOrder, CancelOrder, Decision, Equity, Fill, Funding, Order, OrderEvent, Position, Signal
 from .venue import Reconciliation, ShadowFill, VenueReport, VenueRequest
@@ -35,7 +35,9 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec("md.events", "symbol", "md", _union(MarketBatch, MarketFrame, Watermark),
                   "normalized exchange frames, batched per partition by the source, and source watermarks"),
         TopicSpec("md.ticks", "partition", "session", TickBatch,
-                  "market actor output: ticks of a batch, broadcast to every engine partition"),
+                  "market actor output: ticks of a batch, to each engine partition those of its sessions' symbols"),
+        TopicSpec("md.interest", "symbol", "md", Interest,
+                  "an engine partition asks a symbol's market actor for its ticks (a session started at run time)"),
         TopicSpec("md.marks", "symbol", "md", Mark, "latest bid, ask, last and mark per symbol (conflated)"),
         TopicSpec("signals", "session", "session", Signal, "external signals into a session"),
         TopicSpec("orders", "session", "session", _union(Order, CancelOrder, AmendOrder),

@@ -31,7 +31,7 @@ def tick_batches(tape=LEAN_DAY) -> tuple[dict, list[s.TickBatch]]:
     batches: list[s.TickBatch] = []
     for offset, value in enumerate(sent):
         market.on_message(s.decode("md.events", value), offset)
-        batches += market.flush()[0]
+        batches += [b for _, bs in market.flush()[0] for b in bs]
     return instruments, batches
 
 

@@ -7,17 +7,28 @@ in (ts, origin, position) order, so the sessions see the same sequence whatever 
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import schemas as s
 from papertape.core.instruments import Instrument
 from papertape.core.market.book import Book
+from papertape.core.market.partition import FRAMES_PER_OFFSET, SNAPSHOT_POSITION
 from papertape.core.session import External, Session
 from papertape.core.session.config import SessionConfig
 from papertape.core.strategy import Target
 from schemas.vocabulary import Severity
 
 END = 1 << 62
+ASK_AGAIN_MS = 1000  # a symbol's ticks came but not its snapshot (a market actor restarted): asked again after this
+HELD_TOPIC = {"order": "orders", "cancel": "orders", "amend": "orders", "signal": "signals", "control": "control",
+              "venue_report": "venue.reports"}
+
+
+def symbols_traded(sessions: Iterable[SessionConfig], instruments: dict[str, Instrument]) -> set[str]:
+    """The symbols any of `sessions` trades: the ticks their engine partition gets."""
+    return {sym for cfg in sessions for sym, inst in instruments.items() if cfg.trades(sym, inst.category)}
 
 
 def tick_of(t: list[Any]) -> s.Tick:
@@ -50,8 +61,9 @@ class TickMerger:
 
     def __init__(self, origins: int) -> None:
         self.wm = [-1] * origins
-        self.last_pos = [-1] * origins
+        self.last_pos = [-FRAMES_PER_OFFSET] * origins  # below a snapshot taken before the origin's first frame
         self.queues: list[list[tuple[int, int, s.Tick]]] = [[] for _ in range(origins)]  # (ts, pos, tick)
+        self.end_ts = 0  # the last event time of a finite tape, as its origins' last batches promise
 
     def add(self, batch: s.TickBatch) -> None:
         o, last = batch.origin, self.last_pos[batch.origin]
@@ -59,6 +71,8 @@ class TickMerger:
         if fresh:
             self.last_pos[o] = fresh[-1][1]
             self.queues[o] += fresh
+        if batch.end:
+            self.end_ts = max(self.end_ts, batch.wm)
         self.wm[o] = END if batch.end else max(self.wm[o], batch.wm)
 
     def release(self) -> list[s.Tick]:
@@ -81,11 +95,21 @@ class TickMerger:
 
     def to_dict(self) -> dict[str, Any]:
         """Ticks stay named tuples: the checkpoint writes them as arrays (orjson with default=list)."""
-        return {"wm": self.wm, "last_pos": self.last_pos, "queues": [[e[2] for e in q] for q in self.queues]}
+        return {"wm": self.wm, "last_pos": self.last_pos, "queues": [[e[2] for e in q] for q in self.queues],
+                "end_ts": self.end_ts}
 
     def load(self, d: dict[str, Any]) -> None:
-        self.wm, self.last_pos = list(d["wm"]), list(d["last_pos"])
+        self.wm, self.last_pos, self.end_ts = list(d["wm"]), list(d["last_pos"]), d.get("end_ts", 0)
         self.queues = [[(t.ts, t.pos, t) for t in map(_float_keyed, map(tick_of, q))] for q in d["queues"]]
+
+
+@dataclass
+class Held:
+    """A session's inputs from a control that widened its symbols on, in arrival order: held until the snapshots of
+    the symbols this partition did not get are here (the control then applies at the snapshot's event time)."""
+
+    missing: set[str]
+    items: list[Any] = field(default_factory=list)
 
 
 class Engine:
@@ -103,6 +127,9 @@ class Engine:
         self.now = 0
         self.finished = False
         self.offsets: dict[str, int] = {}  # last applied offset per input topic of this partition
+        self.deep = symbols_traded(sessions, instruments)  # the symbols whose every tick this partition gets
+        self._asked: dict[str, int] = {}  # symbol -> when its ticks were asked for (md.interest), until its snapshot
+        self._held: dict[str, Held] = {}  # session -> its inputs held for a snapshot
 
     def next_offset(self, topic: str) -> int:
         return self.offsets.get(topic, -1) + 1
@@ -117,17 +144,78 @@ class Engine:
     def on_ticks(self, batch: s.TickBatch) -> list[s.Message]:
         self.merger.add(batch)
         out: list[s.Message] = []
-        released = self.merger.release()
-        if not self._all:  # no sessions here yet: only the books move (a session may start at run time)
-            for tick in released:
+        for tick in self.merger.release():
+            if tick.pos & SNAPSHOT_POSITION:
+                out += self._snapshot(tick)
+                continue
+            if self._asked and tick.symbol in self._asked:
+                out += self._ask_again(tick)
+            if self._all:
+                out += self._tick(tick)
+            else:  # no sessions here yet: only the books move (a session may start at run time)
+                self.now = tick.ts
                 self._book(tick.symbol).apply_tick(tick)
-            self.now = released[-1].ts if released else self.now
-            released = []
-        for tick in released:
-            out += self._tick(tick)
         if self.merger.ended and not self.finished:
             out += self._finish()
         return out
+
+    def _snapshot(self, tick: s.Tick) -> list[s.Message]:
+        """A symbol's whole book from its market actor, asked for by this partition: its every tick follows. Sessions
+        waiting for it start (or reconfigure) here; the sessions already running never see it (nothing traded)."""
+        self.now = max(self.now, tick.ts)
+        book = self._book(tick.symbol)
+        book.reset()
+        book.apply_tick(tick)
+        self.deep.add(tick.symbol)
+        self._asked.pop(tick.symbol, None)
+        out: list[s.Message] = []
+        for sid in [sid for sid, held in self._held.items() if tick.symbol in held.missing]:
+            held = self._held[sid]
+            held.missing.discard(tick.symbol)
+            if not held.missing:
+                del self._held[sid]
+                for item in held.items:  # a control among them may hold the session again, and the rest with it
+                    try:
+                        out += self.on_external(item)
+                    except s.InvalidMessage as exc:  # checked when it came, so rare: an alert says it
+                        out.append(self._alert("error", f"{item.kind} refused", f"{item.id}: {exc}", self.now))
+        return out
+
+    def _ask_again(self, tick: s.Tick) -> list[s.Message]:
+        """A symbol's ticks came, its snapshot did not: a restarted market actor sent it before this partition's
+        last tick, which dropped it as seen. Asked again, the market actor sends its book again."""
+        if tick.ts - self._asked[tick.symbol] < ASK_AGAIN_MS:
+            return []
+        self.now = tick.ts
+        del self._asked[tick.symbol]
+        return self._ask({tick.symbol})
+
+    def _ask(self, symbols: set[str]) -> list[s.Message]:
+        out: list[s.Message] = []
+        for sym in sorted(symbols - self._asked.keys()):
+            self._asked[sym] = self.now
+            out.append(s.Interest(id=f"interest:{self.partition}:{sym}:{self.now}", ts=self.now, symbol=sym,
+                                  engine_partition=self.partition))
+        return out
+
+    def _missing(self, cfg: SessionConfig) -> set[str]:
+        """The symbols `cfg` trades whose ticks this partition does not get (none once the tape has finished: there
+        is no market left to wait for)."""
+        return set() if self.finished else symbols_traded([cfg], self.instruments) - self.deep
+
+    def _hold(self, item: External | s.Signal | s.VenueReport | s.Control) -> list[s.Message]:
+        self._held[item.session].items.append(item)
+        return []
+
+    def on_external(self, item: External | s.Signal | s.VenueReport | s.Control) -> list[s.Message]:
+        """An order, cancel, amend, signal, exchange report or control, to its session."""
+        if item.kind == "signal":
+            return self.on_signal(item)
+        if item.kind == "venue_report":
+            return self.on_report(item)
+        if item.kind == "control":
+            return self.on_control(item)
+        return self.on_order(item)
 
     def _tick(self, tick: s.Tick) -> list[s.Message]:
         self.now = tick.ts
@@ -165,6 +253,8 @@ class Engine:
         self._due_at = min((x.due_at() for x in self._all), default=END)
 
     def on_order(self, order: External) -> list[s.Message]:
+        if order.session in self._held:
+            return self._hold(order)
         sess = self.sessions.get(order.session)
         if sess is None:
             raise s.InvalidMessage(f"{order.kind} for session {order.session!r}, not on this engine")
@@ -175,6 +265,8 @@ class Engine:
         return sess.submit_external(order, self.now, book.status if book else "live", closed)
 
     def on_signal(self, sig: s.Signal) -> list[s.Message]:
+        if sig.session in self._held:
+            return self._hold(sig)
         sess = self.sessions.get(sig.session)
         if sess is None:
             raise s.InvalidMessage(f"signal for session {sig.session!r}, not on this engine")
@@ -184,6 +276,8 @@ class Engine:
 
     def on_report(self, report: s.VenueReport) -> list[s.Message]:
         """What a session's exchange reported; raises s.InvalidMessage for a session not here or not on one."""
+        if report.session in self._held:
+            return self._hold(report)
         sess = self.sessions.get(report.session)
         if sess is None:
             raise s.InvalidMessage(f"venue report for session {report.session!r}, not on this engine")
@@ -193,7 +287,10 @@ class Engine:
     def on_control(self, ctrl: s.Control) -> list[s.Message]:
         """Start, pause, resume, stop or reconfigure a session at the engine's event time; its status messages
         name the control (the sender's answer). Raises s.InvalidMessage, changing nothing, when the command cannot
-        apply."""
+        apply. A start or a reconfigure that needs symbols this partition does not get waits for their snapshots,
+        and the session's later inputs with it."""
+        if ctrl.session in self._held:
+            return self._hold(ctrl)
         return [m.model_copy(update={"control": ctrl.id}) if isinstance(m, s.SessionStatus) else m
                 for m in self._apply_control(ctrl)]
 
@@ -221,6 +318,9 @@ class Engine:
                 at = now + sess.cfg.latency_ms
                 out += sess.before_tick(at) + [sess.equity_message(at)]
             return out
+        missing = self._missing_after(sess, ctrl.config)
+        if missing:
+            return self._wait(ctrl, missing)
         try:
             out = sess.reconfigure(ctrl.config, now)
         except ValueError as exc:  # pydantic's ValidationError is one
@@ -236,12 +336,31 @@ class Engine:
                            self.books)
         except ValueError as exc:
             raise s.InvalidMessage(f"start of session {ctrl.session!r}: {exc}") from None
+        missing = self._missing(sess.cfg)
+        if missing:
+            return self._wait(ctrl, missing)
         self.sessions[ctrl.session] = sess
         self._refresh()
         return sess.before_tick(self.now) if self.now else []
 
+    def _missing_after(self, sess: Session, changes: dict[str, Any]) -> set[str]:
+        if "symbols" not in changes:
+            return set()
+        try:
+            cfg = sess.cfg.model_copy(update={"symbols": SessionConfig.model_validate(
+                {**sess.cfg.model_dump(), "symbols": changes["symbols"]}).symbols})
+        except ValueError:
+            return set()  # the reconfigure itself says why
+        return self._missing(cfg)
+
+    def _wait(self, ctrl: s.Control, missing: set[str]) -> list[s.Message]:
+        self._held[ctrl.session] = Held(missing, [ctrl])
+        return self._ask(missing)
+
     def _finish(self) -> list[s.Message]:
+        """At the tape's end, the same time for every partition, whichever symbols' ticks it got."""
         self.finished = True
+        self.now = max(self.now, self.merger.end_ts)
         out: list[s.Message] = [sess.equity_message(self.now) for sess in self.sessions.values()]
         out.append(self._alert("info", "tape finished",
                                f"engine partition {self.partition}: {len(self.sessions)} sessions", self.now))
@@ -255,6 +374,9 @@ class Engine:
     def to_dict(self) -> dict[str, Any]:
         return {"merger": self.merger.to_dict(), "now": self.now, "finished": self.finished,
                 "offsets": self.offsets, "sessions": {k: v.to_dict() for k, v in self.sessions.items()},
+                "deep": sorted(self.deep), "asked": self._asked,
+                "held": {sid: {"missing": sorted(h.missing), "items": [i.model_dump(mode="json") for i in h.items]}
+                         for sid, h in self._held.items()},
                 "books": {sym: b.to_dict() for sym, b in self.books.items()}}
 
     def load(self, d: dict[str, Any]) -> None:
@@ -264,5 +386,11 @@ class Engine:
         self.books.update((sym, Book.from_dict(v)) for sym, v in d["books"].items())
         for sid, st in d["sessions"].items():  # with their configs: sessions started or changed at run time
             self.sessions[sid] = Session.restore(st, self.instruments, self.books)
+        # saved before md.interest: the partition got every tick
+        self.deep = set(d["deep"]) if "deep" in d else self.deep | set(self.books)
+        self._asked = dict(d.get("asked", {}))
+        self._held = {sid: Held(set(h["missing"]), [s.TOPICS[HELD_TOPIC[i["kind"]]].adapter.validate_python(i)
+                                                    for i in h["items"]])
+                      for sid, h in d.get("held", {}).items()}
         self._refresh()
 

@@ -255,7 +255,7 @@ def trade_on(got: Got, orders: list[dict]) -> tuple[list[s.Decision], list[s.Fil
                                     frames=frames), 0)
     session = SessionConfig(id="storm", strategy="scripted", latency_ms=0, params={"orders": orders})
     engine = Engine(0, 1, DEFAULT_INSTRUMENTS, [session])
-    out = [m for batch in market.flush()[0] for m in engine.on_ticks(batch)]
+    out = [m for _, batches in market.flush()[0] for batch in batches for m in engine.on_ticks(batch)]
     return [m for m in out if m.kind == "decision"], [m for m in out if m.kind == "fill"]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
+import schemas as s
 from builders import run_settings
 from papertape.app.runtime import Pipeline
 from papertape.config import BUNDLED_TAPE
@@ -254,3 +255,52 @@ def test_sessions_are_started_paused_reconfigured_and_stopped_from_the_command_l
     by_session = {row[table["columns"].index("session")]: dict(zip(table["columns"], row)) for row in table["rows"]}
     assert by_session["late"]["status"] == "stopped" and by_session["trend"]["status"] == "running"
     assert D(str(by_session["late"]["equity"])) > 0 and D(str(by_session["trend"]["equity"])) > 0
+
+
+def test_a_session_started_mid_replay_on_a_partition_without_sessions_gets_the_book_and_trades(tmp_path, tape):
+    """Engine partition 1 has no session, so it gets no ticks at all, only watermarks. `late`, started there while
+    the tape plays, asks ETHUSDT's market agent for its book through md.interest (on the real broker), starts at
+    the snapshot's event time and trades on that book: its market orders fill at the touch standing when they
+    arrive, computed here from the raw lines."""
+    start, btc, eth = tape
+    t1, t2 = start + 45_000, start + 52_000
+    script = [{"at": t1, "symbol": "ETHUSDT", "side": "buy", "qty": "0.10"},
+              {"at": t2, "symbol": "ETHUSDT", "side": "sell", "qty": "0.10"}]
+    simple = {"book_walk": False, "queue_position": False, "quote_through": False, "partial_fills": False}
+    late = SessionConfig(id="late", strategy="scripted", symbols=["ETHUSDT"], params={"orders": script},
+                         latency_ms=LATENCY, balance=D(5000), fill=simple)
+    trend = SessionConfig(id="trend", strategy="trend_following", symbols=["BTCUSDT"],
+                          params={"fast": 3, "slow": 8, "bar_ms": 2000})
+    settings = run_settings(data_dir=tmp_path, md_partitions=2, session_partitions=2, sessions=[trend],
+                            replay_seconds=SECONDS, speed=3)
+    assert [settings.session_partition(x) for x in ("trend", "late")] == [0, 1]
+
+    async def go():
+        pipe = Pipeline(settings, console_alerts="critical")
+        await pipe.start()
+        try:
+            replay = asyncio.create_task(pipe.replay(progress=False))
+            await asyncio.sleep(5)  # about 15 s of the tape at 3x
+            producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+            await producer.start()
+            ctrl = s.Control(id="start-late", ts=0, session="late", command="start",
+                             config=late.model_dump(mode="json"))
+            await producer.send_and_wait(settings.names.topic("control"), s.encode(ctrl), key=b"late")
+            await producer.stop()
+            await replay
+            await pipe.wait_finished(timeout=300)
+            return (rows(pipe.query("SELECT event, toUnixTimestamp64Milli(ts) AS t FROM sessions "
+                                    "WHERE session = 'late'")),
+                    rows(pipe.query("SELECT side, price, qty FROM fills WHERE session = 'late' ORDER BY ts")),
+                    rows(pipe.query("SELECT count() AS n FROM dead_letters")))
+        finally:
+            await pipe.stop()
+
+    statuses, fills, dead = asyncio.run(go())
+    (started,) = [r for r in statuses if r["event"] == "started"]
+    assert start + 5_000 < started["t"] < t1  # mid-tape: the market actors had the book long before
+    a1 = first_ts_at_or_after(eth, t1) + LATENCY
+    a2 = first_ts_at_or_after(eth, t2) + LATENCY
+    assert [(f["side"], D(str(f["price"])), D(str(f["qty"]))) for f in fills] == [
+        ("buy", top_before(eth, a1)[1], D("0.10")), ("sell", top_before(eth, a2)[0], D("0.10"))]
+    assert int(dead[0]["n"]) == 0

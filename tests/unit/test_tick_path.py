@@ -32,7 +32,7 @@ def market_run():
         batch = s.MarketBatch(id=f"b{i}", ts=chunk[-1].ts, origin="replay", wm=chunk[-1].ts, frames=chunk)
         assert mp.on_message(batch, i // FRAMES_PER_BATCH) == []
         books = {sym: (dict(b.bids), dict(b.asks)) for sym, b in mp.books.items()}
-        out += [(tb, books) for tb in mp.flush()[0]]
+        out += [(tb, books) for _, tbs in mp.flush()[0] for tb in tbs]
     return out
 
 

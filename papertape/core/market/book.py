@@ -67,6 +67,10 @@ class Book:
         self.funding_rate: str | None = None  # the venue's funding rate, settled at next_funding_ts
         self.next_funding_ts: int | None = None
 
+    def reset(self) -> None:
+        """Forget everything (a snapshot tick of the whole book follows), in place: sessions hold the engine's books."""
+        Book.__init__(self)
+
     @property
     def bids(self) -> dict[float, str]:
         """Bid levels: price key -> size, in no order."""

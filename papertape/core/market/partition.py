@@ -1,9 +1,12 @@
 """The market actor's pure part: a symbol partition's books, turned into ticks and conflated marks.
 
 Frames arrive in batches (one md.events message each); a frame's position is `offset * FRAMES_PER_OFFSET +
-index in its batch`, so ticks of one origin are ordered and deduplicated by one number."""
+index in its batch`, so ticks of one origin are ordered and deduplicated by one number. An engine partition gets
+the ticks of the symbols its sessions trade (`interest`), and the whole book of a symbol it asks for at run time as a
+snapshot tick, positioned after the frames of the md.events offset read last (SNAPSHOT_POSITION)."""
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
 
 import schemas as s
@@ -14,6 +17,14 @@ from schemas.market import Tick, TickTrade
 from schemas.topics import kafka_partition
 
 FRAMES_PER_OFFSET = 1 << 20  # more than a batch can hold
+SNAPSHOT_POSITION = 1 << 19  # a batch's frames sit below it: positions from it up are the market's snapshot ticks
+
+Route = tuple[list[int], list[s.TickBatch]]  # engine partitions, and the tick batches for them
+
+
+def is_snapshot(pos: int) -> bool:
+    """Whether a tick's position is a snapshot's (a symbol's whole book, sent to an engine partition that asked)."""
+    return bool(pos & SNAPSHOT_POSITION)
 
 
 class MarketPartition:
@@ -21,7 +32,9 @@ class MarketPartition:
     watermark is the highest event time seen (or the source's promise), passed on with the ticks."""
 
     def __init__(self, partition: int, instruments: dict[str, Instrument], partitions: int,
-                 rules: list[PriceRule] | None = None) -> None:
+                 rules: list[PriceRule] | None = None, interest: list[set[str]] | None = None) -> None:
+        """`interest`: per engine partition, the symbols its sessions trade; None: every engine partition (one)
+        gets every tick."""
         self.partition = partition
         self.partitions = partitions
         self._mine: dict[str, bool] = {}
@@ -31,6 +44,10 @@ class MarketPartition:
         self.seq = 0
         self.ended = False
         self.last_offset = -1
+        self.interest_offset = -1  # md.interest
+        self.interest = interest if interest is not None else [set(instruments)]
+        self._snapshots: dict[int, list[s.Tick]] = {}  # engine partition -> snapshot ticks it asked for
+        self._snapshot_at = (-1, 0)  # (md.events offset, snapshot ticks positioned after it)
         self._ticks: list[s.Tick] = []
         self._touched: dict[str, int] = {}
         self._sent_wm = -1
@@ -117,22 +134,46 @@ class MarketPartition:
         self.wm = max(self.wm, ts)
         self.ended = self.ended or end
 
-    def flush(self, max_ticks: int = 1000) -> tuple[list[s.TickBatch], list[s.Mark | s.Alert]]:
-        """Batches to broadcast (none when nothing moved), and one mark per symbol that changed with the alerts of
+    def on_interest(self, ask: s.Interest, offset: int) -> str:
+        """An engine partition asks for a symbol's ticks (md.interest at `offset`): its book goes to that partition
+        as a snapshot tick in the next flush, then every frame's tick. Asked again, it sends the book again (an engine
+        that lost the first). Returns why it cannot, or ''."""
+        self.interest_offset = offset
+        if ask.engine_partition >= len(self.interest):
+            return f"engine partition {ask.engine_partition} does not exist (there are {len(self.interest)})"
+        if ask.symbol not in self.instruments or not self._owns(ask.symbol):
+            return f"{ask.symbol} is not a symbol of md.events partition {self.partition}"
+        self.interest[ask.engine_partition].add(ask.symbol)
+        self._snapshots.setdefault(ask.engine_partition, []).append(self._snapshot(ask.symbol))
+        return ""
+
+    def _snapshot(self, symbol: str) -> s.Tick:
+        """The symbol's whole book, as a tick placed after every frame read so far and before the next offset's."""
+        offset, n = self._snapshot_at
+        n = n + 1 if offset == self.last_offset else 0
+        self._snapshot_at = (self.last_offset, n)
+        book = self.books.get(symbol) or Book()
+        funding = None if book.funding_rate is None or book.next_funding_ts is None else (
+            book.funding_rate, book.next_funding_ts)
+        return Tick(symbol, self.wm, book.bid, book.ask, book.bid_qty, book.ask_qty, [],
+                    self.last_offset * FRAMES_PER_OFFSET + SNAPSHOT_POSITION + n, book.mark_price, book.status,
+                    book.last, (list(book.bids.items()), list(book.asks.items()), book.synced), funding)
+
+    def flush(self, max_ticks: int = 1000) -> tuple[list[Route], list[s.Mark | s.Alert]]:
+        """The tick batches for each engine partition (nothing when nothing moved: each gets the ticks of its symbols,
+        or an empty batch that moves the watermark on), and one mark per symbol that changed with the alerts of
         symbols that went stale. A batch holds at most `max_ticks`; all but the last promise only their own last
-        tick's time."""
-        if not self._ticks and not self.ended and self.wm <= self._sent_wm:
+        tick's time. Engine partitions that get the same ticks share their batches."""
+        if not self._ticks and not self.ended and self.wm <= self._sent_wm and not self._snapshots:
             return [], []
-        chunks = [self._ticks[i:i + max_ticks] for i in range(0, len(self._ticks), max_ticks)] or [[]]
-        batches = []
-        for n, ticks in enumerate(chunks, 1):
-            last = n == len(chunks)
-            self.seq += 1
-            wm = self.wm if last else ticks[-1].ts
-            pos = (self.last_offset + 1) * FRAMES_PER_OFFSET - 1 if last else ticks[-1].pos
-            batches.append(s.TickBatch.model_construct(
-                id=f"ticks:{self.partition}:{pos}", ts=wm, origin=self.partition, seq=self.seq, wm=wm,
-                end=self.ended and last, ticks=ticks))
+        groups: dict[tuple[frozenset[str], int], list[int]] = {}
+        symbols = frozenset(self._touched)
+        for e, wanted in enumerate(self.interest):
+            mine = symbols if symbols <= wanted else symbols & wanted
+            groups.setdefault((mine, e if e in self._snapshots else -1), []).append(e)
+        self.seq += 1
+        routes = [(engines, self._batches(self._ticks_of(mine, symbols), self._snapshots.get(e, []), max_ticks))
+                  for (mine, e), engines in groups.items()]
         marks_and_alerts: list[s.Mark | s.Alert] = [*self._alerts]
         self._alerts.clear()
         for sym, ts in self._touched.items():
@@ -142,23 +183,50 @@ class MarketPartition:
                 marks_and_alerts.append(s.Mark(id=f"mark:{sym}:{ts}", ts=ts, symbol=sym, bid=b.bid, ask=b.ask,
                                                last=b.last, mark=format(m, "f")))
         self._sent_wm = self.wm
-        self._ticks, self._touched = [], {}
-        return batches, marks_and_alerts
+        self._ticks, self._touched, self._snapshots = [], {}, {}
+        return routes, marks_and_alerts
+
+    def _ticks_of(self, mine: frozenset[str], symbols: frozenset[str]) -> list[s.Tick]:
+        if mine == symbols:
+            return self._ticks
+        return [t for t in self._ticks if t.symbol in mine] if mine else []
+
+    def _batches(self, ticks: list[s.Tick], snapshots: list[s.Tick], max_ticks: int) -> list[s.TickBatch]:
+        if snapshots:  # in position order, the symbol's ticks from before its snapshot left out
+            first: dict[str, int] = {}
+            for snap in snapshots:
+                first.setdefault(snap.symbol, snap.pos)
+            ticks = sorted([t for t in ticks if t.pos > first.get(t.symbol, t.pos - 1)] + snapshots,
+                           key=attrgetter("pos"))
+        chunks = [ticks[i:i + max_ticks] for i in range(0, len(ticks), max_ticks)] or [[]]
+        batches = []
+        for n, chunk in enumerate(chunks, 1):
+            last = n == len(chunks)
+            wm = self.wm if last else chunk[-1].ts
+            pos = (self.last_offset + 1) * FRAMES_PER_OFFSET - 1 if last else chunk[-1].pos
+            batches.append(s.TickBatch.model_construct(
+                id=f"ticks:{self.partition}:{pos}", ts=wm, origin=self.partition, seq=self.seq, wm=wm,
+                end=self.ended and last, ticks=chunk))
+        return batches
 
     def next_offset(self, topic: str) -> int:
-        return self.last_offset + 1
+        return (self.interest_offset if topic == "md.interest" else self.last_offset) + 1
 
     def progress(self) -> int:
-        return self.last_offset
+        return self.last_offset + self.interest_offset
 
     def to_dict(self) -> dict[str, Any]:
         return {"wm": self.wm, "seq": self.seq, "ended": self.ended, "last_offset": self.last_offset,
+                "interest_offset": self.interest_offset, "interest": [sorted(x) for x in self.interest],
                 "books": {sym: b.to_dict() for sym, b in self.books.items()}, "stale": sorted(self.stale),
                 "price_rules": None if self.price_watch is None else self.price_watch.to_json()}
 
     def load(self, d: dict[str, Any]) -> None:
         self.wm, self.seq, self.ended, self.last_offset = d["wm"], d["seq"], d["ended"], d["last_offset"]
         self._sent_wm = self.wm
+        self.interest_offset = d.get("interest_offset", -1)  # absent from checkpoints taken before md.interest
+        if "interest" in d:
+            self.interest = [set(x) for x in d["interest"]]
         self.stale = set(d.get("stale", ()))  # absent from checkpoints taken before stale alerts
         if self.price_watch is not None:
             self.price_watch.load(d.get("price_rules") or {})

@@ -149,7 +149,7 @@ class Placement:
     def outcomes(self, outcomes: Sequence[RemoteOutcome], ts: int) -> list[s.Message]:
         """The venue's outcomes as messages; the breakers they trip."""
         out: list[s.Message] = []
-        flat: set[str] = set()
+        flat: dict[str, int] = {}  # symbol -> when its position closed
         for oc in outcomes:
             if isinstance(oc, (Outbound, Shadow, FundingSettled)):
                 out += self._exchange_outcome(oc)
@@ -165,13 +165,13 @@ class Placement:
                 if oc.exec_type == "trade":
                     out += self.messages.tripped(self.guard.watch(self.view.equity()), oc.ts)
                 if not self.account.position(oc.order.symbol).qty:
-                    flat.add(oc.order.symbol)
-        return out + self._reduce_only_cancelled(flat, ts)
+                    flat[oc.order.symbol] = oc.ts
+        return out + self._reduce_only_cancelled(flat)
 
-    def _reduce_only_cancelled(self, flat: set[str], ts: int) -> list[s.Message]:
-        """A closed position takes its reduce-only orders (TP/SL) with it, as on Bybit."""
+    def _reduce_only_cancelled(self, flat: dict[str, int]) -> list[s.Message]:
+        """A closed position takes its reduce-only orders (TP/SL) with it when it closes, as on Bybit."""
         out: list[s.Message] = []
-        for sym in sorted(flat):
+        for sym, ts in sorted(flat.items()):
             for order in self.venue.open_orders(sym):
                 if order.reduce_only and order.status != "pending" and not self.account.position(sym).qty:
                     out += self.outcomes(self.venue.cancel_now(order, ts, "position closed"), ts)
