@@ -14,8 +14,16 @@ the tape (then to the recorder having all of it in ClickHouse), or, if that take
 pace the market agent kept. Every --every seconds a line shows the rate sent, the lag of md.ticks (market agent
 output, partition 0) and the CPU of the interval.
 
+`--load live` (issue 20 (4)) sends a live-like Bybit load instead (bench/live_load.py): the v5 WebSocket messages
+of the universe (tickers for every symbol every ~150 ms, orderbook.1 and publicTrade in bursts, skewed by a Zipf
+activity per symbol, orderbook.50 only for the symbols the sessions trade), with the rates of recorded Bybit
+frames (--recording), through the live feed's BybitNormalizer into frames, as the live source does; --rate is
+then what those rates give. Either load ends with the lag's trend over the second half of sending (the mean
+lag of its first and last quarters, the slope): the issue 20 target is a lag that does not grow.
+
 Run on demand: python bench/bench_scale.py [--brokers kafka,tansu] [--seconds 300] [--rate 7000] [--symbols 700]
                [--sessions 20] [--catchup-timeout 120] [--coalesce-ms N] [--profile]
+Issue 20's target: python bench/bench_scale.py --load live --seconds 600 --brokers kafka
 """
 from __future__ import annotations
 
@@ -29,13 +37,18 @@ import sys
 import tempfile
 import time
 from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
+from statistics import fmean
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
+from live_load import BURST, RECORDED, LiveLoad, load_recorded  # noqa: E402
+from live_load import frames as live_frames  # noqa: E402
 from per_broker import Figures, add_arguments, describe, run  # noqa: E402
 from proc_stats import ProcStats, group_cpu_seconds  # noqa: E402
 from pyspy import Profiler  # noqa: E402
@@ -43,6 +56,7 @@ from synthetic import MachineBusy, coalesced, ema_sessions, load_tape, relabelle
 
 from papertape.app.runtime import Pipeline  # noqa: E402
 from papertape.config import Settings  # noqa: E402
+from streams.frames.wire import WireFrame  # noqa: E402
 
 WM = re.compile(rb'"wm":(\d+)')
 
@@ -93,11 +107,50 @@ async def watch_ticks(bootstrap: str, sent: Sent, lags: list[tuple[float, float]
         await consumer.stop()
 
 
-def generation_cost(tape: list, groups, rate: float) -> float:
-    """Seconds it costs the supervisor to make one re-labelled frame."""
-    started_gen = time.perf_counter()
-    sum(1 for _ in relabelled(tape, groups, rate, 20_000, tape[0].ts))
-    return (time.perf_counter() - started_gen) / 20_000
+def generation_cost(frames: Iterable, n: int = 20_000, skip: int = 0) -> float:
+    """CPU seconds it costs the supervisor to make one frame of `frames` (`n` of them, after the first `skip`);
+    CPU, not wall time: the machine is shared."""
+    frames = iter(frames)
+    for _ in islice(frames, skip):
+        pass
+    started_gen = time.process_time()
+    made = sum(1 for _ in islice(frames, n))
+    return (time.process_time() - started_gen) / max(made, 1)
+
+
+@dataclass
+class LagTrend:
+    """The md.ticks lag over the second half of sending: bounded, or growing (the source outruns the pipeline)."""
+
+    first: float  # mean lag of the second half's first quarter, s
+    last: float  # ... of its last quarter
+    slope: float  # least-squares slope over the second half, s of lag per s
+    samples: int
+
+    @property
+    def grew(self) -> bool:
+        """More than half a second and half again of the first quarter's lag, and rising."""
+        return self.slope > 0 and self.last - self.first > max(0.5, 0.5 * self.first)
+
+    def text(self) -> str:
+        if self.samples < 8:
+            return f"lag trend over the second half: too few samples ({self.samples})"
+        return (f"lag over the second half: {self.first:.2f} s in its first quarter, {self.last:.2f} s in its last, "
+                f"slope {60 * self.slope:+.3f} s per minute: {'GREW' if self.grew else 'bounded'}")
+
+
+def lag_trend(lags: list[tuple[float, float]], start: float, end: float) -> LagTrend:
+    """The trend of the (wall time, lag) samples between the middle of [start, end] and its end."""
+    mid, quarter = (start + end) / 2, (end - start) / 4
+    half = [(t, lag) for t, lag in lags if mid <= t <= end]
+    if len(half) < 8:
+        return LagTrend(float("nan"), float("nan"), float("nan"), len(half))
+    first = [lag for t, lag in half if t < mid + quarter / 2]
+    last = [lag for t, lag in half if t >= end - quarter / 2]
+    mt, ml = fmean(t for t, _ in half), fmean(lag for _, lag in half)
+    var = sum((t - mt) ** 2 for t, _ in half)
+    slope = sum((t - mt) * (lag - ml) for t, lag in half) / var if var else 0.0
+    return LagTrend(fmean(first) if first else ml, fmean(last) if last else ml, slope, len(half))
 
 
 async def progress_lines(every: float, stats: ProcStats, pids: dict, sent: Sent, lags: list[tuple[float, float]],
@@ -159,6 +212,8 @@ class Outcome:
     usage: dict[str, dict]  # each process's peak RSS (rss_mb)
     worker_restarts: int
     rows: dict[str, int]  # rows recorded per table
+    trend: LagTrend  # the md.ticks lag over the second half of sending
+    offered: float  # events/s the load offers
 
     @property
     def mine(self) -> float:
@@ -168,7 +223,7 @@ class Outcome:
 
 def print_outcome(o: Outcome, args, partitions_done: int, partitions: int, data_dir: Path) -> None:
     print(f"sent {o.frames:,} frames in {o.replayed:.1f} s = {o.frames / o.replayed:,.0f} events/s "
-          f"(offered {args.rate:,.0f}), in {o.batches:,} md.events batches "
+          f"(offered {o.offered:,.0f}), in {o.batches:,} md.events batches "
           f"({o.batches / o.replayed:,.0f}/s)")
     if o.engines_lag is not None:
         print(f"kept up? engines done {o.engines_lag:.2f} s after the source's last frame, recorder "
@@ -177,6 +232,7 @@ def print_outcome(o: Outcome, args, partitions_done: int, partitions: int, data_
         print(f"kept up? NO: {partitions_done}/{partitions} engine partitions done "
               f"{args.catchup_timeout:.0f} s after the source's last frame; md.ticks lag at the end of sending "
               f"{o.lag_at_end:.1f} s; the market agent kept a pace of ~{o.pace:,.0f} events/s over the second half")
+    print(o.trend.text())
     print(f"machine busy while sending: {100 * o.machine:.0f}% of all {os.cpu_count()} cores (target < 70%; "
           + ", ".join(f"{c} {100 * b:.0f}%" for c, b in o.cores.items())
           + f"); other processes' share {100 * (o.machine - o.mine):.0f}%")
@@ -187,13 +243,15 @@ def print_outcome(o: Outcome, args, partitions_done: int, partitions: int, data_
     print("  rows recorded: " + ", ".join(f"{k} {v}" for k, v in sorted(o.rows.items())), flush=True)
 
 
-def add_figures(fig: Figures, o: Outcome, rate: float) -> None:
-    fig.add(f"(d) events/s sent (offered {rate:,.0f})", o.frames / o.replayed, "{:,.0f}")
+def add_figures(fig: Figures, o: Outcome) -> None:
+    fig.add(f"(d) events/s sent (offered {o.offered:,.0f})", o.frames / o.replayed, "{:,.0f}")
     fig.add("(d) md.events batches/s", o.batches / o.replayed, "{:,.0f}")
     fig.add("(d) kept up (engines done within --catchup-timeout)", "yes" if o.engines_lag is not None else "NO",
             target_text="yes", met=o.engines_lag is not None)
     fig.add("(d) engines / recorder done after the last frame, s", [o.engines_lag, o.recorder_lag], "{:.2f}")
     fig.add("(d) md.ticks lag at the end of sending, s", o.lag_at_end, "{:.2f}")
+    fig.add("(d) lag, 2nd half: first / last quarter, s", [o.trend.first, o.trend.last], "{:.2f}")
+    fig.add("(d) lag grew over the 2nd half", "YES" if o.trend.grew else "no", target_text="no", met=not o.trend.grew)
     if o.engines_lag is None:
         fig.add("(d) market agent's pace, 2nd half, events/s", o.pace, "{:,.0f}")
     fig.add("(d) machine busy while sending, % of all cores", 100 * o.machine, "{:.0f}", target=("<", 70))
@@ -204,25 +262,61 @@ def add_figures(fig: Figures, o: Outcome, rate: float) -> None:
     for name in o.cpu:  # the processes in the order of the pids
         fig.add(f"(d) cpu {name.split()[0]}, % of one core", 100 * o.cpu[name] / o.replayed)
     for name, u in o.usage.items():
-        fig.add(f"(d) max rss {name.split()[0]}, MB", u["rss_mb"], "{:.0f}")
+        fig.add(f"(d) max rss {name.split()[0]}, MB", u["rss_mb"], "{:.0f}", target=("<", 1024))
     fig.add("(d) worker restarts", o.worker_restarts, "{:d}", target=("==", 0))
     fig.add("(d) rows recorded", sum(o.rows.values()), "{:,}")
 
 
+def tape_load(args, groups) -> tuple[Iterator[WireFrame], float]:
+    """The bundled tape re-labelled at --rate: the frames and the events/s they offer."""
+    tape = load_tape(args.tape_frames)
+    count = int(args.rate * args.seconds)
+    gen_cost = generation_cost(relabelled(tape, groups, args.rate, 20_000, tape[0].ts))
+    print(f"load: the tape re-labelled, {args.rate:,.0f} events/s for {args.seconds:.0f} s ({count:,} frames from "
+          f"{len(tape):,} tape frames; making them costs the supervisor {gen_cost * 1e6:.1f} us each = "
+          f"{100 * gen_cost * args.rate:.1f}% of a core)", flush=True)
+    frames = relabelled(tape, groups, args.rate, count, tape[0].ts)
+    if args.coalesce_ms:
+        frames = coalesced(frames, max(1, round(args.coalesce_ms)))
+    return frames, args.rate
+
+
+def live_like_load(args, instruments, deep: set[str]) -> tuple[Iterator[WireFrame], float]:
+    """Bybit v5 messages at the recorded rates through BybitNormalizer: the frames and the events/s they offer."""
+    rec = load_recorded(Path(args.recording))
+    print(f"load: live-like Bybit v5 messages, rates measured in {args.recording}:\n    " + "\n    ".join(rec.lines()))
+
+    def load() -> LiveLoad:
+        return LiveLoad(instruments, deep, rec, seed=args.seed, zipf=args.zipf, burst=args.burst)
+
+    snapshots = 2 * len(instruments) + len(deep)  # a ticker and an orderbook.1 each, a depth book for the deep
+    gen_cost = generation_cost(live_frames(load().messages(60)), skip=snapshots)
+    msg_cost = generation_cost(load().messages(60), skip=snapshots)
+    live = load()
+    rates = live.expected_rates()
+    offered = sum(rates.values())
+    print(f"    over {len(instruments)} symbols (activity of rank r: r^-{args.zipf:g}; {len(deep)} with depth): "
+          + ", ".join(f"{k} {v:,.0f}/s" for k, v in rates.items()) + f"; {offered:,.0f} messages/s for "
+          f"{args.seconds:.0f} s, a frame each (after the snapshots); book and trade messages in bursts of "
+          f"{args.burst:g} on average (assumed: the recording is too short to tell)")
+    print(f"    a frame after the snapshots costs the supervisor {gen_cost * 1e6:.1f} us ({msg_cost * 1e6:.1f} us to "
+          f"make the message, the rest the normalizer, which live runs too) = {100 * gen_cost * offered:.1f}% of a "
+          "core", flush=True)
+    return live_frames(live.messages(args.seconds)), offered
+
+
 async def measure(broker: str, args) -> Figures:
     fig = Figures()
-    tape = load_tape(args.tape_frames)
     instruments, groups = synthetic_instruments(args.symbols)
     names = [i.symbol for i in instruments]
     per = args.symbols_per_session
-    sessions = ema_sessions(args.sessions, [names[i::args.sessions][:per] if per else ["*"]
-                                            for i in range(args.sessions)])
-    count = int(args.rate * args.seconds)
-    gen_cost = generation_cost(tape, groups, args.rate)
-    print(f"{args.symbols} symbols, {args.sessions} EMA-cross sessions x {per or 'all'} symbols, "
-          f"{args.rate:,.0f} events/s for {args.seconds:.0f} s ({count:,} frames from {len(tape):,} tape frames "
-          f"re-labelled; making them costs the supervisor {gen_cost * 1e6:.1f} us each = "
-          f"{100 * gen_cost * args.rate:.1f}% of a core)", flush=True)
+    traded = [names[i::args.sessions][:per] if per else names for i in range(args.sessions)]
+    sessions = ema_sessions(args.sessions, traded if per else None)
+    print(f"{args.symbols} symbols, {args.sessions} EMA-cross sessions x {per or 'all'} symbols", flush=True)
+    if args.load == "live":
+        frames, offered = live_like_load(args, instruments, {s for symbols in traded for s in symbols})
+    else:
+        frames, offered = tape_load(args, groups)
 
     data_dir = Path(tempfile.mkdtemp(prefix=f"bench-scale-{broker}-"))
     settings = Settings(data_dir=data_dir, instruments=instruments, sessions=sessions, speed=1.0, broker=broker)
@@ -235,9 +329,6 @@ async def measure(broker: str, args) -> Figures:
         await asyncio.sleep(3)  # the worker joins its group
         pids = {"supervisor (source, recorder, relay)": os.getpid(), "worker": pipe.worker.pid,
                 "broker": pipe.broker.pids}
-        frames = relabelled(tape, groups, args.rate, count, tape[0].ts)
-        if args.coalesce_ms:
-            frames = coalesced(frames, max(1, round(args.coalesce_ms)))
         sent = Sent(frames)
         lags: list[tuple[float, float]] = []  # (wall time, md.ticks lag)
         watcher = asyncio.create_task(watch_ticks(pipe.settings.kafka_bootstrap, sent, lags, stop))
@@ -245,7 +336,7 @@ async def measure(broker: str, args) -> Figures:
         stats, busy = ProcStats(pids), MachineBusy()
         profiler = Profiler({k: v for k, v in pids.items() if k != "broker"}, data_dir) if args.profile else None
 
-        started = time.perf_counter()
+        started, started_wall = time.perf_counter(), time.time()
         reporter = asyncio.create_task(progress_lines(args.every, stats, pids, sent, lags, started))
         done = await pipe.replay(progress=False, frames=sent)
         replayed = time.perf_counter() - started
@@ -253,7 +344,8 @@ async def measure(broker: str, args) -> Figures:
         cpu = {k: cpu_or_nan(p) - stats.cpu0[k] for k, p in pids.items()}
         machine, cores = busy.since_start(), busy.cores_since_start()
         lag_at_end = lags[-1][1] if lags else float("nan")
-        pace = market_pace(lags, args.rate, replayed)
+        pace = market_pace(lags, offered, replayed)
+        trend = lag_trend(lags, started_wall, started_wall + replayed)
         engines_lag, recorder_lag = await catch_up(pipe, settings.session_partitions, started, replayed,
                                                    args.catchup_timeout)
         usage = final_usage(stats, pids)
@@ -263,11 +355,12 @@ async def measure(broker: str, args) -> Figures:
             profiler.stop()
 
         outcome = Outcome(done["frames"], done["batches"], replayed, engines_lag, recorder_lag, lag_at_end, pace,
-                          machine, cores, cpu, usage, pipe.workers_started - 1, dict(pipe.recorder.rows_written))
+                          machine, cores, cpu, usage, pipe.workers_started - 1, dict(pipe.recorder.rows_written),
+                          trend, offered)
         if outcome.worker_restarts:
             args.keep = True
         print_outcome(outcome, args, len(pipe.finish.partitions), settings.session_partitions, data_dir)
-        add_figures(fig, outcome, args.rate)
+        add_figures(fig, outcome)
     finally:
         stop.set()
         await pipe.stop()
@@ -280,8 +373,16 @@ async def measure(broker: str, args) -> Figures:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--load", choices=("tape", "live"), default="tape", help="tape: the bundled tape re-labelled at "
+                    "--rate; live: live-like Bybit v5 messages at recorded rates (bench/live_load.py)")
     ap.add_argument("--seconds", type=float, default=300)
-    ap.add_argument("--rate", type=float, default=7000, help="offered events/s")
+    ap.add_argument("--rate", type=float, default=7000, help="offered events/s (--load tape)")
+    ap.add_argument("--recording", default=str(RECORDED), help="--load live: the recorded Bybit v5 messages whose "
+                    "rates it follows (one per line, or a papertape Bybit tape)")
+    ap.add_argument("--zipf", type=float, default=1.0, help="--load live: activity of the symbol of rank r is r^-zipf")
+    ap.add_argument("--seed", type=int, default=0, help="--load live: the generator's seed")
+    ap.add_argument("--burst", type=float, default=BURST, help="--load live: mean messages per burst of a book or "
+                    "trade topic")
     ap.add_argument("--symbols", type=int, default=700)
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--symbols-per-session", type=int, default=35, help="0: every symbol")
