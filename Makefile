@@ -5,9 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test test-fast lint bench clean
+.PHONY: install native run test test-fast lint bench clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
@@ -18,6 +18,11 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 install: $(BIN)/.installed
+
+# The compiled core again (setup.py), after a module it compiles changed: until then papertape/native.py runs that
+# module's .py and says so, and tests/unit/test_compiled_core.py fails.
+native: install
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 
 run: install
 	$(BIN)/papertape run
@@ -42,4 +47,5 @@ bench: install
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) papertape-data
+	rm -rf $(VENV) papertape-data build
+	find papertape -name '*.so' -delete

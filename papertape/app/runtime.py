@@ -27,6 +27,7 @@ from infra.clickhouse import connect, migrate
 from infra.kafka import EmbeddedKafka, kafka_jars_cached, kafka_version
 from infra.kafka import unavailable_reason as kafka_unavailable_reason
 from infra.sql_endpoint import RUN_FILE, connect_reader, query_local, serve
+from papertape import native
 from papertape.app.live import feed_for, tape_header, token_prices
 from papertape.config import Settings, write_run_settings
 from schemas.topics import kafka_partition
@@ -87,6 +88,7 @@ class Pipeline:
         # one endpoint for the supervisor, with its recorder's and relay's metrics (`papertape recorder`: the same)
         self.prometheus = prometheus.serve(self.settings, "supervisor" if worker else "recorder", self.data_dir)
         self.say(f"metrics: {self.prometheus.url}")
+        self.say(native.status())
         bootstrap = self.settings.kafka_bootstrap
         if bootstrap is None:
             self.broker = self._start_embedded_broker()
