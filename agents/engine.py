@@ -31,7 +31,7 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
     async def engine(stream: faust.StreamT) -> None:
         try:
             # Faust hands an agent a Stream, which has noack_take; StreamT, its declared type, lacks it
-            async for events in stream.noack_take(2000, within=0.02):  # type: ignore[attr-defined]
+            async for events in stream.noack_take(2000, within=settings.take_within_ms / 1000):  # type: ignore[attr-defined]
                 touched: set[int] = set()
                 for msg, topic, eng in checkpoints.fresh(events):
                     touched.add(msg.partition)

@@ -37,7 +37,7 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
     async def market(stream: faust.StreamT) -> None:
         try:
             # Faust hands an agent a Stream, which has noack_take; StreamT, its declared type, lacks it
-            async for events in stream.noack_take(5000, within=0.02):  # type: ignore[attr-defined]
+            async for events in stream.noack_take(5000, within=settings.take_within_ms / 1000):  # type: ignore[attr-defined]
                 touched: set[int] = set()
                 for msg, topic, mp in checkpoints.fresh(events):
                     touched.add(msg.partition)

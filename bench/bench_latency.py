@@ -16,7 +16,7 @@ consumers use fetch_max_wait_ms=10 (--no-breakdown: only the fills consumer, les
 --coalesce-ms N is an experiment: event times rounded up so the paced source flushes at most once per N wall ms.
 
 Run on demand: python bench/bench_latency.py [--brokers kafka,tansu] [--rates 1000,7000] [--seconds 45]
-               [--sessions 2] [--timeline] [--no-breakdown] [--coalesce-ms N] [--profile]
+               [--sessions 2] [--timeline] [--no-breakdown] [--coalesce-ms N] [--take-ms 20,5] [--profile]
 """
 from __future__ import annotations
 
@@ -215,12 +215,12 @@ def report_usage(fig: Figures, tag: str, usage: dict, machine: float, window: fl
 
 
 async def run_rate(broker: str, fig: Figures, rate: float, seconds: float, tape: list, n_ema: int, profile: bool,
-                   keep: bool, timeline: bool, coalesce_ms: float, breakdown: bool) -> None:
+                   keep: bool, timeline: bool, coalesce_ms: float, breakdown: bool, take_ms: float) -> None:
     speed = rate / event_rate(tape)
     frames = paced_frames(tape, seconds, speed, coalesce_ms)
     sessions = ema_sessions(n_ema) + [scripted(frames[0].ts, seconds * speed)]
     data_dir = Path(tempfile.mkdtemp(prefix=f"bench-latency-{broker}-"))
-    settings = Settings(data_dir=data_dir, sessions=sessions, speed=speed, broker=broker)
+    settings = Settings(data_dir=data_dir, sessions=sessions, speed=speed, broker=broker, take_within_ms=take_ms)
     pipe = Pipeline(settings, out=io.StringIO())
     stop = asyncio.Event()
     sends = SendLog()
@@ -252,7 +252,7 @@ async def run_rate(broker: str, fig: Figures, rate: float, seconds: float, tape:
               f"{replayed:.1f} s = {summary.frames / replayed:,.0f} events/s sent, in {summary.batches} md.events "
               f"batches ({summary.batches / replayed:,.0f}/s, {len(sends.wall)} with frames); engines done {lag:.2f} s "
               f"after the source", flush=True)
-        tag = f"(c) {rate / 1000:g}k/s"
+        tag = f"(c) {rate / 1000:g}k/s, take {take_ms:g} ms"
         fig.add(f"{tag} events/s sent", summary.frames / replayed, "{:,.0f}")
         report_latency(fig, tag, sends, fills, md_events, ticks, started, replayed, breakdown, timeline)
         fig.add(f"{tag} engines done after the source, s", lag, "{:.2f}")
@@ -272,9 +272,10 @@ async def measure(broker: str, args, rates: list[float]) -> Figures:
     print(f"tape: {len(tape)} frames, {event_rate(tape):.0f} frames/s of event time; sessions: 1 scripted "
           f"(a BTCUSDT market order every 200 ms of event time) + {args.sessions} EMA-cross; broker: {broker}",
           flush=True)
-    for rate in rates:
-        await run_rate(broker, fig, rate, args.seconds, tape, args.sessions, args.profile, args.keep,
-                       args.timeline, args.coalesce_ms, not args.no_breakdown)
+    for take_ms in map(float, args.take_ms.split(",")):
+        for rate in rates:
+            await run_rate(broker, fig, rate, args.seconds, tape, args.sessions, args.profile, args.keep,
+                           args.timeline, args.coalesce_ms, not args.no_breakdown, take_ms)
     return fig
 
 
@@ -288,6 +289,8 @@ if __name__ == "__main__":
     ap.add_argument("--no-breakdown", action="store_true", help="consume only fills: the md.events and md.ticks "
                     "consumers of the breakdown add fetches, and so load, to the broker")
     ap.add_argument("--timeline", action="store_true", help="latencies per 5 s of the run")
+    ap.add_argument("--take-ms", default=str(Settings().take_within_ms), help="the agents' take_within_ms, comma "
+                    "separated to compare several in one run (the first is the baseline)")
     ap.add_argument("--keep", action="store_true", help="keep the data directories (logs, ClickHouse)")
     ap.add_argument("--profile", action="store_true", help="py-spy the supervisor and the worker (implies --keep)")
     add_arguments(ap)
