@@ -347,8 +347,7 @@ class Engine:
         if "symbols" not in changes:
             return set()
         try:
-            cfg = sess.cfg.model_copy(update={"symbols": SessionConfig.model_validate(
-                {**sess.cfg.model_dump(), "symbols": changes["symbols"]}).symbols})
+            cfg = SessionConfig.model_validate({**sess.cfg.model_dump(), "symbols": changes["symbols"]})
         except ValueError:
             return set()  # the reconfigure itself says why
         return self._missing(cfg)

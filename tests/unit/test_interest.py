@@ -212,3 +212,23 @@ def test_the_market_refuses_an_interest_it_cannot_serve():
     assert "not a symbol of md.events partition 0" in mp.on_interest(
         s.Interest(id="i", ts=1, symbol=other, engine_partition=0), 1)
     assert mp.interest_offset == 1 and mp.interest == [set(), set()]
+
+
+def test_a_session_widened_at_run_time_keeps_trading_while_its_new_symbol_comes(tape):
+    """A reconfigure adding BTCUSDT waits for its book; the session meanwhile goes on with ETHUSDT, an order of its
+    waits behind the reconfigure, and the reconfigure applies (answering its control) at the snapshot."""
+    widen = s.Control(id="widen", ts=0, session="trend-eth", command="config",
+                      config={"symbols": ["ETHUSDT", "BTCUSDT"]})
+    order = s.Order(id="o2", ts=0, session="trend-eth", symbol="BTCUSDT", side="buy", type="market",
+                    qty=Decimal("0.01"))
+    worker = Worker([[TREND_ETH]])
+    worker.play(tape, {START_AT: [(0, widen), (0, order)]})
+    snapshot = next(t for t in worker.received[0] if t.symbol == "BTCUSDT")
+    assert is_snapshot(snapshot.pos)
+    (status,) = [m for m in worker.out[0] if m.kind == "session" and m.control == "widen"]
+    assert status.ts == snapshot.ts and status.event == "reconfigured: symbols"
+    ours = [m for m in worker.out[0] if getattr(m, "session", None) == "trend-eth"]
+    assert [m.ts for m in ours] == sorted(m.ts for m in ours)  # nothing of the order went before the reconfigure
+    fills = [m for m in ours if m.kind == "fill"]
+    assert {"ETHUSDT", "BTCUSDT"} <= {f.symbol for f in fills}
+    assert min(f.ts for f in fills if f.symbol == "BTCUSDT") >= snapshot.ts
