@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import faust
-import orjson
 
 import schemas as s
 from agents.checkpoint import Checkpoints
 from agents.crash import die
 from agents.outputs import Outputs, dead_letter
-from papertape.core.engine import Engine, batch_of
+from papertape.core.engine import Engine
+from schemas.codec import decode_ticks
 
 INPUTS = ("md.ticks", "orders", "signals", "control", "venue.reports")
 
@@ -57,7 +57,7 @@ _recent_batches: OrderedDict[bytes, s.TickBatch] = OrderedDict()
 
 
 def decode(topic: str, value: bytes | None):
-    """md.ticks on the fast path (see `batch_of`); user-facing topics through full validation.
+    """md.ticks on the fast path (see `decode_ticks`); user-facing topics through full validation.
 
     The market actor sends each tick batch to every engine partition: the worker decodes it once for all of its
     partitions (ticks are immutable tuples, safe to share)."""
@@ -65,11 +65,7 @@ def decode(topic: str, value: bytes | None):
         return s.decode(topic, value)
     batch = _recent_batches.get(value)
     if batch is None:
-        try:
-            batch = batch_of(orjson.loads(value))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise s.InvalidMessage(f"malformed tick batch: {type(exc).__name__}: {exc}") from None
-        _recent_batches[value] = batch
+        batch = _recent_batches[value] = decode_ticks(value)
         if len(_recent_batches) > 256:
             _recent_batches.popitem(last=False)
     return batch

@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,6 +88,41 @@ async def broker_baseline(bootstrap: str, messages: list[tuple[bytes, bytes]], p
     return {"produce_per_s": len(messages) / produce_s, "consume_per_s": len(messages) / consume_s}
 
 
+# Where a process's busy samples go, by the first part whose marker is in the stack (--profile): the pure core
+# apart from the machinery around it (Faust, aiokafka, decoding, outputs, checkpoints, the recorder, the source).
+PARTS = (
+    ("md.events validation (market actor)", ("decode_leniently",)),
+    ("md.ticks decoding (engine)", ("decode (agents/engine.py",)),
+    ("md.ticks encoding", ("_tick_batch_json",)),
+    ("outputs: sends", ("agents/outputs.py",)),
+    ("checkpoints", ("agents/checkpoint.py",)),
+    ("pure core: market actor", ("papertape/core/market/partition.py",)),
+    ("pure core: engine, sessions", ("papertape/core/",)),
+    ("recorder: md.events rows", ("md_events_rows",)),
+    ("recorder: other rows", ("message_rows",)),
+    ("metrics writer", ("streams/sinks/metrics.py",)),
+    ("recorder: insert (chdb)", ("_insert (streams/sinks/recorder.py", "encode_rows", "chdb")),
+    ("source: tape, frames", ("streams/sources/", "streams/formats/", "streams/frames/")),
+    ("aiokafka consumer", ("aiokafka/consumer",)),
+    ("aiokafka producer", ("aiokafka/producer",)),
+    ("aiokafka, other", ("aiokafka/",)),
+    ("Faust, mode", ("faust/", "mode/")),
+)
+
+
+def breakdown(path: Path, name: str) -> str:
+    """The busy samples of a py-spy raw profile by part (PARTS), most first."""
+    shares: Counter[str] = Counter()
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit() or "select (selectors.py" in stack.rsplit(";", 1)[-1]:
+            continue  # idle in the event loop
+        shares[next((part for part, marks in PARTS if any(m in stack for m in marks)), "other")] += int(n)
+    total = max(sum(shares.values()), 1)
+    return "\n".join([f"  {name}, busy samples by part:"]
+                     + [f"    {100 * n / total:5.1f}%  {part}" for part, n in shares.most_common()])
+
+
 async def measure(broker: str, args) -> Figures:
     fig = Figures()
     limit_ms = None if args.tape_seconds is None else int(args.tape_seconds * 1000)
@@ -130,6 +166,9 @@ async def measure(broker: str, args) -> Figures:
         usage = stats.since_start()
         if profiler:
             profiler.stop()
+            for name, path in profiler.files.items():
+                if path.exists():
+                    print(breakdown(path, name))
         rate = done["frames"] / elapsed
         print(f"(b) pipeline, {args.sessions} sessions, recorder on: {done['frames']} events in {elapsed:.2f} s = "
               f"{rate:,.0f} events/s end to end ({100 * rate / a['consume_per_s']:.1f}% of (a)'s consume rate); "
