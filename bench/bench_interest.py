@@ -9,8 +9,8 @@ trading the symbols j with j % S == i (each symbol traded by one session), or sy
 messages are decoded before the clock starts, as in bench_core.py; the clock covers MarketPartition.on_message +
 flush and Engine.on_ticks of every batch routed to each engine partition. Best of --repeat runs.
 
-Run on demand: python bench/bench_interest.py [--symbols 1,10,100,700] [--sessions 1,20,100] [--frames 30000]
-               [--repeat 2]
+Run on demand: python bench/bench_interest.py [--symbols 1,10,100,700] [--sessions 1,20,100] [--frames 100000]
+               [--repeat 1]
 """
 from __future__ import annotations
 
@@ -88,8 +88,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--symbols", default="1,10,100,700")
     ap.add_argument("--sessions", default="1,20,100")
-    ap.add_argument("--frames", type=int, default=30_000, help="market events per cell")
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--frames", type=int, default=100_000, help="market events per cell")
+    ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; one process; {native.status()}")
     print(f"{args.frames:,} events per cell, {ENGINE_PARTITIONS} engine partitions, {MD_PARTITIONS} market "
