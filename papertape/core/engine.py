@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import schemas as s
@@ -22,8 +21,6 @@ from schemas.vocabulary import Severity
 
 END = 1 << 62
 ASK_AGAIN_MS = 1000  # a symbol's ticks came but not its snapshot (a market actor restarted): asked again after this
-HELD_TOPIC = {"order": "orders", "cancel": "orders", "amend": "orders", "signal": "signals", "control": "control",
-              "venue_report": "venue.reports"}
 
 
 def symbols_traded(sessions: Iterable[SessionConfig], instruments: dict[str, Instrument]) -> set[str]:
@@ -103,15 +100,6 @@ class TickMerger:
         self.queues = [[(t.ts, t.pos, t) for t in map(_float_keyed, map(tick_of, q))] for q in d["queues"]]
 
 
-@dataclass
-class Held:
-    """A session's inputs from a control that widened its symbols on, in arrival order: held until the snapshots of
-    the symbols this partition did not get are here (the control then applies at the snapshot's event time)."""
-
-    missing: set[str]
-    items: list[Any] = field(default_factory=list)
-
-
 class Engine:
     def __init__(self, partition: int, origins: int, instruments: dict[str, Instrument],
                  sessions: list[SessionConfig]) -> None:
@@ -129,7 +117,6 @@ class Engine:
         self.offsets: dict[str, int] = {}  # last applied offset per input topic of this partition
         self.deep = symbols_traded(sessions, instruments)  # the symbols whose every tick this partition gets
         self._asked: dict[str, int] = {}  # symbol -> when its ticks were asked for (md.interest), until its snapshot
-        self._held: dict[str, Held] = {}  # session -> its inputs held for a snapshot
 
     def next_offset(self, topic: str) -> int:
         return self.offsets.get(topic, -1) + 1
@@ -146,10 +133,11 @@ class Engine:
         out: list[s.Message] = []
         for tick in self.merger.release():
             if tick.pos & SNAPSHOT_POSITION:
-                out += self._snapshot(tick)
+                self._snapshot(tick)
                 continue
-            if self._asked and tick.symbol in self._asked:
+            if self._asked and tick.symbol in self._asked:  # nothing of a symbol asked for before its whole book
                 out += self._ask_again(tick)
+                continue
             if self._all:
                 out += self._tick(tick)
             else:  # no sessions here yet: only the books move (a session may start at run time)
@@ -159,27 +147,15 @@ class Engine:
             out += self._finish()
         return out
 
-    def _snapshot(self, tick: s.Tick) -> list[s.Message]:
-        """A symbol's whole book from its market actor, asked for by this partition: its every tick follows. Sessions
-        waiting for it start (or reconfigure) here; the sessions already running never see it (nothing traded)."""
+    def _snapshot(self, tick: s.Tick) -> None:
+        """A symbol's whole book from its market actor, asked for by this partition: its every tick follows. No
+        session sees it as a tick (nothing traded): the sessions that trade the symbol read its book from here on."""
         self.now = max(self.now, tick.ts)
         book = self._book(tick.symbol)
         book.reset()
         book.apply_tick(tick)
         self.deep.add(tick.symbol)
         self._asked.pop(tick.symbol, None)
-        out: list[s.Message] = []
-        for sid in [sid for sid, held in self._held.items() if tick.symbol in held.missing]:
-            held = self._held[sid]
-            held.missing.discard(tick.symbol)
-            if not held.missing:
-                del self._held[sid]
-                for item in held.items:  # a control among them may hold the session again, and the rest with it
-                    try:
-                        out += self.on_external(item)
-                    except s.InvalidMessage as exc:  # checked when it came, so rare: an alert says it
-                        out.append(self._alert("error", f"{item.kind} refused", f"{item.id}: {exc}", self.now))
-        return out
 
     def _ask_again(self, tick: s.Tick) -> list[s.Message]:
         """A symbol's ticks came, its snapshot did not: a restarted market actor sent it before this partition's
@@ -199,13 +175,9 @@ class Engine:
         return out
 
     def _missing(self, cfg: SessionConfig) -> set[str]:
-        """The symbols `cfg` trades whose ticks this partition does not get (none once the tape has finished: there
-        is no market left to wait for)."""
+        """The symbols `cfg` trades whose ticks this partition does not get (none to ask for once the tape has
+        finished)."""
         return set() if self.finished else symbols_traded([cfg], self.instruments) - self.deep
-
-    def _hold(self, item: External | s.Signal | s.VenueReport | s.Control) -> list[s.Message]:
-        self._held[item.session].items.append(item)
-        return []
 
     def on_external(self, item: External | s.Signal | s.VenueReport | s.Control) -> list[s.Message]:
         """An order, cancel, amend, signal, exchange report or control, to its session."""
@@ -253,8 +225,6 @@ class Engine:
         self._due_at = min((x.due_at() for x in self._all), default=END)
 
     def on_order(self, order: External) -> list[s.Message]:
-        if order.session in self._held:
-            return self._hold(order)
         sess = self.sessions.get(order.session)
         if sess is None:
             raise s.InvalidMessage(f"{order.kind} for session {order.session!r}, not on this engine")
@@ -265,8 +235,6 @@ class Engine:
         return sess.submit_external(order, self.now, book.status if book else "live", closed)
 
     def on_signal(self, sig: s.Signal) -> list[s.Message]:
-        if sig.session in self._held:
-            return self._hold(sig)
         sess = self.sessions.get(sig.session)
         if sess is None:
             raise s.InvalidMessage(f"signal for session {sig.session!r}, not on this engine")
@@ -276,8 +244,6 @@ class Engine:
 
     def on_report(self, report: s.VenueReport) -> list[s.Message]:
         """What a session's exchange reported; raises s.InvalidMessage for a session not here or not on one."""
-        if report.session in self._held:
-            return self._hold(report)
         sess = self.sessions.get(report.session)
         if sess is None:
             raise s.InvalidMessage(f"venue report for session {report.session!r}, not on this engine")
@@ -287,10 +253,8 @@ class Engine:
     def on_control(self, ctrl: s.Control) -> list[s.Message]:
         """Start, pause, resume, stop or reconfigure a session at the engine's event time; its status messages
         name the control (the sender's answer). Raises s.InvalidMessage, changing nothing, when the command cannot
-        apply. A start or a reconfigure that needs symbols this partition does not get waits for their snapshots,
-        and the session's later inputs with it."""
-        if ctrl.session in self._held:
-            return self._hold(ctrl)
+        apply. A start or a reconfigure on symbols this partition does not get asks for them (md.interest): their
+        books come as snapshots, then their ticks."""
         return [m.model_copy(update={"control": ctrl.id}) if isinstance(m, s.SessionStatus) else m
                 for m in self._apply_control(ctrl)]
 
@@ -318,15 +282,12 @@ class Engine:
                 at = now + sess.cfg.latency_ms
                 out += sess.before_tick(at) + [sess.equity_message(at)]
             return out
-        missing = self._missing_after(sess, ctrl.config)
-        if missing:
-            return self._wait(ctrl, missing)
         try:
             out = sess.reconfigure(ctrl.config, now)
         except ValueError as exc:  # pydantic's ValidationError is one
             raise s.InvalidMessage(f"config of session {ctrl.session!r}: {exc}") from None
         self._refresh()
-        return out
+        return out + self._ask(self._missing(sess.cfg))
 
     def _start(self, ctrl: s.Control) -> list[s.Message]:
         if ctrl.config.get("id", ctrl.session) != ctrl.session:
@@ -336,25 +297,9 @@ class Engine:
                            self.books)
         except ValueError as exc:
             raise s.InvalidMessage(f"start of session {ctrl.session!r}: {exc}") from None
-        missing = self._missing(sess.cfg)
-        if missing:
-            return self._wait(ctrl, missing)
         self.sessions[ctrl.session] = sess
         self._refresh()
-        return sess.before_tick(self.now) if self.now else []
-
-    def _missing_after(self, sess: Session, changes: dict[str, Any]) -> set[str]:
-        if "symbols" not in changes:
-            return set()
-        try:
-            cfg = SessionConfig.model_validate({**sess.cfg.model_dump(), "symbols": changes["symbols"]})
-        except ValueError:
-            return set()  # the reconfigure itself says why
-        return self._missing(cfg)
-
-    def _wait(self, ctrl: s.Control, missing: set[str]) -> list[s.Message]:
-        self._held[ctrl.session] = Held(missing, [ctrl])
-        return self._ask(missing)
+        return (sess.before_tick(self.now) if self.now else []) + self._ask(self._missing(sess.cfg))
 
     def _finish(self) -> list[s.Message]:
         """At the tape's end, the same time for every partition, whichever symbols' ticks it got."""
@@ -374,8 +319,6 @@ class Engine:
         return {"merger": self.merger.to_dict(), "now": self.now, "finished": self.finished,
                 "offsets": self.offsets, "sessions": {k: v.to_dict() for k, v in self.sessions.items()},
                 "deep": sorted(self.deep), "asked": self._asked,
-                "held": {sid: {"missing": sorted(h.missing), "items": [i.model_dump(mode="json") for i in h.items]}
-                         for sid, h in self._held.items()},
                 "books": {sym: b.to_dict() for sym, b in self.books.items()}}
 
     def load(self, d: dict[str, Any]) -> None:
@@ -388,8 +331,5 @@ class Engine:
         # saved before md.interest: the partition got every tick
         self.deep = set(d["deep"]) if "deep" in d else self.deep | set(self.books)
         self._asked = dict(d.get("asked", {}))
-        self._held = {sid: Held(set(h["missing"]), [s.TOPICS[HELD_TOPIC[i["kind"]]].adapter.validate_python(i)
-                                                    for i in h["items"]])
-                      for sid, h in d.get("held", {}).items()}
         self._refresh()
 

@@ -133,9 +133,9 @@ def start(cfg: SessionConfig) -> s.Control:
 
 
 def test_a_session_started_at_run_time_on_a_new_symbol_trades_on_its_whole_book(tape):
-    """The partition did not get BTCUSDT: the start waits for its book (a snapshot after message START_AT), then the
-    session's fills equal those on a partition that had BTCUSDT's every tick all along, started at the same point. An
-    order sent right after the start is held for the session, not refused."""
+    """The partition did not get BTCUSDT: the start asks for it, and its book comes as a snapshot after message
+    START_AT, then its ticks. The session's results equal those on a partition that had BTCUSDT's every tick all
+    along, started at the same point (its orders meet the market after the snapshot)."""
     late = late_session(tape)
     ts_next = tape[START_AT + 1].frames[0].ts
     order = s.Order(id="o1", ts=ts_next + 1500, session="late", symbol="BTCUSDT", side="buy", type="market",
@@ -149,21 +149,21 @@ def test_a_session_started_at_run_time_on_a_new_symbol_trades_on_its_whole_book(
     assert len(snapshots) == 1 and snapshots[0].depth[0] and snapshots[0].depth[1]  # both sides of a real book
     first_btc = next(t for t in fresh.received[0] if t.symbol == "BTCUSDT")
     assert first_btc is snapshots[0]  # nothing of BTCUSDT before its book
-    started = [m for m in fresh.out[0] if m.kind == "session" and m.session == "late"][0]
-    assert started.control == "start-late" and started.ts == snapshots[0].ts
+    assert snapshots[0].ts == tape[START_AT].wm  # the market actor's event time when it read the interest
 
     there = Worker([[TREND_ETH, BYSTANDER]])
     there.play(tape, inputs)
-    expected = session_output(there.out[0], "late")
+    kinds = ("fill", "order_event", "position", "decision", "equity", "session")
+    expected = session_output(there.out[0], "late", kinds)
     assert sum('"kind":"fill"' in m for m in expected) >= 8 and any('o1' in m for m in expected)
-    assert session_output(fresh.out[0], "late") == expected
+    assert session_output(fresh.out[0], "late", kinds) == expected
     assert levels(fresh.engines[0], "BTCUSDT") == levels(there.engines[0], "BTCUSDT")
     assert session_output(fresh.out[0], "trend-eth") == session_output(there.out[0], "trend-eth")
 
 
 def test_a_start_waiting_for_its_book_survives_restarts_of_both_actors(tape):
-    """The engine saved while its start waits; the market actor crashed after reading the interest, before sending
-    the book: restarted from their checkpoints (the market's from before it), the results are the same."""
+    """The engine saved after asking; the market actor crashed after reading the interest, before sending the book:
+    restarted from their checkpoints (the market's from before it), the results are the same."""
     late = late_session(tape)
     inputs = {START_AT: [(0, start(late))]}
     whole = Worker([[TREND_ETH]])
@@ -175,7 +175,7 @@ def test_a_start_waiting_for_its_book_survives_restarts_of_both_actors(tape):
     first.market.on_message(tape[START_AT], START_AT)
     first.take(0, first.engines[0].on_external(start(late)))  # the interest goes out; the market dies with it
     saved_engine = orjson.loads(orjson.dumps(first.engines[0].to_dict(), default=list))
-    assert saved_engine["held"]["late"]["missing"] == ["BTCUSDT"]
+    assert list(saved_engine["asked"]) == ["BTCUSDT"]
 
     again = Worker([[TREND_ETH]])
     again.market.load(saved_market)
@@ -188,21 +188,23 @@ def test_a_start_waiting_for_its_book_survives_restarts_of_both_actors(tape):
     assert any('"kind":"fill"' in m for m in session_output(whole.out[0], "late"))
 
 
-def test_an_engine_whose_snapshot_was_lost_asks_again_and_starts_on_the_whole_book(tape):
+def test_an_engine_whose_snapshot_was_lost_asks_again_and_trades_only_on_the_whole_book(tape):
     late = late_session(tape)
     lossy = Worker([[TREND_ETH]])
     lossy.lose_snapshots = True
     lossy.play(tape, {START_AT: [(0, start(late))]}, pause_at=START_AT + 20)
-    btc = [t for t in lossy.received[0] if t.symbol == "BTCUSDT"]
-    assert btc and not any(m.kind == "session" and m.session == "late" for m in lossy.out[0])  # still waiting
+    assert [t for t in lossy.received[0] if t.symbol == "BTCUSDT"]  # the market sends them: the engine drops them
+    assert "BTCUSDT" not in lossy.engines[0].books
     asked = [m for m in lossy.out[0] if isinstance(m, s.Interest)]
     assert len(asked) >= 2 and all(b.ts - a.ts >= ASK_AGAIN_MS for a, b in zip(asked, asked[1:]))  # not a flood
+    early = [m for m in lossy.out[0] if getattr(m, "session", None) == "late" and m.kind in ("fill", "order_event")]
+    assert early == []  # its strategy has seen nothing of BTCUSDT yet: nothing traded on a partial book
     lossy.lose_snapshots = False
     lossy.play(tape)
     reference = Worker([[TREND_ETH, BYSTANDER]])
     reference.play(tape)
-    assert any(m.kind == "session" and m.session == "late" for m in lossy.out[0])
     assert levels(lossy.engines[0], "BTCUSDT") == levels(reference.engines[0], "BTCUSDT")
+    assert any(m.kind == "fill" and m.session == "late" for m in lossy.out[0])
 
 
 def test_the_market_refuses_an_interest_it_cannot_serve():
@@ -214,21 +216,19 @@ def test_the_market_refuses_an_interest_it_cannot_serve():
     assert mp.interest_offset == 1 and mp.interest == [set(), set()]
 
 
-def test_a_session_widened_at_run_time_keeps_trading_while_its_new_symbol_comes(tape):
-    """A reconfigure adding BTCUSDT waits for its book; the session meanwhile goes on with ETHUSDT, an order of its
-    waits behind the reconfigure, and the reconfigure applies (answering its control) at the snapshot."""
+def test_a_session_widened_at_run_time_trades_its_new_symbol_from_its_book(tape):
+    """A reconfigure adding BTCUSDT applies at once (answering its control) and asks for the symbol; the session goes
+    on with ETHUSDT, and trades BTCUSDT on its book from the snapshot on."""
     widen = s.Control(id="widen", ts=0, session="trend-eth", command="config",
                       config={"symbols": ["ETHUSDT", "BTCUSDT"]})
-    order = s.Order(id="o2", ts=0, session="trend-eth", symbol="BTCUSDT", side="buy", type="market",
-                    qty=Decimal("0.01"))
+    order = s.Order(id="o2", ts=tape[START_AT + 1].frames[0].ts + 1500, session="trend-eth", symbol="BTCUSDT",
+                    side="buy", type="market", qty=Decimal("0.01"))
     worker = Worker([[TREND_ETH]])
     worker.play(tape, {START_AT: [(0, widen), (0, order)]})
     snapshot = next(t for t in worker.received[0] if t.symbol == "BTCUSDT")
     assert is_snapshot(snapshot.pos)
     (status,) = [m for m in worker.out[0] if m.kind == "session" and m.control == "widen"]
-    assert status.ts == snapshot.ts and status.event == "reconfigured: symbols"
-    ours = [m for m in worker.out[0] if getattr(m, "session", None) == "trend-eth"]
-    assert [m.ts for m in ours] == sorted(m.ts for m in ours)  # nothing of the order went before the reconfigure
-    fills = [m for m in ours if m.kind == "fill"]
+    assert status.event == "reconfigured: symbols" and status.ts <= snapshot.ts
+    fills = [m for m in worker.out[0] if getattr(m, "session", None) == "trend-eth" and m.kind == "fill"]
     assert {"ETHUSDT", "BTCUSDT"} <= {f.symbol for f in fills}
     assert min(f.ts for f in fills if f.symbol == "BTCUSDT") >= snapshot.ts
