@@ -117,6 +117,7 @@ class Engine:
         self.offsets: dict[str, int] = {}  # last applied offset per input topic of this partition
         self.deep = symbols_traded(sessions, instruments)  # the symbols whose every tick this partition gets
         self._asked: dict[str, int] = {}  # symbol -> when its ticks were asked for (md.interest), until its snapshot
+        self._unanswered: dict[str, str] = {}  # session -> the start it announces at its first event time
 
     def next_offset(self, topic: str) -> int:
         return self.offsets.get(topic, -1) + 1
@@ -133,7 +134,7 @@ class Engine:
         out: list[s.Message] = []
         for tick in self.merger.release():
             if tick.pos & SNAPSHOT_POSITION:
-                self._snapshot(tick)
+                out += self._snapshot(tick)
                 continue
             if self._asked and tick.symbol in self._asked:  # nothing of a symbol asked for before its whole book
                 out += self._ask_again(tick)
@@ -147,15 +148,28 @@ class Engine:
             out += self._finish()
         return out
 
-    def _snapshot(self, tick: s.Tick) -> None:
+    def _snapshot(self, tick: s.Tick) -> list[s.Message]:
         """A symbol's whole book from its market actor, asked for by this partition: its every tick follows. No
-        session sees it as a tick (nothing traded): the sessions that trade the symbol read its book from here on."""
+        session sees it as a tick (nothing traded): the sessions that trade the symbol read its book from here on. A
+        session started on a partition that had no tick yet announces itself here, at the snapshot's event time."""
         self.now = max(self.now, tick.ts)
         book = self._book(tick.symbol)
         book.reset()
         book.apply_tick(tick)
         self.deep.add(tick.symbol)
         self._asked.pop(tick.symbol, None)
+        out: list[s.Message] = []
+        for sess in self._all:
+            if not sess.announced and sess.trades(tick.symbol):
+                out += sess.before_tick(self.now)
+        if out:
+            self._update_due()
+        return self._answer(out) if self._unanswered else out
+
+    def _answer(self, out: list[s.Message]) -> list[s.Message]:
+        """A start read before the partition's first event time is answered by the session's first status."""
+        return [m.model_copy(update={"control": self._unanswered.pop(m.session)})
+                if isinstance(m, s.SessionStatus) and m.session in self._unanswered else m for m in out]
 
     def _ask_again(self, tick: s.Tick) -> list[s.Message]:
         """A symbol's ticks came, its snapshot did not: a restarted market actor sent it before this partition's
@@ -206,7 +220,7 @@ class Engine:
             out += sess.on_tick(tick)
         if out:
             self._update_due()
-        return out
+        return self._answer(out) if self._unanswered else out
 
     def _book(self, symbol: str) -> Book:
         book = self.books.get(symbol)
@@ -299,6 +313,8 @@ class Engine:
             raise s.InvalidMessage(f"start of session {ctrl.session!r}: {exc}") from None
         self.sessions[ctrl.session] = sess
         self._refresh()
+        if not self.now:
+            self._unanswered[ctrl.session] = ctrl.id
         return (sess.before_tick(self.now) if self.now else []) + self._ask(self._missing(sess.cfg))
 
     def _finish(self) -> list[s.Message]:
@@ -318,7 +334,7 @@ class Engine:
     def to_dict(self) -> dict[str, Any]:
         return {"merger": self.merger.to_dict(), "now": self.now, "finished": self.finished,
                 "offsets": self.offsets, "sessions": {k: v.to_dict() for k, v in self.sessions.items()},
-                "deep": sorted(self.deep), "asked": self._asked,
+                "deep": sorted(self.deep), "asked": self._asked, "unanswered": self._unanswered,
                 "books": {sym: b.to_dict() for sym, b in self.books.items()}}
 
     def load(self, d: dict[str, Any]) -> None:
@@ -331,5 +347,6 @@ class Engine:
         # saved before md.interest: the partition got every tick
         self.deep = set(d["deep"]) if "deep" in d else self.deep | set(self.books)
         self._asked = dict(d.get("asked", {}))
+        self._unanswered = dict(d.get("unanswered", {}))
         self._refresh()
 

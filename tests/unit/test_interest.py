@@ -232,3 +232,15 @@ def test_a_session_widened_at_run_time_trades_its_new_symbol_from_its_book(tape)
     fills = [m for m in worker.out[0] if getattr(m, "session", None) == "trend-eth" and m.kind == "fill"]
     assert {"ETHUSDT", "BTCUSDT"} <= {f.symbol for f in fills}
     assert min(f.ts for f in fills if f.symbol == "BTCUSDT") >= snapshot.ts
+
+
+def test_a_session_started_on_a_partition_without_ticks_announces_itself_at_its_book(tape):
+    """Engine partition 1 has no session, so no tick, and no event time of its own: the start answers (its control
+    named) when the book it asked for comes, at the snapshot's event time, and the session trades from there."""
+    late = late_session(tape)
+    worker = Worker([[TREND_ETH], []])
+    worker.play(tape, {START_AT: [(1, start(late))]})
+    snapshot = next(t for t in worker.received[1] if t.symbol == "BTCUSDT")
+    (started,) = [m for m in worker.out[1] if m.kind == "session" and m.event == "started"]
+    assert is_snapshot(snapshot.pos) and (started.control, started.ts) == ("start-late", snapshot.ts)
+    assert any(m.kind == "fill" for m in worker.out[1])

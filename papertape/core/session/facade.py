@@ -76,6 +76,11 @@ class Session:
     def status(self) -> SessionState:
         return self._run.status
 
+    @property
+    def announced(self) -> bool:
+        """Its first status message ("started") is out."""
+        return self._control.announced
+
     def trades(self, symbol: str) -> bool:
         inst = self.instruments.get(symbol)
         return inst is not None and self.cfg.trades(symbol, inst.category)
