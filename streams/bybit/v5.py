@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from schemas import SCHEMA_VERSION
-from streams.frames.frame_json import levels_ok, wire
+from streams.frames.frame_json import TICKER_FIELDS, levels_ok, wire
 from streams.frames.wire import WireFrame
 
 VENUE = "bybit"
@@ -192,8 +192,9 @@ class BybitNormalizer:
         if not changed:
             self.ignored += 1
             return []
-        ticker: dict[str, Any] = {k: v for k, v in merged.items() if v != ""}  # "" : the field does not apply
-        if "next_funding_ts" in ticker:
+        # every field, in the schema's order (the frame's JSON needs no validation then); "": it does not apply
+        ticker: dict[str, Any] = {k: None if (v := merged.get(k)) == "" else v for k in TICKER_FIELDS}
+        if ticker["next_funding_ts"] is not None:
             ticker["next_funding_ts"] = _int(ticker["next_funding_ts"])
         f = self._frame(symbol, "ticker", msg.get("cs", msg["ts"]), msg["ts"], recv_ns)
         f["ticker"] = ticker

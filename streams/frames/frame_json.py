@@ -14,7 +14,8 @@ import orjson
 from pydantic import ValidationError
 
 from schemas import MarketFrame
-from schemas.base import PriceStr, QtyStr
+from schemas.base import PriceStr, QtyStr, SignedStr
+from schemas.market import Ticker
 from streams.frames.wire import WireFrame
 
 
@@ -25,16 +26,19 @@ def _pattern(constrained: Any) -> re.Pattern[str]:
     return re.compile(constraints.pattern)
 
 
-_PRICE, _QTY = _pattern(PriceStr), _pattern(QtyStr)
+_PRICE, _QTY, _SIGNED = _pattern(PriceStr), _pattern(QtyStr), _pattern(SignedStr)
 _SYMBOL = re.compile(r"[A-Z0-9._-]{1,40}")  # schemas.base.Symbol
 _prices: set[str] = set()  # strings known to be valid
 _qtys: set[str] = set()
 _symbols: set[str] = set()
+_signed: set[str] = set()
+TICKER_FIELDS = tuple(Ticker.model_fields)  # a ticker dict in this order, every field present, dumps as the schema
 _LIST = {list}
 _MAX_TS = 10**14  # EventTime
 
-if list(MarketFrame.model_fields)[-3:] != ["ticker", "bar", "status"]:
-    raise ImportError("frame_json: MarketFrame's fields changed; review `proven`")
+if list(MarketFrame.model_fields)[-3:] != ["ticker", "bar", "status"] or TICKER_FIELDS != (
+        "last", "mark", "index", "funding_rate", "next_funding_ts", "open_interest", "turnover_24h"):
+    raise ImportError("frame_json: MarketFrame's or Ticker's fields changed; review `proven` and `ticker_ok`")
 
 
 def wire(f: dict[str, Any]) -> WireFrame:
@@ -71,15 +75,17 @@ def _learn(s: Any, pattern: re.Pattern[str], known: set[str]) -> bool:
 
 def proven(f: dict[str, Any]) -> bool:
     """Whether validation surely accepts `f` (every field, in order, only ASCII strings needing no escapes)
-    and changes nothing in it but the levels' type (lists -> tuples). Frames with a ticker or bar, or not live,
-    are left to `validate`: they are a small share of any feed."""
+    and changes nothing in it but the levels' type (lists -> tuples). A ticker must pass `ticker_ok` (tickers are
+    most of a whole universe's messages); frames with a bar, or not live, are left to `validate`: they are a small
+    share of any feed."""
     prices, qtys = _prices, _qtys
     try:
         ts, symbol, bid, ask, bid_qty, ask_qty, bids, asks = (
             f["ts"], f["symbol"], f["bid"], f["ask"], f["bid_qty"], f["ask_qty"], f["bids"], f["asks"])
         if (type(ts) is not int or not 0 <= ts < _MAX_TS or len(f["id"]) > 160
                 or symbol not in _symbols and not _learn(symbol, _SYMBOL, _symbols)
-                or f["ticker"] is not None or f["bar"] is not None or f["status"] != "live"
+                or f["ticker"] is not None and not ticker_ok(f["ticker"])
+                or f["bar"] is not None or f["status"] != "live"
                 or type(f["recv_ts"]) is not int or f["recv_ts"] < 0 or type(f["snapshot"]) is not bool):
             return False
         for t in f["trades"]:
@@ -103,6 +109,21 @@ def proven(f: dict[str, Any]) -> bool:
 
 
 _SIDES = frozenset(("buy", "sell"))
+
+
+def ticker_ok(t: Any) -> bool:
+    """Whether `t` is a dict of every Ticker field, in order, each None or a value the schema keeps as it is."""
+    if type(t) is not dict or tuple(t) != TICKER_FIELDS:
+        return False
+    prices, qtys, signed = _prices, _qtys, _signed
+    last, mark, index, rate, next_ts, oi, turnover = t.values()
+    return ((last is None or last in prices or _learn(last, _PRICE, prices))
+            and (mark is None or mark in prices or _learn(mark, _PRICE, prices))
+            and (index is None or index in prices or _learn(index, _PRICE, prices))
+            and (rate is None or rate in signed or _learn(rate, _SIGNED, signed))
+            and (next_ts is None or type(next_ts) is int and 0 <= next_ts < _MAX_TS)
+            and (oi is None or oi in qtys or _learn(oi, _QTY, qtys))
+            and (turnover is None or turnover in qtys or _learn(turnover, _QTY, qtys)))
 
 
 def levels_ok(pairs: list) -> bool:

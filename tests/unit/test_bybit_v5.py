@@ -28,6 +28,7 @@ from streams.bybit.subscriptions import (
 )
 from streams.bybit.tape import BYBIT_V5_FORMAT, TAPE_FORMAT, TapeWriter, header_of
 from streams.bybit.v5 import BybitNormalizer, Gap, Reply, stale_frame
+from streams.frames import frame_json
 from streams.frames.event_order import EventOrder, restamp
 from streams.frames.stale import StaleWatch
 from streams.frames.wire import WireFrame
@@ -309,6 +310,19 @@ def test_ticker_snapshot_fields():
                               next_funding_ts=1680681600000, open_interest="52774.528",
                               turnover_24h="4273027716.4294")
     assert (f.bid, f.ask, f.trades) == (None, None, [])  # bid1/ask1 are not used: orderbook.1 is the top feed
+
+
+def test_every_recorded_ticker_takes_the_fast_path(monkeypatch):
+    """Tickers are most of a whole universe's messages: their frames' JSON is written without the schema's
+    validation, byte for byte what the model writes (`check`)."""
+    def refuse(fields):
+        raise AssertionError(f"validated: {fields['id']}")
+
+    monkeypatch.setattr(frame_json, "validate", refuse)
+    norm = BybitNormalizer()
+    tickers = [line for line in DERIV if orjson.loads(line).get("topic", "").startswith("tickers.")]
+    frames = [f for line in tickers for f in feed(norm, line)[0]]
+    assert len(frames) >= 4 and all(f.ticker is not None for f in frames)  # the recording has 4 that give frames
 
 
 def test_ticker_delta_merged_into_snapshot():

@@ -1,5 +1,8 @@
 """The market actor's pure part: a symbol partition's books, turned into ticks and conflated marks.
 
+Marks are conflated in event time: a symbol's mark is its prices at the end of each second (MARK_EVERY_MS) in which
+it had a frame, whatever the batches, so the same tape gives the same marks.
+
 Frames arrive in batches (one md.events message each); a frame's position is `offset * FRAMES_PER_OFFSET +
 index in its batch`, so ticks of one origin are ordered and deduplicated by one number. An engine partition gets
 the ticks of the symbols its sessions trade (`interest`), and the whole book of a symbol it asks for at run time as a
@@ -18,6 +21,7 @@ from schemas.topics import kafka_partition
 
 FRAMES_PER_OFFSET = 1 << 20  # more than a batch can hold
 SNAPSHOT_POSITION = 1 << 19  # a batch's frames sit below it: positions from it up are the market's snapshot ticks
+MARK_EVERY_MS = 1000  # at most one mark per symbol per second of event time (Bybit's mark price moves once a second)
 
 Route = tuple[list[int], list[s.TickBatch]]  # engine partitions, and the tick batches for them
 
@@ -50,10 +54,13 @@ class MarketPartition:
         self._snapshot_at = (-1, 0)  # (md.events offset, snapshot ticks positioned after it)
         self._ticks: list[s.Tick] = []
         self._touched: dict[str, int] = {}
+        self._unmarked: dict[str, tuple[int, int]] = {}  # symbol -> (second, last frame's ts) of its mark to come
+        self._marks: list[s.Mark] = []  # of seconds that ended
+        self._marked_upto = 0  # the second the watermark was in at the last look for ended seconds
         self._sent_wm = -1
         self.stale: set[str] = set()  # symbols whose last frame said stale: one alert each time one goes stale
         self._alerts: list[s.Alert] = []
-        # the users' price rules, over every frame's mark of their symbols (md.marks is conflated by wall time)
+        # the users' price rules, over every frame's mark of their symbols (md.marks is conflated)
         self.price_watch = PriceWatch(rules) if rules else None
 
     def check(self, frame: s.MarketFrame) -> str:
@@ -93,6 +100,7 @@ class MarketPartition:
         refused: list[tuple[int, s.MarketFrame, str]] = []
         pos = offset * FRAMES_PER_OFFSET
         books, ticks, touched, watch = self.books, self._ticks, self._touched, self.price_watch
+        unmarked = self._unmarked
         for i, frame in enumerate(frames):
             reason = self.check(frame)
             if reason:
@@ -101,6 +109,11 @@ class MarketPartition:
             book = books.get(frame.symbol)
             if book is None:
                 book = books[frame.symbol] = Book()
+            second = frame.ts // MARK_EVERY_MS
+            pending = unmarked.get(frame.symbol)
+            if pending is not None and pending[0] != second:  # the book as it stood at the end of that second
+                self._mark(frame.symbol, book, pending[1])
+            unmarked[frame.symbol] = (second, frame.ts)
             changes = book.apply(frame)
             if frame.ts > self.wm:
                 self.wm = frame.ts
@@ -174,17 +187,30 @@ class MarketPartition:
         self.seq += 1
         routes = [(engines, self._batches(self._ticks_of(mine, symbols), self._snapshots.get(e, []), max_ticks))
                   for (mine, e), engines in groups.items()]
-        marks_and_alerts: list[s.Mark | s.Alert] = [*self._alerts]
+        self._ended_seconds()
+        marks_and_alerts: list[s.Mark | s.Alert] = [*self._alerts, *self._marks]
         self._alerts.clear()
-        for sym, ts in self._touched.items():
-            b = self.books[sym]
-            m = b.mark()
-            if m is not None:
-                marks_and_alerts.append(s.Mark(id=f"mark:{sym}:{ts}", ts=ts, symbol=sym, bid=b.bid, ask=b.ask,
-                                               last=b.last, mark=format(m, "f")))
+        self._marks.clear()
         self._sent_wm = self.wm
         self._ticks, self._touched, self._snapshots = [], {}, {}
         return routes, marks_and_alerts
+
+    def _mark(self, symbol: str, book: Book, ts: int) -> None:
+        m = book.mark()
+        if m is not None:
+            self._marks.append(s.Mark(id=f"mark:{symbol}:{ts}", ts=ts, symbol=symbol, bid=book.bid, ask=book.ask,
+                                      last=book.last, mark=format(m, "f")))
+
+    def _ended_seconds(self) -> None:
+        """The marks of the seconds the watermark has passed (no frame of theirs can come), and all at the end."""
+        now = self.wm // MARK_EVERY_MS
+        if now == self._marked_upto and not self.ended:
+            return
+        self._marked_upto = now
+        for sym, (second, ts) in list(self._unmarked.items()):
+            if second < now or self.ended:
+                self._mark(sym, self.books[sym], ts)
+                del self._unmarked[sym]
 
     def _ticks_of(self, mine: frozenset[str], symbols: frozenset[str]) -> list[s.Tick]:
         if mine == symbols:
@@ -219,6 +245,7 @@ class MarketPartition:
         return {"wm": self.wm, "seq": self.seq, "ended": self.ended, "last_offset": self.last_offset,
                 "interest_offset": self.interest_offset, "interest": [sorted(x) for x in self.interest],
                 "books": {sym: b.to_dict() for sym, b in self.books.items()}, "stale": sorted(self.stale),
+                "unmarked": {sym: list(v) for sym, v in self._unmarked.items()}, "marked_upto": self._marked_upto,
                 "price_rules": None if self.price_watch is None else self.price_watch.to_json()}
 
     def load(self, d: dict[str, Any]) -> None:
@@ -228,6 +255,8 @@ class MarketPartition:
         if "interest" in d:
             self.interest = [set(x) for x in d["interest"]]
         self.stale = set(d.get("stale", ()))  # absent from checkpoints taken before stale alerts
+        self._unmarked = {sym: (v[0], v[1]) for sym, v in d.get("unmarked", {}).items()}  # absent before issue 20
+        self._marked_upto = d.get("marked_upto", self.wm // MARK_EVERY_MS)
         if self.price_watch is not None:
             self.price_watch.load(d.get("price_rules") or {})
         self.books = {sym: Book.from_dict(v) for sym, v in d["books"].items()}
