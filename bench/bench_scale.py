@@ -17,12 +17,13 @@ output, partition 0) and the CPU of the interval.
 `--load live` (issue 20 (4)) sends a live-like Bybit load instead (bench/live_load.py): the v5 WebSocket messages
 of the universe (tickers for every symbol every ~150 ms, orderbook.1 and publicTrade in bursts, skewed by a Zipf
 activity per symbol, orderbook.50 only for the symbols the sessions trade), with the rates of recorded Bybit
-frames (--recording), through the live feed's BybitNormalizer into frames, as the live source does; --rate is
-then what those rates give. Either load ends with the lag's trend over the second half of sending (the mean
+frames (--recording), through the live feed's BybitNormalizer into frames, as the live source does, and sent in
+lumps every 50 ms of wall time, as the live feed releases them (the tape load: every 10 ms; --flush-ms sets it);
+--rate is then what those rates give. Either load ends with the lag's trend over the second half of sending (the mean
 lag of its first and last quarters, the slope): the issue 20 target is a lag that does not grow.
 
 Run on demand: python bench/bench_scale.py [--brokers kafka,tansu] [--seconds 300] [--rate 7000] [--symbols 700]
-               [--sessions 20] [--catchup-timeout 120] [--coalesce-ms N] [--profile]
+               [--sessions 20] [--catchup-timeout 120] [--coalesce-ms N] [--flush-ms N] [--profile]
 Issue 20's target: python bench/bench_scale.py --load live --seconds 600 --brokers kafka
 """
 from __future__ import annotations
@@ -56,6 +57,7 @@ from synthetic import MachineBusy, coalesced, ema_sessions, load_tape, relabelle
 
 from papertape.app.runtime import Pipeline  # noqa: E402
 from papertape.config import Settings  # noqa: E402
+from streams.bybit.ws import FLUSH_EVERY_S  # noqa: E402
 from streams.frames.wire import WireFrame  # noqa: E402
 
 WM = re.compile(rb'"wm":(\d+)')
@@ -317,6 +319,10 @@ async def measure(broker: str, args) -> Figures:
         frames, offered = live_like_load(args, instruments, {s for symbols in traded for s in symbols})
     else:
         frames, offered = tape_load(args, groups)
+    flush_ms = args.flush_ms or (1000 * FLUSH_EVERY_S if args.load == "live" else 10)
+    print(f"the source sends what it has every {flush_ms:g} ms of wall time"
+          + (" (as the live Bybit feed releases its frames)" if args.load == "live" and not args.flush_ms else ""),
+          flush=True)
 
     data_dir = Path(tempfile.mkdtemp(prefix=f"bench-scale-{broker}-"))
     settings = Settings(data_dir=data_dir, instruments=instruments, sessions=sessions, speed=1.0, broker=broker)
@@ -338,7 +344,7 @@ async def measure(broker: str, args) -> Figures:
 
         started, started_wall = time.perf_counter(), time.time()
         reporter = asyncio.create_task(progress_lines(args.every, stats, pids, sent, lags, started))
-        done = await pipe.replay(progress=False, frames=sent)
+        done = await pipe.replay(progress=False, frames=sent, flush_every_s=flush_ms / 1000)
         replayed = time.perf_counter() - started
         reporter.cancel()
         cpu = {k: cpu_or_nan(p) - stats.cpu0[k] for k, p in pids.items()}
@@ -383,6 +389,8 @@ if __name__ == "__main__":
     ap.add_argument("--seed", type=int, default=0, help="--load live: the generator's seed")
     ap.add_argument("--burst", type=float, default=BURST, help="--load live: mean messages per burst of a book or "
                     "trade topic")
+    ap.add_argument("--flush-ms", type=float, default=0, help="the source's flush interval (default: the live "
+                    f"feed's {1000 * FLUSH_EVERY_S:g} ms with --load live, else the replay's 10 ms)")
     ap.add_argument("--symbols", type=int, default=700)
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--symbols-per-session", type=int, default=35, help="0: every symbol")

@@ -260,13 +260,15 @@ class Pipeline:
 
         return producer, send
 
-    async def replay(self, progress: bool = True, frames=None) -> dict:
-        """Play the settings' tape (or `frames`, WireFrames in event-time order) onto md.events."""
+    async def replay(self, progress: bool = True, frames=None, flush_every_s: float = 0.01) -> dict:
+        """Play the settings' tape (or `frames`, WireFrames in event-time order) onto md.events; paced, what is
+        pending goes out every `flush_every_s` of wall time."""
         producer, send = await self._source_producer()
         try:
             source = ReplaySource(self.settings.replay, send, self.settings.md_partitions, kafka_partition,
                                   speed=self.settings.speed, max_seconds=self.settings.replay_seconds,
-                                  progress=self._progress if progress else None, frames=frames)
+                                  progress=self._progress if progress else None, frames=frames,
+                                  flush_every_s=flush_every_s)
             summary = await source.run()
             await producer.flush()
         finally:

@@ -95,6 +95,7 @@ class FeedStats:
 
 
 Alert = Callable[[str, str, str], None]  # severity, title, text
+FLUSH_EVERY_S = 0.05  # the feed releases what it received (in event-time order) this often
 
 
 class BybitPublicFeed:
@@ -102,7 +103,7 @@ class BybitPublicFeed:
                  deep: Iterable[str] = (), depth: int = 50, category: str = "linear", url: str | None = None,
                  on_raw: Callable[[int, bytes], object] | None = None, on_alert: Alert | None = None,
                  stale_after_s: float = 15.0, silence_s: float = 30.0, lateness_ms: int = 250,
-                 flush_every_s: float = 0.05, max_symbols_per_connection: int = 100, ping_interval: int = 20,
+                 flush_every_s: float = FLUSH_EVERY_S, max_symbols_per_connection: int = 100, ping_interval: int = 20,
                  backoff_max_s: float = 60.0) -> None:
         self.connections: list[Connection] = plan(symbols, deep, depth, max_symbols=max_symbols_per_connection)
         self.on_frames = on_frames

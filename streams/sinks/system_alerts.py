@@ -2,10 +2,10 @@
 ClickHouse inserts failing, the recorder behind), onto the `alerts` topic for the relay.
 
 The users' price rules are not here: they run in the market actor over every frame's mark
-(papertape/core/alert_rules.py, papertape/core/market/partition.py). md.marks is conflated by wall-clock batches
-(a fast replay leaves a couple of marks per symbol for half a minute of tape), so a consumer of it would miss
-crossings and fire differently at each replay speed; in the actor, rules see every mark in event time, their state is
-checkpointed with the books, and a restart resumes them exactly (the same alerts, the same ids)."""
+(papertape/core/alert_rules.py, papertape/core/market/partition.py). md.marks is conflated (one mark per symbol
+per second of event time), so a consumer of it would miss crossings inside a second; in the actor, rules see every
+mark in event time, their state is checkpointed with the books, and a restart resumes them exactly (the same alerts,
+the same ids)."""
 from __future__ import annotations
 
 import asyncio
