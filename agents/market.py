@@ -23,10 +23,13 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
     source = app.topic(*map(settings.names.topic, INPUTS), key_serializer="raw", value_serializer="raw",
                        partitions=settings.md_partitions)
 
+    # per engine partition, the symbols its configured sessions trade; each md partition adds what is asked at run time
+    traded = [symbols_traded([c for c in settings.sessions if settings.session_partition(c.id) == e], instruments)
+              for e in range(settings.session_partitions)]
+
     def new_partition(p: int) -> MarketPartition:
-        interest = [symbols_traded([c for c in settings.sessions if settings.session_partition(c.id) == e],
-                                   instruments) for e in range(settings.session_partitions)]
-        return MarketPartition(p, instruments, settings.md_partitions, settings.alerts.rules, interest)
+        return MarketPartition(p, instruments, settings.md_partitions, settings.alerts.rules,
+                               [set(symbols) for symbols in traded])
 
     checkpoints = Checkpoints(app, "market-state", settings.md_partitions, settings.checkpoint_every_s, INPUTS,
                               new_partition, outputs, settings.names)
