@@ -59,6 +59,7 @@ from papertape.app.runtime import Pipeline  # noqa: E402
 from papertape.config import Settings  # noqa: E402
 from streams.bybit.ws import FLUSH_EVERY_S  # noqa: E402
 from streams.frames.wire import WireFrame  # noqa: E402
+from streams.sources.replay import PACED_FLUSH_S  # noqa: E402
 
 WM = re.compile(rb'"wm":(\d+)')
 
@@ -319,7 +320,7 @@ async def measure(broker: str, args) -> Figures:
         frames, offered = live_like_load(args, instruments, {s for symbols in traded for s in symbols})
     else:
         frames, offered = tape_load(args, groups)
-    flush_ms = args.flush_ms or (1000 * FLUSH_EVERY_S if args.load == "live" else 10)
+    flush_ms = args.flush_ms or 1000 * (FLUSH_EVERY_S if args.load == "live" else PACED_FLUSH_S)
     print(f"the source sends what it has every {flush_ms:g} ms of wall time"
           + (" (as the live Bybit feed releases its frames)" if args.load == "live" and not args.flush_ms else ""),
           flush=True)
@@ -389,8 +390,8 @@ if __name__ == "__main__":
     ap.add_argument("--seed", type=int, default=0, help="--load live: the generator's seed")
     ap.add_argument("--burst", type=float, default=BURST, help="--load live: mean messages per burst of a book or "
                     "trade topic")
-    ap.add_argument("--flush-ms", type=float, default=0, help="the source's flush interval (default: the live "
-                    f"feed's {1000 * FLUSH_EVERY_S:g} ms with --load live, else the replay's 10 ms)")
+    ap.add_argument("--flush-ms", type=float, default=0, help="the source's flush interval (default: the live feed's "
+                    f"{1000 * FLUSH_EVERY_S:g} ms with --load live, else the replay's {1000 * PACED_FLUSH_S:g} ms)")
     ap.add_argument("--symbols", type=int, default=700)
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--symbols-per-session", type=int, default=35, help="0: every symbol")

@@ -41,7 +41,7 @@ from streams.sinks.alerts import alert_edges
 from streams.sinks.metrics import MetricsWriter
 from streams.sinks.recorder import Recorder
 from streams.sinks.system_alerts import AlertSender, Episode
-from streams.sources.replay import BatchSender, ReplaySource
+from streams.sources.replay import PACED_FLUSH_S, BatchSender, ReplaySource
 
 STOP_TIMEOUT_S = 30.0
 
@@ -260,7 +260,7 @@ class Pipeline:
 
         return producer, send
 
-    async def replay(self, progress: bool = True, frames=None, flush_every_s: float = 0.01) -> dict:
+    async def replay(self, progress: bool = True, frames=None, flush_every_s: float = PACED_FLUSH_S) -> dict:
         """Play the settings' tape (or `frames`, WireFrames in event-time order) onto md.events; paced, what is
         pending goes out every `flush_every_s` of wall time."""
         producer, send = await self._source_producer()

@@ -152,6 +152,9 @@ class BatchSender:
         self.batches += 1
 
 
+PACED_FLUSH_S = 0.01  # paced, what is pending goes out this often (wall time)
+
+
 class ReplaySource:
     """Sends the tape of `paths` to `md.events` as `MarketBatch`es: per partition (by symbol hash), up to
     `batch_frames` frames each, with the partition's watermark.
@@ -164,7 +167,7 @@ class ReplaySource:
 
     def __init__(self, paths: Iterable[str | Path], send: Send, partitions: int,
                  partition_for: PartitionFor = kafka_partition, *, speed: float = 0,
-                 watermark_every_ms: int = 1000, batch_frames: int = 500, flush_every_s: float = 0.01,
+                 watermark_every_ms: int = 1000, batch_frames: int = 500, flush_every_s: float = PACED_FLUSH_S,
                  progress: Callable[[ReplayProgress], object] | None = None, progress_every_s: float = 1.0,
                  topic: str = "md.events", max_seconds: float | None = None, origin: str = "replay",
                  frames: Iterable[WireFrame] | None = None):

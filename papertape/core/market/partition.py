@@ -53,7 +53,7 @@ class MarketPartition:
         self._snapshots: dict[int, list[s.Tick]] = {}  # engine partition -> snapshot ticks it asked for
         self._snapshot_at = (-1, 0)  # (md.events offset, snapshot ticks positioned after it)
         self._ticks: list[s.Tick] = []
-        self._touched: dict[str, int] = {}
+        self._touched: set[str] = set()  # symbols with a frame since the last flush
         self._unmarked: dict[str, tuple[int, int]] = {}  # symbol -> (second, last frame's ts) of its mark to come
         self._marks: list[s.Mark] = []  # of seconds that ended
         self._marked_upto = 0  # the second the watermark was in at the last look for ended seconds
@@ -126,7 +126,7 @@ class MarketPartition:
                 funding = (tk.funding_rate, tk.next_funding_ts)
             ticks.append(Tick(frame.symbol, frame.ts, book.bid, book.ask, book.bid_qty, book.ask_qty, trades, pos + i,
                               book.mark_price, frame.status, last, depth, funding))
-            touched[frame.symbol] = frame.ts
+            touched.add(frame.symbol)
             if watch is not None and frame.symbol in watch.by_symbol and (m := book.mark()) is not None:
                 self._alerts += watch.on_mark(frame.symbol, frame.ts, m)
             if frame.status == "stale":
@@ -192,7 +192,7 @@ class MarketPartition:
         self._alerts.clear()
         self._marks.clear()
         self._sent_wm = self.wm
-        self._ticks, self._touched, self._snapshots = [], {}, {}
+        self._ticks, self._touched, self._snapshots = [], set(), {}
         return routes, marks_and_alerts
 
     def _mark(self, symbol: str, book: Book, ts: int) -> None:
