@@ -10,13 +10,16 @@ from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
 
 import schemas as s
 from builders import run_settings
 from papertape.app.runtime import Pipeline
 from papertape.config import BUNDLED_TAPE
+from papertape.core.market.partition import is_snapshot
 from papertape.core.session.config import SessionConfig
+from schemas.codec import decode_ticks
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 SECONDS = 60  # of the tape's 345
@@ -196,12 +199,33 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_stream_goes_on(tmp_path
     assert int(summary[0]["fills"]) == 1
 
 
+async def books_sent(settings, session: str, symbols: set[str]) -> None:
+    """Until the market actors have answered the md.interest of `session`'s engine partition with the books of
+    `symbols`: a session started at run time trades from those snapshots on (DESIGN 11), so a test that wants it to
+    see a whole tape waits for them before playing it."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(settings.names.topic("md.ticks"), settings.session_partition(session))])
+        await consumer.seek_to_beginning()
+        waiting = set(symbols)
+        async with asyncio.timeout(120):
+            while waiting:
+                for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                    waiting -= {t.symbol for m in msgs for t in decode_ticks(m.value).ticks if is_snapshot(t.pos)}
+    finally:
+        await consumer.stop()
+
+
 def test_sessions_are_started_paused_reconfigured_and_stopped_from_the_command_line(tmp_path):
     """`papertape session ...` against a running pipeline: the controls travel through Kafka to the engine, and
-    their effects reach ClickHouse, where `session list` reads them."""
+    their effects reach ClickHouse, where `session list` reads them. `late` is started before the tape plays, on an
+    engine partition without sessions: the replay waits until the market actors have sent it their books, so its
+    decisions do not depend on how fast the broker hands the worker its md.interest."""
     settings = run_settings(data_dir=tmp_path, md_partitions=2, session_partitions=2, replay_seconds=SECONDS,
                             sessions=[SessionConfig(id="trend", strategy="trend_following",
                                                     params={"fast": 3, "slow": 8, "bar_ms": 2000})])
+    assert [settings.session_partition(x) for x in ("trend", "late")] == [0, 1]
 
     async def cli(*args):
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "papertape.app.cli", "session", *args,
@@ -225,6 +249,7 @@ def test_sessions_are_started_paused_reconfigured_and_stopped_from_the_command_l
             code, out, err = await cli("start", "late", "--strategy", "mean_reversion", "--intel", "8",
                                        "--param", "window=10", "--param", "bar_ms=2000", "--balance", "5000")
             assert code == 0, err
+            await books_sent(settings, "late", set(settings.instrument_map()))
             await pipe.replay(progress=False)
             await pipe.wait_finished(timeout=300)
             assert (await cli("pause", "late"))[0] == 0
