@@ -10,6 +10,7 @@ import schemas as s
 from agents.checkpoint import Checkpoints
 from agents.crash import die
 from agents.outputs import Outputs, dead_letter
+from agents.take import input_batches
 from papertape.core.engine import Engine
 from schemas.codec import decode_ticks
 
@@ -30,8 +31,7 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
     @app.agent(source, name="engine")
     async def engine(stream: faust.StreamT) -> None:
         try:
-            # Faust hands an agent a Stream, which has noack_take; StreamT, its declared type, lacks it
-            async for events in stream.noack_take(2000, within=settings.take_within_ms / 1000):  # type: ignore[attr-defined]
+            async for events in input_batches(stream, 2000, settings.take_within_ms / 1000):
                 touched: set[int] = set()
                 for msg, topic, eng in checkpoints.fresh(events):
                     touched.add(msg.partition)

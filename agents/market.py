@@ -11,6 +11,7 @@ import schemas as s
 from agents.checkpoint import Checkpoints
 from agents.crash import die
 from agents.outputs import Outputs, dead_letter
+from agents.take import input_batches
 from infra import prometheus
 from papertape.core.engine import symbols_traded
 from papertape.core.market.partition import MarketPartition
@@ -39,8 +40,7 @@ def register(app: faust.App, settings, instruments, outputs: Outputs) -> None:
     @app.agent(source, name="market")
     async def market(stream: faust.StreamT) -> None:
         try:
-            # Faust hands an agent a Stream, which has noack_take; StreamT, its declared type, lacks it
-            async for events in stream.noack_take(5000, within=settings.take_within_ms / 1000):  # type: ignore[attr-defined]
+            async for events in input_batches(stream, 5000, settings.take_within_ms / 1000):
                 touched: set[int] = set()
                 for msg, topic, mp in checkpoints.fresh(events):
                     touched.add(msg.partition)

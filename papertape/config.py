@@ -203,7 +203,7 @@ class Settings(BaseModel):
     speed: float = Field(default=0.0, ge=0)  # 0: as fast as possible; N: N x real time
     replay_seconds: float | None = None  # play only the first N seconds of event time
     checkpoint_every_s: float = Field(default=1.0, gt=0)
-    take_within_ms: float = Field(default=20.0, gt=0, le=1000)  # an agent's longest wait to fill a batch of inputs
+    take_within_ms: float = Field(default=20.0, gt=0, le=1000)  # an agent's longest batch wait (agents/take.py)
     workers: int = Field(default=1, ge=1, le=32)  # worker processes of `papertape run`; they share the partitions
     bybit: BybitSettings = Field(default_factory=BybitSettings)
     bybit_trading: BybitTradingSettings = Field(default_factory=BybitTradingSettings)
