@@ -36,13 +36,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from per_broker import Figures, add_arguments, describe, run  # noqa: E402
 from proc_stats import ProcStats  # noqa: E402
 from pyspy import Profiler  # noqa: E402
 from synthetic import MachineBusy, coalesced, ema_sessions, event_rate, load_tape, looped, percentile, summary_ms  # noqa: E402
 
-from infra import tansu  # noqa: E402
 from papertape.app.runtime import Pipeline  # noqa: E402
 from papertape.config import Settings  # noqa: E402
 from papertape.core.session.config import SessionConfig  # noqa: E402
@@ -138,8 +137,7 @@ def start_consumers(boot: str, settings: Settings, stop: asyncio.Event, breakdow
 async def replay_noted(pipe: Pipeline, speed: float, frames: list, sends: SendLog):
     """The frames onto md.events, paced at `speed`, by a producer of the bench's that notes every batch in `sends`;
     (the replay's summary, when it started, its wall seconds to the producer's flush)."""
-    producer = AIOKafkaProducer(bootstrap_servers=pipe.settings.kafka_bootstrap, linger_ms=5,
-                                max_batch_size=1 << 20, **tansu.producer_settings(pipe.tansu))
+    producer = pipe.md_events_producer()
     await producer.start()
 
     async def send(topic, key, value, partition):

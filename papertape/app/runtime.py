@@ -248,10 +248,16 @@ class Pipeline:
             worker.wait(timeout=60)
 
     # --- the source ------------------------------------------------------------------------------------------
+    def md_events_producer(self) -> AIOKafkaProducer:
+        """The sources' producer (not started). No linger: a source sends what it has for every partition in one turn
+        of the loop, which the producer's next request takes whole; waiting only delays each tick (5 ms before:
+        bench_latency p50 at 1k/s 40-61 ms with it, 27-73 without, median 45 -> 34; throughput the same)."""
+        return AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, linger_ms=0,
+                                max_batch_size=1 << 20, **tansu.producer_settings(self.tansu))
+
     async def _source_producer(self):
         """A started producer for md.events and the `send(topic, key, value, partition)` sources call."""
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, linger_ms=5,
-                                    max_batch_size=1 << 20, **tansu.producer_settings(self.tansu))
+        producer = self.md_events_producer()
         await producer.start()
         names = self.settings.names
 
