@@ -52,17 +52,17 @@ def test_a_lone_event_does_not_wait_for_the_longest_window():
 
 
 def test_after_a_slow_batch_the_next_waits_as_long_for_more():
-    """The wait follows the work: after a batch that took 0.6 s, the next gathers for 0.6 s from its first event,
-    so a loaded agent makes fewer, larger batches (with only the least wait, each event here would be its own)."""
+    """The wait follows the work: after a batch that took 1 s, the next gathers for 1 s from its first event, so a
+    loaded agent makes fewer, larger batches (with only the least wait, 2, 3 and 4 would each be a batch)."""
     async def feed(put, got):
         await put(0)
-        await asyncio.sleep(0.05)
-        await put(1)  # while 0 is processed: joins the next batch once that one is done (at 0.6 s)
-        await asyncio.sleep(0.6)
-        for i in range(2, 5):  # at 0.65, 0.7, 0.75 s: before that batch goes (at 1.2 s)
+        await asyncio.sleep(0.2)
+        await put(1)  # while 0 is processed: opens the next batch once that is done (at about 1 s)
+        await asyncio.sleep(0.95)
+        for i in range(2, 5):  # at 1.15, 1.2, 1.25 s: before that batch goes (at about 2 s)
             await put(i)
             await asyncio.sleep(0.05)
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(2.5)
 
-    got = run_agent(feed, max_=100, most=1.0, work_s=0.6)
+    got = run_agent(feed, max_=100, most=2.0, work_s=1.0)
     assert got == [[0], [1, 2, 3, 4]]
