@@ -1,25 +1,5 @@
-"""Edges without a broker: the Faust codec and checkpoint chunks (the alert relay: tests/unit/test_alert_relay.py)."""
-from decimal import Decimal
-
-import pytest
-from faust.serializers import codecs
-
-import schemas as s
-from agents import codec  # noqa: F401
+"""Edges without a broker: checkpoint chunks (the alert relay: tests/unit/test_alert_relay.py)."""
 from agents.checkpoint import join_snapshot, split_snapshot
-
-
-def test_faust_codec_round_trips_every_kind_exactly():
-    fill = s.Fill(id="f", ts=5, session="a", order_id="o", symbol="BTCUSDT", side="buy", price="61234.5",
-                  qty="0.003", liquidity="taker", fee_rate="0.00055", fee="0.10103693", realized_pnl="0")
-    alert = s.Alert(id="x", ts=1, severity="info", source="t", title="hello")
-    c = codecs.get_codec("papertape")
-    for msg in (fill, alert):
-        back = c.loads(c.dumps(msg))
-        assert back == msg and type(back) is type(msg)
-    assert c.loads(c.dumps(fill)).fee == Decimal("0.10103693")
-    with pytest.raises(TypeError):
-        c.dumps({"not": "a model"})
 
 
 def test_checkpoint_snapshots_of_any_size_go_out_in_chunks_and_survive_a_torn_save():
