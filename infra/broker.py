@@ -45,10 +45,10 @@ GROUP_SESSION = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 
 
 async def ensure_topics(
-    bootstrap: str, topics: dict[str, int], *, timeout: float = 30.0
+    bootstrap: str, topics: dict[str, int], *, timeout: float = 30.0, config: dict[str, str] | None = None
 ) -> int:
-    """Create topics with the given partition counts; existing ones are fine. Returns the replication factor new
-    topics get: 3, or every broker of a smaller cluster (Faust's tables take the same).
+    """Create topics with the given partition counts (and topic `config`); existing ones are fine. Returns the
+    replication factor new topics get: 3, or every broker of a smaller cluster (Faust's tables take the same).
 
     Returns once metadata shows every requested partition with a leader. Raises ValueError if a
     topic already exists with another partition count: Tansu auto-creates any topic
@@ -59,7 +59,7 @@ async def ensure_topics(
     try:
         replication = min(3, len((await admin.describe_cluster())["brokers"]))
         existing = set(await admin.list_topics())
-        new = [NewTopic(t, n, replication) for t, n in topics.items() if t not in existing]
+        new = [NewTopic(t, n, replication, topic_configs=config or {}) for t, n in topics.items() if t not in existing]
         if new:
             resp = await admin.create_topics(new, timeout_ms=int(timeout * 1000))
             for topic, code, *msg in resp.topic_errors:

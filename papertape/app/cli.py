@@ -377,7 +377,7 @@ def _process_settings(args, name: str) -> tuple[Settings, str] | None:
 def cmd_worker(args) -> int:
     from faust import Worker
 
-    from agents.app import create_app
+    from agents.app import create_app, create_changelogs
     from infra.broker import ensure_topics
     from infra.prometheus import serve
     from schemas import partition_counts
@@ -389,6 +389,7 @@ def cmd_worker(args) -> int:
     topics = partition_counts(settings.md_partitions, settings.session_partitions, settings.names)
     replication = asyncio.run(ensure_topics(bootstrap, topics))
     app = create_app(settings, use_tansu=args.tansu, replication=replication)
+    asyncio.run(create_changelogs(app, bootstrap))
 
     # The code and the app's objects live as long as the process: keep the collector from rescanning them,
     # and let it run less often (ticks are short-lived tuples, freed by reference counting anyway).
