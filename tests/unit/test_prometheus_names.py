@@ -14,7 +14,8 @@ UNBOUNDED = {"symbol", "order_id", "id", "session", "key", "offset"}  # one seri
 def families():
     """Every papertape family of the registry, with a Faust monitor and every labelled metric touched once."""
     monitor = prometheus.WorkerMonitor()
-    prometheus.FAUST.monitor = monitor
+    before = prometheus.FAUST.monitor, prometheus.FAUST.name_of  # another test's app may have set them
+    prometheus.FAUST.monitor, prometheus.FAUST.name_of = monitor, str
     monitor.messages_received_by_topic["md.events"] += 1
     monitor.messages_sent_by_topic["md.ticks"] += 1
     monitor.tp_end_offsets[TP("md.events", 0)] = 10
@@ -27,7 +28,7 @@ def families():
         prometheus.ALERTS_DELIVERED.labels("webhook", "sent")
         return [f for f in REGISTRY.collect() if f.name.startswith("papertape_")]
     finally:
-        prometheus.FAUST.monitor = None
+        prometheus.FAUST.monitor, prometheus.FAUST.name_of = before
 
 
 def test_metric_names_follow_the_conventions():
