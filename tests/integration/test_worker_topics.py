@@ -7,13 +7,19 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from agents.app import create_app, create_changelogs
+from infra import prometheus, tansu
 from papertape.config import Settings
 
 
 def test_the_changelogs_are_made_compacted_with_the_tables_partition_counts(broker):
     settings = Settings(namespace=broker.names.prefix, kafka_bootstrap=broker.bootstrap, session_partitions=3,
                         md_partitions=2)
-    app = create_app(settings, use_tansu=False)
+    saved = dict(tansu._state), prometheus.FAUST.monitor, prometheus.FAUST.name_of  # create_app sets them process-wide
+    try:
+        app = create_app(settings, use_tansu=False)
+    finally:
+        tansu._state.update(saved[0])
+        prometheus.FAUST.monitor, prometheus.FAUST.name_of = saved[1:]
     asyncio.run(create_changelogs(app, broker.bootstrap))
     want = {f"{settings.names.group(settings.app_id)}-market-state-changelog": 2,
             f"{settings.names.group(settings.app_id)}-engine-state-changelog": 3}
