@@ -129,7 +129,8 @@ class Placement:
 
     def on_tick(self, tick: s.Tick) -> list[s.Message]:
         """Resting orders and triggers of the tick's symbol, after the tick moved its book."""
-        return self.outcomes(self.venue.on_tick(tick, self.view.books[tick.symbol]), tick.ts)
+        outcomes = self.venue.on_tick(tick, self.view.books[tick.symbol])
+        return self.outcomes(outcomes, tick.ts) if outcomes else []  # most ticks (the hot path)
 
     def liquidations(self, ts: int) -> list[s.Message]:
         """The positions the venue takes over now (after a tick of a perpetual the session holds, when the

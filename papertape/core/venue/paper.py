@@ -466,6 +466,14 @@ class PaperVenue:
         return [m] if m is not None else []
 
     def _check_trigger(self, order: VenueOrder, tick: Tick, book: Book) -> list[Outcome]:
+        trigger = order.trigger_price
+        if trigger is not None and tick.trades and order.trigger_by != "mark" and order.type != "trailing_stop":
+            # a float screen first (per tick and trigger): string and Decimal to float are correctly rounded, so
+            # monotone, and a trade whose float is beyond the trigger's cannot reach it as a Decimal either
+            limit, falls = float(trigger), (order.side == "sell") == order.type.startswith("stop")
+            if all(float(t.price) > limit for t in tick.trades) if falls else \
+                    all(float(t.price) < limit for t in tick.trades):
+                return []
         for i, p in enumerate(self._trigger_prices(order, book, tick)):
             if self._fires(order, p):
                 ts = tick.trades[i].ts if order.trigger_by == "last" and tick.trades else tick.ts
