@@ -1,11 +1,13 @@
-"""Which modules of the core run compiled, and the import hook that picks, module by module, the compiled build
-(Cython, made by setup.py from the unchanged .py) or the .py itself, the reference.
+"""Which modules of the core run compiled, and the import hook that picks the compiled build (mypyc, made by setup.py
+from the unchanged .py) or the .py itself, the reference.
 
-The .py is chosen when PAPERTAPE_PURE_PYTHON=1 (the differential test, debugging; or a comma-separated list of
-modules: theirs), when the module was not built (no C compiler, or the build failed: the install still succeeds), or
-when its build is older than its .py or .pxd (a stale build would silently run old code; a warning is logged).
-status() says which, in one line. No I/O beyond stat() of the modules' files; the hook is installed by
-papertape/__init__.py, before any module of the core is imported.
+mypyc compiles the modules together into one shared library (SHARED_LIB) behind a small extension module per module,
+and compiled modules call each other's compiled code directly: the build is one unit, used whole or not at all. The
+.py of every module is chosen when PAPERTAPE_PURE_PYTHON=1 (the differential test, debugging, profiling), when the
+core was not built (no C compiler, or the build failed: the install still succeeds), or when any of its .py is newer
+than the build (a stale build would silently run old code; a warning is logged). status() says which, in one line.
+No I/O beyond stat() of the modules' files; the hook is installed by papertape/__init__.py, before any module of the
+core is imported.
 """
 from __future__ import annotations
 
@@ -19,11 +21,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.machinery import ModuleSpec
 from types import ModuleType
+from typing import cast
 
 PURE_ENV = "PAPERTAPE_PURE_PYTHON"
 NOT_BUILT = "not built: no C compiler at install, or the build failed"
+STALE = "stale build (a .py of the compiled core is newer than its build)"
+SHARED_LIB = "papertape.core.compiled__mypyc"  # setup.py's group name, "papertape.core.compiled", plus mypyc's suffix
 
 # What setup.py compiles: the modules a tick runs through (bench/bench_core.py --profile; --compare-pure measures).
+# Not venue.fill_model: it defines a pydantic model, which mypyc 2.4 emits C for that does not compile.
 COMPILED: tuple[str, ...] = (
     "papertape.core.market.book",
     "papertape.core.market.bars",
@@ -31,7 +37,6 @@ COMPILED: tuple[str, ...] = (
     "papertape.core.engine",
     "papertape.core.account",
     "papertape.core.venue.paper",
-    "papertape.core.venue.fill_model",
     "papertape.core.venue.fees",
     "papertape.core.venue.margin",
     "papertape.core.session.facade",
@@ -56,10 +61,9 @@ class Choice:
     reason: str = ""  # why the .py, when not compiled
 
 
-def pure_forced(module: str = "") -> bool:
-    """PAPERTAPE_PURE_PYTHON=1: every module's .py; a comma-separated list of modules: theirs (to measure each)."""
-    value = os.environ.get(PURE_ENV, "")
-    return value == "1" or bool(module) and module in value.split(",")
+def pure_forced() -> bool:
+    """PAPERTAPE_PURE_PYTHON=1: every module's .py."""
+    return os.environ.get(PURE_ENV, "") == "1"
 
 
 def _mtime(path: str) -> float | None:
@@ -69,23 +73,39 @@ def _mtime(path: str) -> float | None:
         return None
 
 
+def _built(base: str) -> str | None:
+    """The extension module built at `base` (a path without suffix), if any."""
+    return next((base + suffix for suffix in importlib.machinery.EXTENSION_SUFFIXES if _mtime(base + suffix)), None)
+
+
+def _base(module: str, root: str) -> str:
+    return os.path.join(root, *module.split("."))
+
+
+def _build_state(root: str) -> str:
+    """"" when the whole build is there and newer than every .py it was made from, else why not."""
+    lib = _built(_base(SHARED_LIB, root))
+    if lib is None or any(_built(_base(m, root)) is None for m in COMPILED):
+        return NOT_BUILT
+    built_at = _mtime(lib) or 0
+    return STALE if any((_mtime(_base(m, root) + ".py") or 0) > built_at for m in COMPILED) else ""
+
+
 def choose(module: str, root: str = _ROOT) -> Choice | None:
-    """Where `module` (under `root`) is loaded from, and why; None when it is neither in COMPILED nor built (the
-    default finders' business)."""
-    base = os.path.join(root, *module.split("."))
+    """Where `module` (under `root`) is loaded from, and why; None when it is neither in COMPILED nor built, or is
+    the build's shared library (the default finders' business)."""
+    base = _base(module, root)
     py = base + ".py"
-    built = [base + suffix for suffix in importlib.machinery.EXTENSION_SUFFIXES if _mtime(base + suffix)]
+    if module == SHARED_LIB:
+        return None
     if module not in COMPILED:
-        return Choice(module, py, False, "a leftover build, not in native.COMPILED") if built else None
-    if pure_forced(module):
+        return Choice(module, py, False, "a leftover build, not in native.COMPILED") if _built(base) else None
+    if pure_forced():
         return Choice(module, py, False, f"{PURE_ENV} set")
-    if not built:
-        return Choice(module, py, False, NOT_BUILT)
-    ext = built[0]
-    sources = [t for t in (_mtime(py), _mtime(base + ".pxd")) if t is not None]
-    if sources and max(sources) > (_mtime(ext) or 0):
-        return Choice(module, py, False, "stale build (its .py or .pxd is newer)")
-    return Choice(module, ext, True)
+    problem = _build_state(root)
+    if problem:
+        return Choice(module, py, False, problem)
+    return Choice(module, cast(str, _built(base)), True)
 
 
 class _Finder(importlib.abc.MetaPathFinder):
@@ -100,7 +120,7 @@ class _Finder(importlib.abc.MetaPathFinder):
         if choice is None:
             return None
         self.chosen[fullname] = choice
-        if not choice.compiled and choice.reason != NOT_BUILT and not pure_forced(fullname):
+        if not choice.compiled and choice.reason != NOT_BUILT and not pure_forced():
             _log.warning("%s: %s: running its .py; rebuild with `pip install -e .`", fullname, choice.reason)
         loader = (importlib.machinery.ExtensionFileLoader(fullname, choice.path) if choice.compiled
                   else importlib.machinery.SourceFileLoader(fullname, choice.path))
@@ -127,14 +147,14 @@ def _listed(module: str) -> Choice:
 
 
 def status() -> str:
-    """One line: "compiled core: yes (cython, 17 modules)", "compiled core: no, pure Python (not built: ...)"..."""
+    """One line: "compiled core: yes (mypyc, 16 modules)", "compiled core: no, pure Python (not built: ...)"..."""
     all_ = choices()
     pure = [c for c in all_ if not c.compiled]
     if not pure:
-        return f"compiled core: yes (cython, {len(all_)} modules)"
+        return f"compiled core: yes (mypyc, {len(all_)} modules)"
     reasons = sorted({c.reason for c in pure})
     if len(pure) == len(all_):
         return f"compiled core: no, pure Python ({'; '.join(reasons)})"
     names = ", ".join(c.module.rsplit(".", 1)[-1] for c in pure)
-    return (f"compiled core: partly (cython, {len(all_) - len(pure)} of {len(all_)} modules; pure Python: {names}: "
+    return (f"compiled core: partly (mypyc, {len(all_) - len(pure)} of {len(all_)} modules; pure Python: {names}: "
             f"{'; '.join(reasons)})")

@@ -1,4 +1,4 @@
-"""Issue 20: the compiled core (Cython, papertape/native.py and setup.py) against its .py, the reference.
+"""Issue 20: the compiled core (mypyc, papertape/native.py and setup.py) against its .py, the reference.
 
 The same run (md.events batches -> MarketPartition -> Engine partitions with EMA-cross sessions, a scripted session
 placing market and resting limit orders, and a seeded session placing, amending and cancelling at random) goes once
@@ -189,27 +189,31 @@ def touch(path: Path, mtime: float) -> Path:
     return path
 
 
-def test_a_build_older_than_its_source_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_build_is_used_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """mypyc's modules call each other's compiled code: a missing or stale part sends every module to its .py."""
     monkeypatch.delenv(native.PURE_ENV, raising=False)
-    module = native.COMPILED[0]
-    base = tmp_path.joinpath(*module.split("."))
-    py = touch(base.with_suffix(".py"), 1_000)
-    assert native.choose(module, str(tmp_path)) == native.Choice(module, str(py), False, native.NOT_BUILT)
-    so = touch(Path(str(base) + importlib.machinery.EXTENSION_SUFFIXES[0]), 2_000)
-    assert native.choose(module, str(tmp_path)) == native.Choice(module, str(so), True)
-    touch(base.with_suffix(".pxd"), 3_000)  # the augmenting declarations changed: the build is stale too
-    assert native.choose(module, str(tmp_path)).compiled is False
-    os.utime(so, (4_000, 4_000))
-    assert native.choose(module, str(tmp_path)).compiled is True
-    os.utime(py, (5_000, 5_000))
-    assert native.choose(module, str(tmp_path)) == native.Choice(module, str(py), False,
-                                                                  "stale build (its .py or .pxd is newer)")
-    os.utime(py, (1_000, 1_000))
-    for forced in ("1", f"papertape.core.engine,{module}"):
-        monkeypatch.setenv(native.PURE_ENV, forced)
-        assert native.choose(module, str(tmp_path)) == native.Choice(module, str(py), False, f"{native.PURE_ENV} set")
-    monkeypatch.setenv(native.PURE_ENV, "papertape.core.engine")
-    assert native.choose(module, str(tmp_path)).compiled is True
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+
+    def base(module: str) -> Path:
+        return tmp_path.joinpath(*module.split("."))
+
+    first, last = native.COMPILED[0], native.COMPILED[-1]
+    pys = [touch(base(m).with_suffix(".py"), 1_000) for m in native.COMPILED]
+    assert native.choose(first, str(tmp_path)) == native.Choice(first, str(pys[0]), False, native.NOT_BUILT)
+    shims = [touch(Path(str(base(m)) + suffix), 2_000) for m in native.COMPILED]
+    assert native.choose(first, str(tmp_path)).compiled is False  # no shared library yet
+    lib = touch(Path(str(base(native.SHARED_LIB)) + suffix), 2_000)
+    assert native.choose(first, str(tmp_path)) == native.Choice(first, str(shims[0]), True)
+    assert native.choose(native.SHARED_LIB, str(tmp_path)) is None  # the default finders load it
+    os.utime(pys[-1], (3_000, 3_000))  # another module's source changed: the whole build is stale
+    assert native.choose(first, str(tmp_path)) == native.Choice(first, str(pys[0]), False, native.STALE)
+    os.utime(lib, (4_000, 4_000))
+    assert native.choose(first, str(tmp_path)).compiled is True
+    shims[-1].unlink()
+    assert native.choose(first, str(tmp_path)).reason == native.NOT_BUILT
+    touch(shims[-1], 4_000)
+    monkeypatch.setenv(native.PURE_ENV, "1")
+    assert native.choose(last, str(tmp_path)) == native.Choice(last, str(pys[-1]), False, f"{native.PURE_ENV} set")
 
 
 def test_a_leftover_build_of_a_module_not_listed_is_refused(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from builders import tick
 from papertape.core.engine import Engine
 from papertape.core.instruments import Instrument
 from papertape.core.market.book import Book, price_text
+from papertape.core.session import Session
 from papertape.core.session.config import SessionConfig
 from papertape.core.session.risk import RiskSettings
 
@@ -269,19 +270,24 @@ class Sim:
         self.out: list = []
         self.n = 0
         self.phases: list = []  # (phase, {symbol: Book copy}, outputs)
-        if record:
-            sess = self.eng.sessions["t"]
-            before, on = sess.before_tick, sess.on_tick
+        if record:  # the session's two phases per tick, each with the books as it saw them
+            phases = self.phases
 
-            def wrapped(phase, f):
-                def call(x):
-                    snap = {k: Book.from_dict(b.to_dict()) for k, b in sess.books.items()}
+            class Recording(Session):
+                def before_tick(self, now: int) -> list:
+                    return self._phase("pre", super().before_tick, now)
+
+                def on_tick(self, tick: s.Tick) -> list:
+                    return self._phase("post", super().on_tick, tick)
+
+                def _phase(self, phase, f, x):
+                    snap = {k: Book.from_dict(b.to_dict()) for k, b in self.books.items()}
                     got = f(x)
-                    self.phases.append((phase, snap, got))
+                    phases.append((phase, snap, got))
                     return got
-                return call
 
-            sess.before_tick, sess.on_tick = wrapped("pre", before), wrapped("post", on)
+            self.eng.sessions["t"] = Recording(self.cfg, INSTRUMENTS, self.eng.books)
+            self.eng._refresh()
 
     def feed(self, ticks, end: bool = False):
         for t in ticks:

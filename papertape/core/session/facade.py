@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Callable
 
+from mypy_extensions import mypyc_attr
+
 import schemas as s
 from papertape.core.account import Account
 from papertape.core.instruments import Instrument
@@ -29,6 +31,7 @@ from papertape.core.venue.remote import RemoteVenue, Venue
 from schemas.vocabulary import BYBIT_VENUES, FeedStatus, SessionState
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # tests/unit/test_venue_properties.py watches its phases
 class Session:
     """One paper-trading session: its account, venue and strategy. The engine drives it: `before_tick` and
     `on_tick` in event time, and its signals (`decide`), orders (`submit_external`) and control commands."""

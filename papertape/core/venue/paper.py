@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import asdict, dataclass, field
 from decimal import ROUND_DOWN, ROUND_UP, Decimal
-from typing import TYPE_CHECKING, Any, Callable, Literal, cast
+from typing import Any, Callable, Literal, cast
 
 from papertape.core.account import PositionState
 from papertape.core.instruments import Instrument
@@ -108,11 +108,10 @@ class VenueOrder:
         return cls(**d)
 
 
-if TYPE_CHECKING:
-    class LimitOrder(VenueOrder):
-        """An order of LIMIT_TYPES, for the checker: its limit price is never None."""
-
-        price: Decimal
+def _priority(order: VenueOrder) -> tuple[Decimal, int]:
+    """Price, then time priority, of a resting order of LIMIT_TYPES (which has its limit price)."""
+    price = cast(Decimal, order.price)
+    return -price if order.side == "buy" else price, order.seq
 
 
 @dataclass
@@ -380,18 +379,18 @@ class PaperVenue:
             return []
         out: list[Outcome] = []
         if resting:
-            limits = cast("list[LimitOrder]", resting)  # of LIMIT_TYPES: each has its limit price
-            if len(limits) > 1:  # price, then time priority
-                limits.sort(key=lambda o: (-o.price if o.side == "buy" else o.price, o.seq))
+            if len(resting) > 1:
+                resting.sort(key=_priority)
             if tick.trades:
-                out += self._maker_trades(limits, tick.trades)
-            out += self._maker_quotes(limits, tick.ts, book)
+                out += self._maker_trades(resting, tick.trades)
+            out += self._maker_quotes(resting, tick.ts, book)
         for order in triggers:  # only a trigger sets `triggered`: the makers above did not change this list
             if order.id in self.orders:  # an OCO partner may have cancelled it
                 out += self._check_trigger(order, tick, book)
         return out
 
-    def _maker_trades(self, resting: list[LimitOrder], trades: list[TickTrade]) -> list[Outcome]:
+    def _maker_trades(self, resting: list[VenueOrder], trades: list[TickTrade]) -> list[Outcome]:
+        """`resting`: of LIMIT_TYPES, each with its limit price."""
         out: list[Outcome] = []
         fill = self.rules.fill
         for t in trades:
@@ -401,8 +400,9 @@ class PaperVenue:
                     continue
                 if t.side == order.side:  # an aggressor on our side takes the other side of the book
                     continue
-                through = price < order.price if order.side == "buy" else price > order.price
-                if not through and price != order.price:
+                limit = cast(Decimal, order.price)
+                through = price < limit if order.side == "buy" else price > limit
+                if not through and price != limit:
                     continue
                 avail = left
                 if not through and fill.queue_position and order.queue is not None:
@@ -418,19 +418,21 @@ class PaperVenue:
                     out += self._close(order, t.ts, "cancelled", "reduce-only: no position left to reduce")
                     continue
                 q = min(cap, avail) if fill.partial_fills else cap
-                out += self._execute(order, t.ts, order.price, q, "maker") + self._progress(order, t.ts, 1)
+                out += self._execute(order, t.ts, limit, q, "maker") + self._progress(order, t.ts, 1)
                 left -= q
         return out
 
-    def _maker_quotes(self, resting: list[LimitOrder], ts: int, book: Book) -> list[Outcome]:
-        """Queue sizes shrink with the displayed level; an opposite quote at or through a resting price fills it."""
+    def _maker_quotes(self, resting: list[VenueOrder], ts: int, book: Book) -> list[Outcome]:
+        """Queue sizes shrink with the displayed level; an opposite quote at or through a resting price fills it.
+        `resting`: of LIMIT_TYPES, each with its limit price."""
         out: list[Outcome] = []
         fill = self.rules.fill
         for order in resting:
             if order.id not in self.orders:
                 continue
+            limit = cast(Decimal, order.price)
             if order.queue is None or order.queue > 0:
-                now = queue_ahead(book, order.side, order.price)
+                now = queue_ahead(book, order.side, limit)
                 if now is not None and (order.queue is None or now < order.queue):
                     order.queue = now
             if not fill.quote_through:
@@ -438,7 +440,7 @@ class PaperVenue:
             buy = order.side == "buy"
             opp = book.ask if buy else book.bid
             # float screen first (exact for exchange prices: core/market/book.py), the Decimal only when it may cross
-            if opp is None or (float(opp) > float(order.price) if buy else float(opp) < float(order.price)):
+            if opp is None or (float(opp) > float(limit) if buy else float(opp) < float(limit)):
                 continue
             shown = book.ask_qty if buy else book.bid_qty
             cap = self._capped(order)
@@ -450,7 +452,7 @@ class PaperVenue:
             q = cap if avail is None or not fill.partial_fills else min(cap, avail)
             if q > 0:
                 self.liquidity.take(order.symbol, side, float(opp), shown, q)
-                out += self._execute(order, ts, order.price, q, "maker") + self._progress(order, ts, 1)
+                out += self._execute(order, ts, limit, q, "maker") + self._progress(order, ts, 1)
         return out
 
     def _trigger_prices(self, order: VenueOrder, book: Book, tick: Tick | None) -> list[Decimal]:
