@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 
 .PHONY: install native run test test-fast lint bench clean
 
-$(BIN)/.installed: pyproject.toml setup.py
+$(BIN)/.installed: pyproject.toml setup.py mypyc.ini
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
@@ -19,7 +19,7 @@ $(BIN)/.installed: pyproject.toml setup.py
 
 install: $(BIN)/.installed
 
-# The compiled core again (setup.py), after a module it compiles changed: until then papertape/native.py runs that
+# The compiled core again (setup.py), after a module it compiles changed: until then papertape/native.py runs every
 # module's .py and says so, and tests/unit/test_compiled_core.py fails.
 native: install
 	$(BIN)/python -m pip install --quiet --no-deps -e .
