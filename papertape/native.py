@@ -28,7 +28,8 @@ NOT_BUILT = "not built: no C compiler at install, or the build failed"
 STALE = "stale build (a .py of the compiled core is newer than its build)"
 SHARED_LIB = "papertape.core.compiled__mypyc"  # setup.py's group name, "papertape.core.compiled", plus mypyc's suffix
 
-# What setup.py compiles: the modules a tick runs through (bench/bench_core.py --profile; --compare-pure measures).
+# What setup.py compiles: the modules a tick runs through (bench/bench_core.py --profile; --compare-pure measures),
+# the session's included: a compiled module calling a Python one pays Python's call protocol on every tick.
 # Not venue.fill_model: it defines a pydantic model, which mypyc 2.4 emits C for that does not compile.
 COMPILED: tuple[str, ...] = (
     "papertape.core.market.book",
@@ -40,6 +41,15 @@ COMPILED: tuple[str, ...] = (
     "papertape.core.venue.fees",
     "papertape.core.venue.margin",
     "papertape.core.session.facade",
+    "papertape.core.session.placement",
+    "papertape.core.session.messages",
+    "papertape.core.session.ledger",
+    "papertape.core.session.gate",
+    "papertape.core.session.sizing",
+    "papertape.core.session.control",
+    "papertape.core.session.state",
+    "papertape.core.session.scores",
+    "papertape.core.session.intel",
     "papertape.core.session.margin_rules",
     "papertape.core.session.market_view",
     "papertape.core.session.timers",
@@ -147,7 +157,7 @@ def _listed(module: str) -> Choice:
 
 
 def status() -> str:
-    """One line: "compiled core: yes (mypyc, 16 modules)", "compiled core: no, pure Python (not built: ...)"..."""
+    """One line: "compiled core: yes (mypyc, 25 modules)", "compiled core: no, pure Python (not built: ...)"..."""
     all_ = choices()
     pure = [c for c in all_ if not c.compiled]
     if not pure:
