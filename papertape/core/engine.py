@@ -29,10 +29,14 @@ def symbols_traded(sessions: Iterable[SessionConfig], instruments: dict[str, Ins
 
 
 def tick_of(t: list[Any]) -> s.Tick:
-    """A tick from its JSON array (md.ticks, snapshots)."""
+    """A tick from its JSON array (md.ticks, snapshots), with the tuples its type declares where JSON has arrays (the
+    compiled core checks them). Level keys saved as strings (before depth changes were keyed by float) become floats."""
     symbol, ts, bid, ask, bid_qty, ask_qty, trades, pos, mark, status, last, depth, funding = t
+    if depth is not None:
+        bids, asks, snapshot = depth
+        depth = ([(float(p), q) for p, q in bids], [(float(p), q) for p, q in asks], snapshot)
     return s.Tick(symbol, ts, bid, ask, bid_qty, ask_qty, [s.TickTrade(*x) for x in trades], pos, mark, status, last,
-                  depth, funding)
+                  depth, None if funding is None else (funding[0], funding[1]))
 
 
 def batch_of(raw: dict[str, Any]) -> s.TickBatch:
@@ -41,14 +45,6 @@ def batch_of(raw: dict[str, Any]) -> s.TickBatch:
     return s.TickBatch.model_construct(
         id=raw["id"], ts=raw["ts"], origin=int(raw["origin"]), seq=raw["seq"], wm=int(raw["wm"]),
         end=bool(raw.get("end", False)), ticks=[tick_of(t) for t in raw["ticks"]])
-
-
-def _float_keyed(tick: s.Tick) -> s.Tick:
-    """A tick saved before depth changes were keyed by float (prices were strings then)."""
-    if tick.depth is None or not any(isinstance(lv[0], str) for side in tick.depth[:2] for lv in side):
-        return tick
-    bids, asks, snapshot = tick.depth
-    return tick._replace(depth=([(float(p), q) for p, q in bids], [(float(p), q) for p, q in asks], snapshot))
 
 
 class TickMerger:
@@ -97,7 +93,7 @@ class TickMerger:
 
     def load(self, d: dict[str, Any]) -> None:
         self.wm, self.last_pos, self.end_ts = list(d["wm"]), list(d["last_pos"]), d.get("end_ts", 0)
-        self.queues = [[(t.ts, t.pos, t) for t in map(_float_keyed, map(tick_of, q))] for q in d["queues"]]
+        self.queues = [[(t.ts, t.pos, t) for t in map(tick_of, q)] for q in d["queues"]]
 
 
 class Engine:

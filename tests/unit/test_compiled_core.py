@@ -21,6 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +42,8 @@ bench_core = _load("bench_core")
 
 import schemas as s  # noqa: E402
 from papertape import native  # noqa: E402
+from papertape.core.engine import Engine  # noqa: E402
+from papertape.core.instruments import DEFAULT_INSTRUMENTS  # noqa: E402
 from papertape.core.session.config import SessionConfig  # noqa: E402
 from papertape.core.session.risk import RiskSettings  # noqa: E402
 from streams.frames.wire import WireFrame  # noqa: E402
@@ -180,6 +183,38 @@ def test_bundled_tape_gives_identical_bytes_compiled_and_pure() -> None:
     assert_identical(compiled, pure)
     assert_compiled(compiled)
     assert sum('"kind":"fill"' in m for m in pure["runs"]["tape"]["messages"]) > 100
+
+
+def test_an_engine_restored_from_its_json_checkpoint_goes_on_as_the_uninterrupted_one() -> None:
+    """The compiled core checks the types it declares: a checkpoint's ticks come back from JSON with arrays where a
+    Tick has tuples (depth, its level changes, funding), and with string level keys when saved before they were
+    floats. Ticks of one origin wait in the merger for the other's watermark when the checkpoint is taken."""
+    cfg = SessionConfig(id="e", strategy="ema_cross", params={"fast": 2, "slow": 3, "bar_ms": 100})
+
+    def batch(origin: int, seq: int, ticks: list[s.Tick], wm: int) -> s.TickBatch:
+        return s.TickBatch(id=f"{origin}:{seq}", ts=wm, origin=origin, seq=seq, wm=wm, ticks=ticks)
+
+    waiting = [s.Tick("BTCUSDT", 1000 + 50 * i, f"{60000 + i}.5", f"{60001 + i}.5", "1", "2",
+                      [s.TickTrade(1000 + 50 * i, f"{60001 + i}.5", "0.01", "buy")], i, None, "live", None,
+                      ([(60000.5 + i, "1"), (59990.0, "0")], [(60001.5 + i, "2")], i == 0), ("0.0001", 1_000_000))
+               for i in range(12)]
+    engines = [Engine(0, 2, DEFAULT_INSTRUMENTS, [cfg]) for _ in range(3)]
+    for eng in engines:
+        eng.on_ticks(batch(0, 0, waiting, 2000))
+    saved = orjson.loads(orjson.dumps(engines[0].to_dict(), default=list))
+    assert len(saved["merger"]["queues"][0]) == 12  # the ticks wait for origin 1
+    old = orjson.loads(orjson.dumps(saved))
+    for t in old["merger"]["queues"][0]:  # as saved before level keys were floats
+        t[11] = [[[repr(p), q] for p, q in t[11][0]], [[repr(p), q] for p, q in t[11][1]], t[11][2]]
+    engines[1] = Engine(0, 2, DEFAULT_INSTRUMENTS, [cfg])
+    engines[1].load(saved)
+    engines[2] = Engine(0, 2, DEFAULT_INSTRUMENTS, [cfg])
+    engines[2].load(old)
+    outs = [eng.on_ticks(batch(1, 0, [], 2000)) for eng in engines]
+    assert outs[0], "nothing came out: the run tests nothing"
+    assert [[m.model_dump_json() for m in out] for out in outs[1:]] == [[m.model_dump_json() for m in outs[0]]] * 2
+    states = [orjson.dumps(eng.to_dict(), default=list) for eng in engines]
+    assert states[1] == states[0] and states[2] == states[0]
 
 
 def touch(path: Path, mtime: float) -> Path:
