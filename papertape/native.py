@@ -30,7 +30,8 @@ SHARED_LIB = "papertape.core.compiled__mypyc"  # setup.py's group name, "paperta
 
 # What setup.py compiles: the modules a tick runs through (bench/bench_core.py --profile; --compare-pure measures),
 # the session's included: a compiled module calling a Python one pays Python's call protocol on every tick.
-# Not venue.fill_model: it defines a pydantic model, which mypyc 2.4 emits C for that does not compile.
+# Not the modules of pydantic models (mypyc 2.4 emits C for them that does not compile): venue.fill_settings,
+# session.config, risk, auto_close.
 COMPILED: tuple[str, ...] = (
     "papertape.core.market.book",
     "papertape.core.market.bars",
@@ -38,6 +39,7 @@ COMPILED: tuple[str, ...] = (
     "papertape.core.engine",
     "papertape.core.account",
     "papertape.core.venue.paper",
+    "papertape.core.venue.fill_model",
     "papertape.core.venue.fees",
     "papertape.core.venue.margin",
     "papertape.core.session.facade",
@@ -157,7 +159,7 @@ def _listed(module: str) -> Choice:
 
 
 def status() -> str:
-    """One line: "compiled core: yes (mypyc, 25 modules)", "compiled core: no, pure Python (not built: ...)"..."""
+    """One line: "compiled core: yes (mypyc, 26 modules)", "compiled core: no, pure Python (not built: ...)"..."""
     all_ = choices()
     pure = [c for c in all_ if not c.compiled]
     if not pure:

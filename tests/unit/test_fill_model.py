@@ -10,7 +10,8 @@ import pytest
 
 import schemas as s
 from papertape.core.market.book import Book
-from papertape.core.venue.fill_model import FillSettings, Liquidity, queue_ahead, take, touch
+from papertape.core.venue.fill_model import Liquidity, queue_ahead, take, touch
+from papertape.core.venue.fill_settings import FillSettings
 
 SYM = "XUSDT"
 TICK = D("0.1")

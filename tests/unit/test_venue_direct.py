@@ -18,7 +18,7 @@ import pytest
 from builders import tick
 from papertape.core.instruments import Instrument
 from papertape.core.market.book import Book
-from papertape.core.venue.fill_model import FillSettings
+from papertape.core.venue.fill_settings import FillSettings
 from papertape.core.venue.paper import Execution, PaperVenue, Refusal, StatusChange, VenueOrder, VenueRules
 
 SYM = "XUSDT"

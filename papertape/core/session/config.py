@@ -13,7 +13,7 @@ from papertape.core.session.intel import INTEL_LEVELS, IntelLevel
 from papertape.core.session.risk import RiskSettings
 from papertape.core.venue.dex import DexSettings
 from papertape.core.venue.fees import FeeSchedule
-from papertape.core.venue.fill_model import FillSettings
+from papertape.core.venue.fill_settings import FillSettings
 from schemas.vocabulary import BYBIT_VENUES, Category, MarginMode, VenueKind
 
 

@@ -20,7 +20,8 @@ from papertape.core.instruments import Instrument
 from papertape.core.market.book import Book
 from papertape.core.venue.dex import DexSettings, gas_cost, swap
 from papertape.core.venue.fees import FeeSchedule
-from papertape.core.venue.fill_model import BookSide, FillSettings, Liquidity, queue_ahead, take
+from papertape.core.venue.fill_model import BookSide, Liquidity, queue_ahead, take
+from papertape.core.venue.fill_settings import FillSettings
 from schemas.market import Tick, TickTrade
 from schemas.vocabulary import (
     LIMIT_TYPES,
